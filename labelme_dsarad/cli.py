@@ -1,0 +1,289 @@
+"""The ``dsarad`` command line.
+
+Every expected failure (bad argument, unreadable file, broken model) ends in
+one line on stderr naming the file and the problem, and a non-zero exit
+status; tracebacks are for bugs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import sys
+import time
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILURES, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class CommandError(Exception):
+    """An expected problem with what the user asked for; printed as one line."""
+
+
+def threshold_value(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"threshold must be within [0, 1] (normalised score, 0.5 = model's threshold), got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--model", type=Path, help="model file (.safetensors); default: the product's current model or the bundled one")
+    group.add_argument("--product", help="use the current model of this product from the model store")
+    parser.add_argument("--store", type=Path, help="model store folder (default: $DSARAD_MODEL_STORE or the user data folder)")
+
+
+def resolve_model_path(args) -> Path:
+    from labelme_dsarad.model.store import ModelStore
+
+    if args.model is not None:
+        if not args.model.exists():
+            raise CommandError(f"{args.model}: no such model file")
+        return args.model
+    stored = ModelStore(args.store).resolve(args.product)
+    if not stored.path.is_file():
+        raise CommandError(f"{stored.path}: the bundled model is missing; name one with --model")
+    return stored.path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dsarad", description="DSARAD defect pre-annotation for LabelMe")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    predict = commands.add_parser("predict", help="write LabelMe JSON with suggested defect polygons for images or folders")
+    predict.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="images or folders of images")
+    add_model_arguments(predict)
+    predict.add_argument("--out", type=Path, help="folder for the JSON files (default: next to each image)")
+    predict.add_argument("--threshold", type=threshold_value, help="normalised score threshold in [0, 1] (default 0.5, the model's)")
+    predict.add_argument("--min-area", type=non_negative_int, default=20, help="smallest region in pixels (default 20)")
+    predict.add_argument("--tolerance", type=float, default=1.0, help="polygon simplification in pixels (default 1.0)")
+    predict.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    predict.add_argument("--save-maps", type=Path, metavar="DIR", help="also write each anomaly map as a PNG heat map")
+    predict.add_argument("--batch-size", type=int, default=1, help="images per forward pass (helps on a GPU)")
+    predict.set_defaults(handler=run_predict)
+
+    train = commands.add_parser("train", help="train a model for one product type from defect-free images")
+    train.add_argument("--product", required=True, help="product type name, e.g. magnetic_tile")
+    train.add_argument("--images", nargs="+", help="folders, files or glob patterns of defect-free images")
+    train.add_argument("--dataset", choices=["mtd", "mvtec"],
+                       help="--images names a Magnetic Tile root or an MVTec AD category: only its train split is used")
+    train.add_argument("--preset", choices=["compact", "paper", "tiny"], default="compact")
+    train.add_argument("--input-size", type=int, help="square training and inference size (default: the preset's, 256)")
+    budget = train.add_mutually_exclusive_group()
+    budget.add_argument("--epochs", type=positive_float, help="passes over the images, teacher and student together")
+    budget.add_argument("--minutes", type=positive_float, help="wall-clock budget, teacher and student together")
+    train.add_argument("--anomaly-source", type=Path, help="folder of texture images to paste as anomalies (default: built-in)")
+    train.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    train.add_argument("--devices", type=int, default=1, help="GPUs (or CPU processes) for data-parallel training")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--batch-size", type=int, default=8)
+    train.add_argument("--learning-rate", type=positive_float, default=1e-4)
+    train.add_argument("--snapshots", type=non_negative_int, default=0, help="export this many intermediate models")
+    train.add_argument("--run-dir", type=Path, help="checkpoint folder (default: in the model store)")
+    train.add_argument("--resume", action="store_true", help="continue the interrupted run in --run-dir")
+    train.add_argument("--output", type=Path, help="write the model here instead of adding it to the store")
+    train.add_argument("--store", type=Path, help="model store folder")
+    train.set_defaults(handler=run_train)
+
+    models = commands.add_parser("models", help="list the models in the store and the bundled default")
+    models.add_argument("--store", type=Path, help="model store folder")
+    models.add_argument("--json", action="store_true", help="machine-readable output")
+    models.set_defaults(handler=run_models)
+
+    return parser
+
+
+def expand_image_arguments(patterns: list[str]) -> list[Path]:
+    from labelme_dsarad.model.images import list_images
+
+    paths: list[Path] = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        if not matches:
+            raise CommandError(f"{pattern}: no file matches")
+        try:
+            paths.extend(list_images([Path(match) for match in matches]))
+        except FileNotFoundError as missing:
+            raise CommandError(str(missing).strip("'\"")) from None
+    return paths
+
+
+def dataset_train_images(kind: str, roots: list[str]) -> list[Path]:
+    from labelme_dsarad.train.datasets import mtd_train_images, mvtec_train_images
+
+    if len(roots) != 1:
+        raise CommandError("with --dataset, --images names exactly one dataset folder")
+    reader = {"mtd": mtd_train_images, "mvtec": mvtec_train_images}[kind]
+    try:
+        return reader(Path(roots[0]))
+    except FileNotFoundError as problem:
+        raise CommandError(str(problem).strip("'\"")) from None
+
+
+def run_train(args) -> int:
+    import torch
+
+    from labelme_dsarad.model.store import ModelStore, check_product_name
+    from labelme_dsarad.train.trainer import TrainConfig, Trainer, train_model
+
+    try:
+        check_product_name(args.product)
+    except ValueError as problem:
+        raise CommandError(str(problem)) from None
+    store = ModelStore(args.store)
+    run_dir = args.run_dir or store.root / args.product / "run"
+    if args.resume:
+        if not (run_dir / "checkpoint.safetensors").is_file():
+            raise CommandError(f"{run_dir}: no checkpoint to resume from")
+        config = None
+    else:
+        if not args.images:
+            raise CommandError("--images is required (unless --resume)")
+        if args.epochs is None and args.minutes is None:
+            raise CommandError("give a training budget: --epochs N or --minutes M")
+        images = dataset_train_images(args.dataset, args.images) if args.dataset else expand_image_arguments(args.images)
+        if not images:
+            raise CommandError(f"{' '.join(args.images)}: no images found")
+        config = TrainConfig(
+            product=args.product,
+            images=[str(path) for path in images],
+            preset=args.preset,
+            input_size=args.input_size,
+            epochs=args.epochs,
+            minutes=args.minutes,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            anomaly_source=str(args.anomaly_source) if args.anomaly_source else None,
+            device=args.device,
+            seed=args.seed,
+            snapshots=args.snapshots,
+        )
+    if args.devices > 1:
+        from labelme_dsarad.train.distributed import launch_distributed
+
+        return launch_distributed(args, run_dir)
+    product = config.product if config else args.product
+    if args.output:
+        output, version = args.output, 1
+    else:
+        version, output = store.next_path(product)
+    started = time.monotonic()
+    try:
+        train_model(config, run_dir, output, resume=args.resume, version=version)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; checkpoint saved in {run_dir}; continue with: dsarad train --product {product} --resume"
+              + (f" --run-dir {run_dir}" if args.run_dir else ""), file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if not args.output:
+        store.set_current(product, version)
+    print(f"model written to {output} ({(time.monotonic() - started) / 60:.1f} min)")
+    return EXIT_OK
+
+
+def run_models(args) -> int:
+    from labelme_dsarad.model.model_file import ModelFileError
+    from labelme_dsarad.model.store import ModelStore
+
+    rows = []
+    for stored in ModelStore(args.store).all_models():
+        try:
+            info = stored.info()
+            metrics = info.metrics.get("overall", info.metrics)
+            rows.append({
+                "product": stored.product,
+                "version": "bundled" if stored.bundled else stored.version,
+                "current": stored.current,
+                "preset": info.architecture.preset,
+                "input_size": info.architecture.input_size,
+                "created": info.created,
+                "image_auroc": metrics.get("image_auroc"),
+                "path": str(stored.path),
+            })
+        except ModelFileError as problem:
+            rows.append({"product": stored.product, "version": stored.version, "error": problem.problem, "path": str(stored.path)})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    if not rows:
+        print("no models; train one with: dsarad train --product NAME --images DIR --minutes 30")
+        return EXIT_OK
+    for row in rows:
+        marker = "*" if row.get("current") else " "
+        if "error" in row:
+            print(f"{marker} {row['product']:<20} v{row['version']:<8} BROKEN: {row['error']}  {row['path']}")
+            continue
+        auroc = f"{row['image_auroc']:.3f}" if isinstance(row["image_auroc"], (int, float)) else "-"
+        version = row["version"] if row["version"] == "bundled" else f"v{row['version']}"
+        print(f"{marker} {row['product']:<20} {version:<8} {row['preset']:<8} {row['input_size']:>4}px  "
+              f"image AUROC {auroc}  {row['created'][:10]}  {row['path']}")
+    return EXIT_OK
+
+
+def run_predict(args) -> int:
+    from labelme_dsarad.pipeline import PredictOptions, predict_paths
+
+    model_path = resolve_model_path(args)
+    images = expand_image_arguments([str(path) for path in args.paths])
+    if not images:
+        raise CommandError(f"{' '.join(map(str, args.paths))}: no images found")
+    if args.out is not None:
+        check_writable_folder(args.out)
+    if args.save_maps is not None:
+        check_writable_folder(args.save_maps)
+    options = PredictOptions(
+        threshold=args.threshold,
+        min_area=args.min_area,
+        tolerance=args.tolerance,
+        out_dir=args.out,
+        maps_dir=args.save_maps,
+        batch_size=args.batch_size,
+    )
+    summary = predict_paths(images, model_path, options, device=args.device)
+    print(summary.describe(), file=sys.stderr)
+    return EXIT_FAILURES if summary.failures else EXIT_OK
+
+
+def check_writable_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".dsarad-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as problem:
+        raise CommandError(f"{folder}: cannot write there ({problem.strerror or problem})") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from labelme_dsarad.model.images import ImageReadError
+    from labelme_dsarad.model.model_file import ModelFileError
+
+    try:
+        return args.handler(args)
+    except (CommandError, ModelFileError, ImageReadError, ValueError) as problem:
+        print(f"dsarad {args.command}: error: {problem}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"dsarad {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

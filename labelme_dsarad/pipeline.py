@@ -1,0 +1,226 @@
+"""Pre-annotate many images: the one pipeline behind ``dsarad predict`` and "Detect all".
+
+Decoding runs ahead in a thread pool and polygons plus JSON writing run in a
+writer thread, so inference (which releases the GIL) never waits on disk.
+One image failing is reported by file and the batch goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from labelme_dsarad.model.images import ImageReadError, read_image
+from labelme_dsarad.model.inference import Prediction, Predictor
+from labelme_dsarad.model.labelfile import LabelFileError, load_label_file, suggestion_shape, update_label_file
+from labelme_dsarad.model.polygons import mask_to_polygons
+
+DEFAULT_THRESHOLD = 0.5
+DECODE_AHEAD = 4
+
+
+@dataclass
+class PredictOptions:
+    threshold: float | None = None  # normalised score; None means the model's own (0.5)
+    min_area: int = 20
+    tolerance: float = 1.0
+    opening: int = 0
+    out_dir: Path | None = None
+    maps_dir: Path | None = None
+    batch_size: int = 1
+    # Skip images whose label file already holds this model's results with
+    # these settings, so a rerun after an interruption finishes the rest.
+    skip_done: bool = True
+
+    @property
+    def effective_threshold(self) -> float:
+        return DEFAULT_THRESHOLD if self.threshold is None else self.threshold
+
+
+@dataclass
+class Summary:
+    images: int = 0
+    predicted: int = 0
+    skipped: int = 0
+    suggestions: int = 0
+    images_with_defects: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    device: str = ""
+    cancelled: bool = False
+
+    def describe(self) -> str:
+        lines = [
+            f"{self.images} images: {self.predicted} predicted, {self.skipped} already done, "
+            f"{len(self.failures)} failed; {self.suggestions} suggested defects on {self.images_with_defects} images; "
+            f"{self.seconds:.1f} s on {self.device or 'cpu'}" + (" (cancelled)" if self.cancelled else "")
+        ]
+        lines += [f"failed: {message}" for _, message in self.failures]
+        return "\n".join(lines)
+
+
+def label_path_for(image_path: Path, out_dir: Path | None) -> Path:
+    return (out_dir if out_dir is not None else image_path.parent) / f"{image_path.stem}.json"
+
+
+def run_record(predictor: Predictor, options: PredictOptions) -> dict:
+    """What a label file records about the run that wrote its suggestions."""
+    return {
+        "model": predictor.name,
+        "model_sha256": predictor.model.sha256,
+        "threshold": options.effective_threshold,
+        "min_area": options.min_area,
+        "tolerance": options.tolerance,
+        "opening": options.opening,
+    }
+
+
+def already_done(label_path: Path, record: dict) -> bool:
+    if not label_path.is_file():
+        return False
+    try:
+        data = load_label_file(label_path)
+    except LabelFileError:
+        return False  # reported when we try to merge into it
+    previous = data.get("dsarad")
+    return isinstance(previous, dict) and all(previous.get(key) == value for key, value in record.items())
+
+
+def suggestions_for(prediction: Prediction, predictor: Predictor, options: PredictOptions) -> list[dict]:
+    regions = mask_to_polygons(
+        prediction.score_map,
+        threshold=options.effective_threshold,
+        min_area=options.min_area,
+        tolerance=options.tolerance,
+        opening=options.opening,
+    )
+    provenance = {
+        "model": predictor.name,
+        "model_sha256": predictor.model.sha256,
+        "threshold": options.effective_threshold,
+    }
+    label = predictor.model.info.labels[0]
+    return [suggestion_shape(region, label, provenance) for region in regions]
+
+
+def heat_map_png(score_map: np.ndarray) -> np.ndarray:
+    """BGR heat map of a normalised map; 0.5 (the threshold) sits mid-scale."""
+    scaled = (np.clip(score_map, 0.0, 1.0) * 255).astype(np.uint8)
+    return cv2.applyColorMap(scaled, cv2.COLORMAP_JET)
+
+
+def write_results(image_path: Path, image_shape: tuple, prediction: Prediction, predictor: Predictor,
+                  options: PredictOptions, record: dict) -> int:
+    suggestions = suggestions_for(prediction, predictor, options)
+    label_path = label_path_for(image_path, options.out_dir)
+    update_label_file(
+        label_path, image_path, image_shape[0], image_shape[1], suggestions,
+        run_record={**record, "image_score": round(prediction.image_score, 4)},
+    )
+    if options.maps_dir is not None:
+        map_path = options.maps_dir / f"{image_path.stem}_anomaly.png"
+        ok, encoded = cv2.imencode(".png", heat_map_png(prediction.score_map))
+        if ok:
+            from labelme_dsarad.model.model_file import write_atomically
+
+            write_atomically(map_path, encoded.tobytes())
+    return len(suggestions)
+
+
+def predict_paths(
+    images: list[Path],
+    model_path: os.PathLike | str | None,
+    options: PredictOptions,
+    device: str = "auto",
+    progress: Callable[[int, int, Path], None] | None = None,
+    cancelled: Callable[[], bool] | None = None,
+    predictor: Predictor | None = None,
+    show_progress_bar: bool = False,
+) -> Summary:
+    started = time.perf_counter()
+    predictor = predictor or Predictor(model_path, device=device)
+    record = run_record(predictor, options)
+    summary = Summary(images=len(images), device=predictor.device.type)
+    todo = []
+    for image_path in images:
+        if options.skip_done and already_done(label_path_for(image_path, options.out_dir), record):
+            summary.skipped += 1
+        else:
+            todo.append(Path(image_path))
+    bar = None
+    if show_progress_bar:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(images), initial=summary.skipped, unit="image", desc="predict", dynamic_ncols=True)
+    done_count = summary.skipped
+
+    def finish(image_path: Path, outcome: Future | Exception) -> None:
+        nonlocal done_count
+        try:
+            if isinstance(outcome, Exception):
+                raise outcome
+            found = outcome.result()
+            summary.predicted += 1
+            summary.suggestions += found
+            summary.images_with_defects += found > 0
+        except (ImageReadError, LabelFileError) as problem:
+            summary.failures.append((str(image_path), str(problem)))
+        except OSError as problem:
+            summary.failures.append((str(image_path), f"{image_path}: {problem.strerror or problem}"))
+        done_count += 1
+        if bar is not None:
+            bar.update(1)
+        if progress is not None:
+            progress(done_count, len(images), image_path)
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode") as decoder, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as writer:
+        decoding = deque()
+        pending_writes: deque[tuple[Path, Future]] = deque()
+        queue = iter(todo)
+
+        def top_up() -> None:
+            while len(decoding) < DECODE_AHEAD + options.batch_size:
+                next_path = next(queue, None)
+                if next_path is None:
+                    return
+                decoding.append((next_path, decoder.submit(read_image, next_path)))
+
+        top_up()
+        while decoding:
+            if cancelled is not None and cancelled():
+                summary.cancelled = True
+                break
+            batch = []
+            while decoding and len(batch) < options.batch_size:
+                image_path, future = decoding.popleft()
+                try:
+                    batch.append((image_path, future.result()))
+                except Exception as problem:  # noqa: BLE001 - any decode failure is reported per file
+                    finish(image_path, problem if isinstance(problem, (ImageReadError, OSError)) else ImageReadError(f"{image_path}: {problem}"))
+            top_up()
+            if not batch:
+                continue
+            predictions = predictor.predict_batch([image for _, image in batch])
+            for (image_path, image), prediction in zip(batch, predictions):
+                pending_writes.append(
+                    (image_path, writer.submit(write_results, image_path, image.shape, prediction, predictor, options, record))
+                )
+            while pending_writes and pending_writes[0][1].done():
+                finish(*pending_writes.popleft())
+        for future_path, future in decoding:
+            future.cancel()
+        while pending_writes:
+            finish(*pending_writes.popleft())
+    if bar is not None:
+        bar.close()
+    summary.seconds = time.perf_counter() - started
+    return summary

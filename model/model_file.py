@@ -1,0 +1,288 @@
+"""The model file: one ``.safetensors`` file, weights plus a JSON header.
+
+Model files are data, not code: only safetensors is read, the header is JSON,
+and every tensor is checked against the architecture the header declares
+before any of it reaches a network. Pickle-based files are refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save as save_safetensors_bytes
+
+from .networks import DSARAD, PRESETS, Architecture
+from .scoring import ScoreNormaliser
+
+FORMAT_NAME = "dsarad-model"
+FORMAT_VERSION = 1
+HEADER_KEY = "dsarad"
+# Far above any real header or model, far below what would exhaust memory.
+MAX_HEADER_BYTES = 16 * 1024 * 1024
+MAX_FILE_BYTES = 2 * 1024**3
+WIDTH_RANGE = (1, 512)
+INPUT_SIZE_RANGE = (32, 2048)
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin"}
+
+
+class ModelFileError(Exception):
+    """A model file that cannot be used; the message is one line naming the file."""
+
+    def __init__(self, path: os.PathLike | str, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+@dataclass
+class ModelInfo:
+    """The header: everything a model file says about itself besides weights."""
+
+    architecture: Architecture
+    product: str
+    labels: list[str]
+    normaliser: ScoreNormaliser
+    preprocessing: dict = field(default_factory=lambda: dict(DEFAULT_PREPROCESSING))
+    training: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    created: str = ""
+    version: int = 1
+
+    def to_header(self) -> dict:
+        return {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "architecture": self.architecture.to_dict(),
+            "preprocessing": self.preprocessing,
+            "product": self.product,
+            "labels": self.labels,
+            "scores": self.normaliser.to_dict(),
+            "training": self.training,
+            "metrics": self.metrics,
+            "created": self.created,
+            "version": self.version,
+        }
+
+
+DEFAULT_PREPROCESSING = {
+    "color": "rgb",
+    "value_range": [0.0, 1.0],
+    "normalisation": "none",
+    "resize": "bilinear",
+}
+
+
+@dataclass
+class LoadedModel:
+    network: DSARAD
+    info: ModelInfo
+    path: Path | None
+    sha256: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.info.product} v{self.info.version}"
+
+
+def save_model(path: os.PathLike | str, network: DSARAD, info: ModelInfo, half: bool = False) -> str:
+    """Write atomically; return the file's SHA-256. ``half`` stores floats as fp16."""
+    tensors = {}
+    for prefix, module in (("student", network.student), ("segmentation", network.segmentation)):
+        for key, value in module.state_dict().items():
+            value = value.detach().cpu().contiguous()
+            if half and value.is_floating_point():
+                value = value.half()
+            tensors[f"{prefix}.{key}"] = value
+    payload = save_safetensors_bytes(tensors, metadata={HEADER_KEY: json.dumps(info.to_header())})
+    write_atomically(Path(path), payload)
+    return hashlib.sha256(payload).hexdigest()
+
+
+def write_atomically(path: Path, payload: bytes) -> None:
+    """Temporary file in the same folder, fsync, rename: readers see old or new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(payload)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def read_safetensors(path: os.PathLike | str) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Return (metadata, tensors) of a safetensors file, refusing anything else.
+
+    Checks the 8-byte header length against the file size before the library
+    parses it, so a header that declares absurd sizes is a message, not an
+    allocation.
+    """
+    path = Path(path)
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise ModelFileError(
+            path, "pickle-based model files are refused: loading them can run arbitrary code; use a .safetensors model"
+        )
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ModelFileError(path, f"file is {size} bytes, larger than any model file ({MAX_FILE_BYTES})")
+        payload = path.read_bytes()
+    except FileNotFoundError:
+        raise ModelFileError(path, "no such model file") from None
+    except IsADirectoryError:
+        raise ModelFileError(path, "is a folder, not a model file") from None
+    except PermissionError:
+        raise ModelFileError(path, "permission denied") from None
+    if payload[:2] == b"\x80\x02" or payload[:2] in (b"\x80\x03", b"\x80\x04", b"\x80\x05") or payload[:2] == b"PK":
+        raise ModelFileError(path, "this is a pickle or zip (PyTorch) file, not safetensors; it is refused and not run")
+    if len(payload) < 8:
+        raise ModelFileError(path, "file is too short to be a safetensors model (truncated?)")
+    (header_length,) = struct.unpack("<Q", payload[:8])
+    if header_length > MAX_HEADER_BYTES or 8 + header_length > len(payload):
+        raise ModelFileError(path, f"safetensors header declares {header_length} bytes; file is truncated or corrupt")
+    try:
+        raw_header = json.loads(payload[8 : 8 + header_length])
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ModelFileError(path, "safetensors header is not valid JSON (corrupt file?)") from None
+    if not isinstance(raw_header, dict):
+        raise ModelFileError(path, "safetensors header is not a JSON object")
+    metadata = raw_header.get("__metadata__") or {}
+    try:
+        tensors = load_safetensors_bytes(payload)
+    except Exception as error:  # the library's errors are many types; all mean a broken file
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelFileError(path, f"corrupt safetensors data ({first_line})") from None
+    return metadata, tensors
+
+
+def parse_header(path: os.PathLike | str, metadata: dict) -> ModelInfo:
+    """Validate the JSON header; every problem is a ModelFileError naming the file."""
+    if HEADER_KEY not in metadata:
+        raise ModelFileError(path, "not a DSARAD model: the safetensors metadata has no 'dsarad' header")
+    try:
+        header = json.loads(metadata[HEADER_KEY])
+    except (TypeError, json.JSONDecodeError):
+        raise ModelFileError(path, "the 'dsarad' header is not valid JSON") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
+        raise ModelFileError(path, "the 'dsarad' header is not a DSARAD model header")
+    version = header.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise ModelFileError(path, f"invalid format_version {version!r}")
+    if version > FORMAT_VERSION:
+        raise ModelFileError(
+            path, f"model format version {version} is newer than this program reads ({FORMAT_VERSION}); upgrade labelme-dsarad"
+        )
+    try:
+        arch = header["architecture"]
+        architecture = Architecture(
+            preset=str(arch["preset"]),
+            reconstruction_width=_bounded_int(arch["reconstruction_width"], WIDTH_RANGE, "reconstruction_width"),
+            segmentation_width=_bounded_int(arch["segmentation_width"], WIDTH_RANGE, "segmentation_width"),
+            input_size=_bounded_int(arch["input_size"], INPUT_SIZE_RANGE, "input_size"),
+        )
+        if architecture.input_size % 32:
+            raise ValueError("input_size must be a multiple of 32 (five 2x poolings)")
+        labels = header["labels"]
+        if not isinstance(labels, list) or not labels or not all(isinstance(label, str) and label for label in labels):
+            raise ValueError("labels must be a non-empty list of names")
+        preprocessing = header.get("preprocessing", DEFAULT_PREPROCESSING)
+        if preprocessing != DEFAULT_PREPROCESSING:
+            raise ValueError(f"unsupported preprocessing {preprocessing}")
+        info = ModelInfo(
+            architecture=architecture,
+            product=_string(header["product"], "product"),
+            labels=labels,
+            normaliser=ScoreNormaliser.from_dict(header["scores"]),
+            preprocessing=preprocessing,
+            training=_mapping(header.get("training", {}), "training"),
+            metrics=_mapping(header.get("metrics", {}), "metrics"),
+            created=str(header.get("created", "")),
+            version=_bounded_int(header.get("version", 1), (1, 10**6), "version"),
+        )
+    except KeyError as missing:
+        raise ModelFileError(path, f"header is missing {missing}") from None
+    except (TypeError, ValueError) as problem:
+        raise ModelFileError(path, f"invalid header: {problem}") from None
+    return info
+
+
+def _bounded_int(value, bounds: tuple[int, int], name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not bounds[0] <= value <= bounds[1]:
+        raise ValueError(f"{name} must be an integer in [{bounds[0]}, {bounds[1]}], got {value!r}")
+    return value
+
+
+def _string(value, name: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty string")
+    return value
+
+
+def _mapping(value, name: str) -> dict:
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be an object")
+    return value
+
+
+def load_model(path: os.PathLike | str, map_location: str | torch.device = "cpu") -> LoadedModel:
+    """Load and validate a model file; float weights come back as fp32."""
+    path = Path(path)
+    metadata, tensors = read_safetensors(path)
+    info = parse_header(path, metadata)
+    network = DSARAD(info.architecture)
+    expected_names = set()
+    for prefix, module in (("student", network.student), ("segmentation", network.segmentation)):
+        expected = module.state_dict()
+        expected_names.update(f"{prefix}.{key}" for key in expected)
+        state = {}
+        for key, reference in expected.items():
+            name = f"{prefix}.{key}"
+            if name not in tensors:
+                raise ModelFileError(path, f"tensor '{name}' is missing")
+            tensor = tensors[name]
+            if tuple(tensor.shape) != tuple(reference.shape):
+                raise ModelFileError(
+                    path, f"tensor '{name}' has shape {tuple(tensor.shape)}, expected {tuple(reference.shape)}"
+                )
+            if reference.is_floating_point():
+                if tensor.dtype not in FLOAT_DTYPES:
+                    raise ModelFileError(path, f"tensor '{name}' has dtype {tensor.dtype}, expected a float type")
+                if not torch.isfinite(tensor).all():
+                    raise ModelFileError(path, f"tensor '{name}' contains NaN or infinite values")
+                tensor = tensor.float()
+            elif tensor.dtype != reference.dtype:
+                raise ModelFileError(path, f"tensor '{name}' has dtype {tensor.dtype}, expected {reference.dtype}")
+            state[key] = tensor
+        module.load_state_dict(state)
+    unexpected = sorted(set(tensors) - expected_names)
+    if unexpected:
+        raise ModelFileError(path, f"unexpected tensor '{unexpected[0]}' ({len(unexpected)} in all)")
+    network.eval().to(map_location)
+    return LoadedModel(network=network, info=info, path=path, sha256=file_sha256(path))
+
+
+def file_sha256(path: os.PathLike | str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def preset_architecture(preset: str, input_size: int | None = None) -> Architecture:
+    base = PRESETS[preset]
+    if input_size is None:
+        return base
+    return Architecture(base.preset, base.reconstruction_width, base.segmentation_width, input_size)

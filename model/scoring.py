@@ -1,0 +1,70 @@
+"""Normalised scores: the model's threshold sits at 0.5.
+
+Raw scores are anomaly probabilities in [0, 1] whose useful range differs
+from model to model. Each model file carries, for the image score and the
+pixel map, the raw threshold chosen in training; the normalisation maps raw
+[0, threshold] linearly onto [0, 0.5] and [threshold, 1] onto [0.5, 1]. It is
+strictly monotone and not clipped, so rankings (AUROC, AUPRO) are the same on
+raw and normalised scores, and a slider over 0..1 means the same for every
+model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Raw thresholds are kept strictly inside (0, 1) so both linear pieces exist.
+THRESHOLD_EPSILON = 1e-6
+
+
+@dataclass(frozen=True)
+class ScoreNormaliser:
+    image_threshold: float
+    pixel_threshold: float
+    # How the thresholds were chosen and the validation statistics behind them.
+    statistics: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self):
+        for name in ("image_threshold", "pixel_threshold"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not np.isfinite(value) or not 0.0 < value < 1.0:
+                raise ValueError(f"{name} must be a number strictly between 0 and 1, got {value!r}")
+
+    def image(self, raw):
+        return normalise(raw, self.image_threshold)
+
+    def pixel(self, raw):
+        return normalise(raw, self.pixel_threshold)
+
+    def to_dict(self) -> dict:
+        return {
+            "image_threshold": float(self.image_threshold),
+            "pixel_threshold": float(self.pixel_threshold),
+            "statistics": self.statistics,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ScoreNormaliser":
+        if not isinstance(data, dict):
+            raise ValueError("scores must be an object")
+        statistics = data.get("statistics", {})
+        if not isinstance(statistics, dict):
+            raise ValueError("scores.statistics must be an object")
+        return cls(data["image_threshold"], data["pixel_threshold"], statistics)
+
+
+def clamp_threshold(value: float) -> float:
+    return float(min(max(value, THRESHOLD_EPSILON), 1.0 - THRESHOLD_EPSILON))
+
+
+def normalise(raw, threshold: float):
+    """Map raw scores (array or tensor) so that ``threshold`` becomes 0.5."""
+    below = raw * (0.5 / threshold)
+    above = 0.5 + (raw - threshold) * (0.5 / (1.0 - threshold))
+    if isinstance(raw, np.ndarray) or np.isscalar(raw):
+        return np.where(raw < threshold, below, above)
+    import torch
+
+    return torch.where(raw < threshold, below, above)

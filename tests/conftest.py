@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny models with weights set by the tests, the data set if present."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from labelme_dsarad.model.model_file import ModelInfo, save_model
+from labelme_dsarad.model.networks import DSARAD, PRESETS
+from labelme_dsarad.model.scoring import ScoreNormaliser
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_tiny_model(path: Path, seed: int = 0, product: str = "widget", input_size: int = 64,
+                    image_threshold: float = 0.5, pixel_threshold: float = 0.5) -> Path:
+    """A tiny model with seeded random weights: enough to exercise every code path."""
+    torch.manual_seed(seed)
+    base = PRESETS["tiny"]
+    architecture = type(base)(base.preset, base.reconstruction_width, base.segmentation_width, input_size)
+    network = DSARAD(architecture).eval()
+    info = ModelInfo(
+        architecture=architecture,
+        product=product,
+        labels=["defect"],
+        normaliser=ScoreNormaliser(image_threshold, pixel_threshold, {"method": "set by the test"}),
+        training={"method": "random weights for tests"},
+        metrics={},
+        created="2026-01-01T00:00:00+00:00",
+    )
+    save_model(path, network, info)
+    return path
+
+
+@pytest.fixture
+def tiny_model_path(tmp_path) -> Path:
+    return make_tiny_model(tmp_path / "tiny.safetensors")
+
+
+@pytest.fixture(scope="session")
+def mtd_root() -> Path:
+    from labelme_dsarad.train.datasets import default_mtd_root
+
+    root = default_mtd_root()
+    if root is None:
+        pytest.skip("the Magnetic Tile data set is not present")
+    return root

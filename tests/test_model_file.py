@@ -1,0 +1,179 @@
+import json
+import pickle
+import struct
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from labelme_dsarad.model.model_file import (
+    FORMAT_VERSION,
+    ModelFileError,
+    load_model,
+    parse_header,
+    read_safetensors,
+    save_model,
+)
+from labelme_dsarad.model.networks import DSARAD
+from tests.conftest import make_tiny_model
+
+
+def one_line(error: pytest.ExceptionInfo, path) -> str:
+    message = str(error.value)
+    assert "\n" not in message and str(path) in message
+    return message
+
+
+def test_round_trip_keeps_weights_and_header(tmp_path):
+    path = make_tiny_model(tmp_path / "m.safetensors", seed=3, pixel_threshold=0.3)
+    loaded = load_model(path)
+    torch.manual_seed(3)
+    reference = DSARAD(loaded.info.architecture).eval()
+    for (name, value), (_, expected) in zip(loaded.network.state_dict().items(), reference.state_dict().items()):
+        torch.testing.assert_close(value, expected, msg=name)
+    assert loaded.info.normaliser.pixel_threshold == pytest.approx(0.3)
+    assert loaded.info.labels == ["defect"] and len(loaded.sha256) == 64
+
+
+def test_half_storage_loads_as_float32(tmp_path):
+    full = load_model(make_tiny_model(tmp_path / "full.safetensors"))
+    half_path = tmp_path / "half.safetensors"
+    save_model(half_path, full.network, full.info, half=True)
+    half = load_model(half_path)
+    assert half_path.stat().st_size < (tmp_path / "full.safetensors").stat().st_size
+    for value in half.network.state_dict().values():
+        assert value.dtype in (torch.float32, torch.int64)
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".pth", ".ckpt"])
+def test_pickle_suffixes_are_refused_without_reading(tmp_path, suffix):
+    path = tmp_path / f"model{suffix}"
+    path.write_bytes(b"anything")
+    with pytest.raises(ModelFileError, match="pickle") as error:
+        load_model(path)
+    one_line(error, path)
+
+
+class Boom:
+    def __reduce__(self):
+        return (exec, ("raise SystemExit('pickle code ran')",))
+
+
+def test_pickle_renamed_safetensors_is_refused_and_never_run(tmp_path):
+    path = tmp_path / "evil.safetensors"
+    path.write_bytes(pickle.dumps(Boom(), protocol=4))
+    with pytest.raises(ModelFileError) as error:
+        load_model(path)
+    one_line(error, path)
+
+
+def test_torch_zip_renamed_safetensors_is_refused(tmp_path):
+    path = tmp_path / "zip.safetensors"
+    torch.save({"a": torch.zeros(2)}, path)
+    with pytest.raises(ModelFileError, match="pickle or zip") as error:
+        load_model(path)
+    one_line(error, path)
+
+
+def header_with(tmp_path, mutate) -> "Path":
+    path = make_tiny_model(tmp_path / "base.safetensors")
+    metadata, tensors = read_safetensors(path)
+    header = json.loads(metadata["dsarad"])
+    mutate(header)
+    broken = tmp_path / "broken.safetensors"
+    save_file(tensors, broken, metadata={"dsarad": json.dumps(header)})
+    return broken
+
+
+@pytest.mark.parametrize(
+    "mutate, expected",
+    [
+        (lambda h: h.update(format_version=FORMAT_VERSION + 1), "newer than this program"),
+        (lambda h: h["architecture"].update(reconstruction_width=10**9), "reconstruction_width"),
+        (lambda h: h["architecture"].update(input_size=100), "multiple of 32"),
+        (lambda h: h.pop("labels"), "missing 'labels'"),
+        (lambda h: h.update(labels=[]), "labels"),
+        (lambda h: h["scores"].update(pixel_threshold=1.5), "pixel_threshold"),
+        (lambda h: h["scores"].update(image_threshold="high"), "image_threshold"),
+        (lambda h: h.update(preprocessing={"normalisation": "imagenet"}), "preprocessing"),
+        (lambda h: h.update(format="something-else"), "not a DSARAD model header"),
+    ],
+)
+def test_invalid_headers_give_one_line_errors(tmp_path, mutate, expected):
+    path = header_with(tmp_path, mutate)
+    with pytest.raises(ModelFileError, match=expected) as error:
+        load_model(path)
+    one_line(error, path)
+
+
+def test_header_that_is_not_json(tmp_path):
+    path = make_tiny_model(tmp_path / "base.safetensors")
+    _, tensors = read_safetensors(path)
+    save_file(tensors, tmp_path / "bad.safetensors", metadata={"dsarad": "{not json"})
+    with pytest.raises(ModelFileError, match="not valid JSON"):
+        load_model(tmp_path / "bad.safetensors")
+
+
+def test_wrong_shape_and_dtype_are_named(tmp_path):
+    path = make_tiny_model(tmp_path / "base.safetensors")
+    metadata, tensors = read_safetensors(path)
+    name = "student.encoder.block1.0.weight"
+    reshaped = dict(tensors, **{name: torch.zeros(1, 2, 3)})
+    save_file(reshaped, tmp_path / "shape.safetensors", metadata=metadata)
+    with pytest.raises(ModelFileError, match=f"'{name}' has shape"):
+        load_model(tmp_path / "shape.safetensors")
+    retyped = dict(tensors, **{name: tensors[name].to(torch.int32)})
+    save_file(retyped, tmp_path / "dtype.safetensors", metadata=metadata)
+    with pytest.raises(ModelFileError, match="dtype"):
+        load_model(tmp_path / "dtype.safetensors")
+    missing = {k: v for k, v in tensors.items() if k != name}
+    save_file(missing, tmp_path / "missing.safetensors", metadata=metadata)
+    with pytest.raises(ModelFileError, match="missing"):
+        load_model(tmp_path / "missing.safetensors")
+
+
+def test_non_finite_weights_are_refused(tmp_path):
+    path = make_tiny_model(tmp_path / "base.safetensors")
+    metadata, tensors = read_safetensors(path)
+    name = "segmentation.to_logits.bias"
+    save_file(dict(tensors, **{name: torch.full_like(tensors[name], float("nan"))}), tmp_path / "nan.safetensors", metadata=metadata)
+    with pytest.raises(ModelFileError, match="NaN"):
+        load_model(tmp_path / "nan.safetensors")
+
+
+def test_truncated_file(tmp_path):
+    path = make_tiny_model(tmp_path / "base.safetensors")
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ModelFileError) as error:
+        load_model(truncated)
+    one_line(error, truncated)
+
+
+def test_header_declaring_absurd_size_is_refused_before_allocation(tmp_path):
+    path = tmp_path / "absurd.safetensors"
+    path.write_bytes(struct.pack("<Q", 2**62) + b"{}")
+    with pytest.raises(ModelFileError, match="declares") as error:
+        load_model(path)
+    one_line(error, path)
+
+
+def test_missing_and_empty_files(tmp_path):
+    with pytest.raises(ModelFileError, match="no such model file"):
+        load_model(tmp_path / "nope.safetensors")
+    empty = tmp_path / "empty.safetensors"
+    empty.write_bytes(b"")
+    with pytest.raises(ModelFileError, match="too short"):
+        load_model(empty)
+
+
+def test_parse_header_rejects_non_dsarad_safetensors(tmp_path):
+    with pytest.raises(ModelFileError, match="no 'dsarad' header"):
+        parse_header(tmp_path / "x.safetensors", {})
+
+
+def test_save_is_atomic_and_leaves_no_temporary_files(tmp_path):
+    path = make_tiny_model(tmp_path / "m.safetensors")
+    make_tiny_model(path, seed=1)  # overwrite in place
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
+    load_model(path)

@@ -1,0 +1,35 @@
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from labelme_dsarad.model.scoring import ScoreNormaliser, normalise
+
+thresholds = st.floats(min_value=1e-4, max_value=1 - 1e-4)
+
+
+@given(thresholds, st.lists(st.floats(min_value=0, max_value=1), min_size=2, max_size=50))
+def test_normalisation_is_monotone_and_puts_threshold_at_half(threshold, values):
+    raw = np.sort(np.array(values))
+    normalised = normalise(raw, threshold)
+    assert np.all(np.diff(normalised) >= -1e-12)
+    assert normalise(np.array([threshold]), threshold)[0] == pytest.approx(0.5)
+    assert normalise(np.array([0.0, 1.0]), threshold) == pytest.approx([0.0, 1.0])
+
+
+def test_normalisation_is_not_clipped_and_works_on_tensors():
+    assert normalise(np.array([1.2]), 0.5)[0] == pytest.approx(1.2)
+    tensor = normalise(torch.tensor([0.1, 0.25, 0.9]), 0.25)
+    torch.testing.assert_close(tensor, torch.tensor([0.2, 0.5, 0.5 + 0.65 * 0.5 / 0.75]))
+
+
+@pytest.mark.parametrize("bad", [0.0, 1.0, -0.2, float("nan"), "0.5"])
+def test_thresholds_outside_the_open_interval_are_rejected(bad):
+    with pytest.raises(ValueError):
+        ScoreNormaliser(bad, 0.5)
+
+
+def test_round_trip_through_dict():
+    normaliser = ScoreNormaliser(0.2, 0.7, {"validation_images": 3})
+    assert ScoreNormaliser.from_dict(normaliser.to_dict()) == normaliser

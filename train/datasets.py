@@ -1,0 +1,243 @@
+"""Test and training image lists for the data sets we evaluate on.
+
+Three layouts are understood: Magnetic Tile Defects (MTD, with the split rules
+of ``shared/datasets/magnetic_tile/DATASET.md``), MVTec AD (one category
+folder) and a plain folder layout for a user's own images. Every listing is
+sorted in plain byte order of the file names, so that a split is the same on
+every machine whatever its locale or file system.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+
+MTD_NORMAL_FOLDER = "MT_Free"
+MTD_DEFECT_FOLDERS = ("MT_Blowhole", "MT_Break", "MT_Crack", "MT_Fray", "MT_Uneven")
+MTD_TEST_EVERY = 5  # MT_Free index i is a test image when i % 5 == 0
+
+SAMPLE_KINDS = ("mtd", "mvtec", "folder")
+
+
+@dataclass
+class Sample:
+    """One test image and what is known about it."""
+
+    image_path: Path
+    mask_path: Path | None  # None for a normal image: nothing is defective
+    defect_type: str  # "good" for a normal image
+    is_anomalous: bool
+
+
+def _byte_sorted(paths) -> list[Path]:
+    # Byte order, not locale or natural order: the split in DATASET.md is
+    # defined on it and it is the same everywhere.
+    return sorted(paths, key=lambda p: p.name.encode())
+
+
+def _images_in(folder: Path, suffixes=IMAGE_SUFFIXES) -> list[Path]:
+    return _byte_sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes
+    )
+
+
+def _require_dir(path: Path, what: str) -> Path:
+    if not path.is_dir():
+        raise FileNotFoundError(f"expected {what} folder {path}, which does not exist")
+    return path
+
+
+# --- Magnetic Tile Defects ---------------------------------------------------
+
+
+def default_mtd_root() -> Path | None:
+    """The MTD folder to use: ``$DSARAD_MTD_ROOT``, else the shared copy, else None.
+
+    The shared copy is ``<repo>/../shared/datasets/magnetic_tile``, where
+    ``<repo>`` is the folder holding ``train/``. The first of the two that
+    exists wins.
+    """
+    candidates = []
+    if os.environ.get("DSARAD_MTD_ROOT"):
+        candidates.append(Path(os.environ["DSARAD_MTD_ROOT"]))
+    repo = Path(__file__).resolve().parents[1]
+    candidates.append(repo.parent / "shared" / "datasets" / "magnetic_tile")
+    return next((path for path in candidates if path.is_dir()), None)
+
+
+def _mtd_jpgs(root: Path, folder: str) -> list[Path]:
+    imgs = _require_dir(Path(root) / folder / "Imgs", "MTD")
+    return _images_in(imgs, suffixes={".jpg"})
+
+
+def _mtd_free_split(root: Path) -> tuple[list[Path], list[Path]]:
+    """(train, test) of MT_Free, by index in byte order (DATASET.md)."""
+    free = _mtd_jpgs(root, MTD_NORMAL_FOLDER)
+    train = [p for i, p in enumerate(free) if i % MTD_TEST_EVERY != 0]
+    test = [p for i, p in enumerate(free) if i % MTD_TEST_EVERY == 0]
+    return train, test
+
+
+def _mtd_defect_sample(image: Path, folder: str) -> Sample:
+    mask = image.with_suffix(".png")
+    if not mask.is_file():
+        raise FileNotFoundError(f"expected the mask of {image} at {mask}")
+    return Sample(image, mask, folder.removeprefix("MT_"), True)
+
+
+def _mtd_normal_sample(image: Path) -> Sample:
+    return Sample(image, None, "good", False)
+
+
+def mtd_train_images(root: Path) -> list[Path]:
+    """The train-split MT_Free images (761 in the full data set)."""
+    return _mtd_free_split(root)[0]
+
+
+def mtd_test_samples(root: Path) -> list[Sample]:
+    """The test split: 191 MT_Free images, then all 392 defect images."""
+    normals = [_mtd_normal_sample(p) for p in _mtd_free_split(root)[1]]
+    defects = [
+        _mtd_defect_sample(image, folder)
+        for folder in MTD_DEFECT_FOLDERS
+        for image in _mtd_jpgs(root, folder)
+    ]
+    return normals + defects
+
+
+def mtd_retrain_halves(root: Path) -> tuple[list[Sample], list[Sample]]:
+    """(corrections, measurement) for experiments that learn from real defects.
+
+    Within each defect folder, in byte order, even 0-based indices go to
+    corrections (198 images) and odd ones to measurement (194 images). The
+    measurement list also holds the 191 test-split MT_Free images (385 in
+    all), since DATASET.md reports such experiments on exactly that set; it
+    can be passed to ``evaluate`` as it is.
+    """
+    corrections, measured_defects = [], []
+    for folder in MTD_DEFECT_FOLDERS:
+        for i, image in enumerate(_mtd_jpgs(root, folder)):
+            half = corrections if i % 2 == 0 else measured_defects
+            half.append(_mtd_defect_sample(image, folder))
+    normals = [_mtd_normal_sample(p) for p in _mtd_free_split(root)[1]]
+    return corrections, normals + measured_defects
+
+
+def mtd_validation_split(
+    train_images: list[Path], fraction: float = 0.1, seed: int = 0
+) -> tuple[list[Path], list[Path]]:
+    """(train, val) carved out of the train split only, the same for a seed.
+
+    The draw is made on the byte-sorted list, so the input's order does not
+    matter; both lists come back in byte order. At least one image is left on
+    each side when there are two or more.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+    images = _byte_sorted(train_images)
+    n_val = min(max(round(fraction * len(images)), 1), len(images) - 1)
+    if n_val < 1:
+        raise ValueError(
+            f"need at least 2 train images to carve out a validation set, got {len(images)}"
+        )
+    val_index = set(np.random.default_rng(seed).permutation(len(images))[:n_val].tolist())
+    train = [p for i, p in enumerate(images) if i not in val_index]
+    val = [p for i, p in enumerate(images) if i in val_index]
+    return train, val
+
+
+# --- MVTec AD ----------------------------------------------------------------
+
+
+def mvtec_train_images(category_dir: Path) -> list[Path]:
+    """``train/good/*`` of one MVTec AD category folder (e.g. ``.../bottle``)."""
+    return _images_in(_require_dir(Path(category_dir) / "train" / "good", "MVTec AD"))
+
+
+def mvtec_test_samples(category_dir: Path) -> list[Sample]:
+    """``test/<type>/*``; the mask of a defect is ``ground_truth/<type>/<stem>_mask.png``."""
+    category_dir = Path(category_dir)
+    test = _require_dir(category_dir / "test", "MVTec AD")
+    samples = []
+    for type_dir in _byte_sorted(p for p in test.iterdir() if p.is_dir()):
+        defect_type = type_dir.name
+        for image in _images_in(type_dir):
+            if defect_type == "good":
+                samples.append(Sample(image, None, "good", False))
+                continue
+            mask = category_dir / "ground_truth" / defect_type / f"{image.stem}_mask.png"
+            if not mask.is_file():
+                raise FileNotFoundError(f"expected the mask of {image} at {mask}")
+            samples.append(Sample(image, mask, defect_type, True))
+    return samples
+
+
+# --- Plain folders -----------------------------------------------------------
+
+
+def folder_test_samples(root: Path) -> list[Sample]:
+    """Test samples from a plain folder layout::
+
+        root/normal/<any name>.<png|jpg|jpeg|bmp|tif|tiff>   defect-free images
+        root/defect/<stem>.<png|jpg|...>                     defective images
+        root/masks/<stem>.png                                one mask per defect image,
+                                                             same stem, white = defect
+
+    Every defect image needs its mask (pixel metrics would be wrong without
+    it); defect_type is "defect" for all of them. ``root/normal`` may be
+    missing when there are only defects, and the other way round.
+    """
+    root = Path(root)
+    normal_dir, defect_dir, mask_dir = root / "normal", root / "defect", root / "masks"
+    if not normal_dir.is_dir() and not defect_dir.is_dir():
+        raise FileNotFoundError(f"expected folder {normal_dir} or {defect_dir}, found neither")
+    samples = []
+    if normal_dir.is_dir():
+        samples += [Sample(p, None, "good", False) for p in _images_in(normal_dir)]
+    if defect_dir.is_dir():
+        for image in _images_in(defect_dir):
+            mask = mask_dir / f"{image.stem}.png"
+            if not mask.is_file():
+                raise FileNotFoundError(f"expected the mask of {image} at {mask}")
+            samples.append(Sample(image, mask, "defect", True))
+    return samples
+
+
+def load_samples(kind: str, path: Path) -> list[Sample]:
+    """The test samples of a data set of the given kind ("mtd", "mvtec", "folder")."""
+    readers = {"mtd": mtd_test_samples, "mvtec": mvtec_test_samples, "folder": folder_test_samples}
+    if kind not in readers:
+        raise ValueError(f"unknown data set kind {kind!r}; expected one of {', '.join(SAMPLE_KINDS)}")
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"expected a {kind} data set folder at {path}, which does not exist")
+    samples = readers[kind](path)
+    if not samples:
+        raise ValueError(f"no images found in the {kind} data set at {path}")
+    return samples
+
+
+# --- Masks -------------------------------------------------------------------
+
+
+def read_mask(path: Path | None, height: int, width: int) -> np.ndarray:
+    """A (height, width) bool mask: pixel > 127, resized (nearest) if needed.
+
+    ``None`` (a normal image) gives an all-False mask.
+    """
+    if path is None:
+        return np.zeros((height, width), dtype=bool)
+    # imdecode instead of imread: imread cannot open non-ASCII paths on Windows.
+    data = np.fromfile(str(path), dtype=np.uint8)
+    mask = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE) if data.size else None
+    if mask is None:
+        raise ValueError(f"cannot read mask image {path}")
+    if mask.shape != (height, width):
+        mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
+    return mask > 127

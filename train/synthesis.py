@@ -1,0 +1,149 @@
+"""Synthetic anomalies, as DSARAD trains: Perlin masks, augmented sources, blending.
+
+Everything works on whole batches on the training device; per-sample choices
+(noise scale, which augmentations, blend factor) are drawn as tensors and
+applied with ``torch.where``, so no Python loop runs per sample.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import kornia
+import torch
+
+PERLIN_MAX_SCALE_EXPONENT = 5  # scales 2^0 .. 2^5 per axis
+PERLIN_THRESHOLD = 0.5
+MASK_ROTATION_DEGREES = 90.0
+BLEND_BETA_MAX = 0.8
+ANOMALY_PROBABILITY = 0.5
+INPUT_ROTATION_PROBABILITY = 0.3
+INPUT_ROTATION_DEGREES = 90.0
+AUGMENTATIONS_PER_SOURCE = 3
+
+
+def _fade(t: torch.Tensor) -> torch.Tensor:
+    return 6 * t**5 - 15 * t**4 + 10 * t**3
+
+
+def perlin_noise(
+    batch: int, height: int, width: int, scales_y: torch.Tensor, scales_x: torch.Tensor, generator: torch.Generator, device
+) -> torch.Tensor:
+    """2-D Perlin noise (B, H, W), each sample with its own lattice resolution.
+
+    Gradients live on a lattice big enough for the largest scale; each sample
+    reads only the top-left (scale+1)^2 corner of it.
+    """
+    max_scale = 2**PERLIN_MAX_SCALE_EXPONENT
+    angles = 2 * math.pi * torch.rand(batch, max_scale + 1, max_scale + 1, generator=generator, device=device)
+    gradients = torch.stack([torch.cos(angles), torch.sin(angles)], dim=-1)  # B, S+1, S+1, 2
+    ys = (torch.arange(height, device=device).float() + 0.5) / height
+    xs = (torch.arange(width, device=device).float() + 0.5) / width
+    grid_y = ys[None, :, None] * scales_y[:, None, None].float()  # B, H, 1
+    grid_x = xs[None, None, :] * scales_x[:, None, None].float()  # B, 1, W
+    cell_y, cell_x = grid_y.floor().long(), grid_x.floor().long()
+    frac_y, frac_x = grid_y - cell_y, grid_x - cell_x
+    cell_y, cell_x = cell_y.expand(batch, height, width), cell_x.expand(batch, height, width)
+    frac_y, frac_x = frac_y.expand(batch, height, width), frac_x.expand(batch, height, width)
+    batch_index = torch.arange(batch, device=device)[:, None, None]
+
+    def corner(dy: int, dx: int) -> torch.Tensor:
+        gradient = gradients[batch_index, cell_y + dy, cell_x + dx]  # B, H, W, 2
+        return gradient[..., 0] * (frac_y - dy) + gradient[..., 1] * (frac_x - dx)
+
+    fade_y, fade_x = _fade(frac_y), _fade(frac_x)
+    top = torch.lerp(corner(0, 0), corner(0, 1), fade_x)
+    bottom = torch.lerp(corner(1, 0), corner(1, 1), fade_x)
+    return math.sqrt(2) * torch.lerp(top, bottom, fade_y)
+
+
+def random_uniform(shape, low: float, high: float, generator: torch.Generator, device) -> torch.Tensor:
+    return low + (high - low) * torch.rand(shape, generator=generator, device=device)
+
+
+def perlin_masks(batch: int, height: int, width: int, generator: torch.Generator, device) -> torch.Tensor:
+    """Binary masks (B, 1, H, W): thresholded, randomly rotated Perlin noise."""
+    exponents = torch.randint(0, PERLIN_MAX_SCALE_EXPONENT + 1, (2, batch), generator=generator, device=device)
+    noise = perlin_noise(batch, height, width, 2 ** exponents[0], 2 ** exponents[1], generator, device)
+    angles = random_uniform((batch,), -MASK_ROTATION_DEGREES, MASK_ROTATION_DEGREES, generator, device)
+    noise = kornia.geometry.transform.rotate(noise.unsqueeze(1), angles, mode="bilinear", padding_mode="reflection")
+    return (noise > PERLIN_THRESHOLD).float()
+
+
+def _per_sample(values: torch.Tensor) -> torch.Tensor:
+    return values.view(-1, 1, 1, 1)
+
+
+def augment_sources(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Apply three of ten random operations to each source image (B, 3, H, W) in [0, 1]."""
+    batch, device = images.shape[0], images.device
+    operations = [
+        lambda x: x.clamp(min=1e-6) ** _per_sample(random_uniform((batch,), 0.5, 2.0, generator, device)),
+        lambda x: (
+            x * _per_sample(random_uniform((batch,), 0.8, 1.2, generator, device))
+            + _per_sample(random_uniform((batch,), -0.12, 0.12, generator, device))
+        ),
+        lambda x: kornia.enhance.sharpness(x, random_uniform((batch,), 0.5, 2.0, generator, device)),
+        lambda x: kornia.enhance.adjust_saturation(
+            kornia.enhance.adjust_hue(x, random_uniform((batch,), -math.pi / 4, math.pi / 4, generator, device)),
+            random_uniform((batch,), 0.5, 1.5, generator, device),
+        ),
+        lambda x: kornia.enhance.solarize(x, random_uniform((batch,), 0.2, 0.8, generator, device)),
+        lambda x: kornia.enhance.posterize(
+            x, torch.randint(4, 9, (batch,), generator=generator, device=device).to(x.dtype)
+        ),
+        lambda x: 1.0 - x,
+        lambda x: kornia.enhance.normalize_min_max(x),
+        lambda x: kornia.enhance.equalize(x),
+        lambda x: kornia.geometry.transform.rotate(
+            x, random_uniform((batch,), -45.0, 45.0, generator, device), padding_mode="reflection"
+        ),
+    ]
+    # Three distinct operations per sample: the first three of a random permutation.
+    order = torch.rand(batch, len(operations), generator=generator, device=device).argsort(dim=1)
+    chosen = torch.zeros(batch, len(operations), dtype=torch.bool, device=device)
+    chosen.scatter_(1, order[:, :AUGMENTATIONS_PER_SOURCE], True)
+    result = images
+    for index, operation in enumerate(operations):
+        selected = chosen[:, index]
+        if selected.any():
+            result = torch.where(_per_sample(selected), operation(result).clamp(0.0, 1.0), result)
+    return result
+
+
+def rotate_inputs(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Rotate 30% of the normal images by up to ±90°, before any anomaly is pasted."""
+    batch, device = images.shape[0], images.device
+    angles = random_uniform((batch,), -INPUT_ROTATION_DEGREES, INPUT_ROTATION_DEGREES, generator, device)
+    rotate = torch.rand(batch, generator=generator, device=device) < INPUT_ROTATION_PROBABILITY
+    angles = torch.where(rotate, angles, torch.zeros_like(angles))
+    if not rotate.any():
+        return images
+    return kornia.geometry.transform.rotate(images, angles, padding_mode="reflection")
+
+
+@dataclass
+class SyntheticBatch:
+    clean: torch.Tensor  # B, 3, H, W: the (possibly rotated) normal image
+    augmented: torch.Tensor  # B, 3, H, W: with a synthetic anomaly pasted in
+    mask: torch.Tensor  # B, 1, H, W: 1 where the anomaly is
+
+
+def blend(normal: torch.Tensor, source: torch.Tensor, mask: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """``x·(1-m) + (1-β)·src·m + β·x·m``: the source shows through, partly transparent."""
+    beta = _per_sample(beta)
+    return normal * (1 - mask) + (1 - beta) * source * mask + beta * normal * mask
+
+
+def synthesise(normal: torch.Tensor, sources: torch.Tensor, generator: torch.Generator) -> SyntheticBatch:
+    """Make a training batch from normal images and anomaly-source images, both (B, 3, H, W) in [0, 1]."""
+    batch, _, height, width = normal.shape
+    device = normal.device
+    clean = rotate_inputs(normal, generator)
+    masks = perlin_masks(batch, height, width, generator, device)
+    has_anomaly = torch.rand(batch, generator=generator, device=device) < ANOMALY_PROBABILITY
+    masks = masks * _per_sample(has_anomaly.float())
+    beta = random_uniform((batch,), 0.0, BLEND_BETA_MAX, generator, device)
+    augmented = blend(clean, augment_sources(sources, generator), masks, beta)
+    return SyntheticBatch(clean=clean, augmented=augmented, mask=masks)

@@ -1,0 +1,411 @@
+"""The DSARAD training loop: teacher first, then student and segmentation.
+
+Images are decoded once, resized to the training size and kept as one uint8
+tensor on the training device; every batch is drawn, synthesised and
+augmented there. Checkpoints are safetensors files (weights, optimizer state,
+random state) written atomically, so a run killed at any moment resumes from
+the last one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import save as save_safetensors_bytes
+from tqdm import tqdm
+
+from labelme_dsarad.model.images import read_image
+from labelme_dsarad.model.inference import resize_for_model, resolve_device
+from labelme_dsarad.model.model_file import ModelInfo, preset_architecture, read_safetensors, save_model, write_atomically
+from labelme_dsarad.model.networks import DSARAD, ReconstructionNetwork, image_score
+from labelme_dsarad.model.scoring import ScoreNormaliser, clamp_threshold
+
+from .losses import distillation_loss, focal_loss, reconstruction_loss
+from .sources import AnomalySources
+from .synthesis import synthesise
+
+LR_MILESTONES = (0.2, 0.4, 0.6, 0.8)
+LR_DECAY = 0.2
+CHECKPOINT_NAME = "checkpoint.safetensors"
+# Raw pixel threshold: the per-image 99.9th percentile, maximum over the
+# validation normals, so a normal image shows at most a speck above it.
+PIXEL_THRESHOLD_QUANTILE = 0.999
+
+
+@dataclass
+class TrainConfig:
+    product: str
+    images: list[str]
+    preset: str = "compact"
+    input_size: int | None = None
+    epochs: float | None = None
+    minutes: float | None = None
+    batch_size: int = 8
+    learning_rate: float = 1e-4
+    teacher_share: float = 0.25  # part of the budget spent on the teacher
+    anomaly_source: str | None = None
+    device: str = "auto"
+    seed: int = 0
+    validation_fraction: float = 0.1
+    labels: list[str] = field(default_factory=lambda: ["defect"])
+    checkpoint_seconds: float = 60.0
+    # Export a model this many times during the student phase, to measure
+    # accuracy against training time (0: only at the end).
+    snapshots: int = 0
+
+    def __post_init__(self):
+        if (self.epochs is None) == (self.minutes is None):
+            raise ValueError("give exactly one of epochs or minutes")
+        if (self.epochs is not None and self.epochs <= 0) or (self.minutes is not None and self.minutes <= 0):
+            raise ValueError("the training budget must be positive")
+
+
+def decode_images(paths: list[str], size: int, description: str = "decoding") -> torch.Tensor:
+    """(N, 3, S, S) uint8, decoded and resized once for the whole run."""
+    arrays = [resize_for_model(read_image(path), size) for path in tqdm(paths, desc=description, leave=False)]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def split_validation(paths: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """Carve the validation images from the training images only, deterministically."""
+    order = np.random.default_rng(seed).permutation(len(paths))
+    count = 0 if len(paths) < 4 else max(1, int(round(len(paths) * fraction)))
+    validation = sorted(paths[i] for i in order[:count])
+    train = sorted(paths[i] for i in order[count:])
+    return train, validation
+
+
+def learning_rate_at(base: float, progress: float) -> float:
+    return base * LR_DECAY ** sum(progress >= milestone for milestone in LR_MILESTONES)
+
+
+class Budget:
+    """Progress through a phase, in steps (epochs) or seconds (minutes)."""
+
+    def __init__(self, steps: int | None, seconds: float | None):
+        self.steps, self.seconds = steps, seconds
+
+    def progress(self, step: int, elapsed: float) -> float:
+        if self.steps is not None:
+            return step / self.steps
+        return elapsed / self.seconds
+
+    def done(self, step: int, elapsed: float) -> bool:
+        return self.progress(step, elapsed) >= 1.0
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, run_dir: Path, log=print):
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.log = log
+        self.device = resolve_device(config.device)
+        # Low-contrast product images drive activations and gradients into
+        # denormal floats, which run about 50x slower on x86 CPUs.
+        torch.set_flush_denormal(True)
+        self.distributed = dist.is_available() and dist.is_initialized()
+        self.rank = dist.get_rank() if self.distributed else 0
+        self.world_size = dist.get_world_size() if self.distributed else 1
+        self.architecture = preset_architecture(config.preset, config.input_size)
+        torch.manual_seed(config.seed)
+        self.teacher = ReconstructionNetwork(self.architecture.reconstruction_width).to(self.device)
+        self.network = DSARAD(self.architecture).to(self.device)
+        self.teacher_optimizer = torch.optim.Adam(self.teacher.parameters(), lr=config.learning_rate)
+        self.student_optimizer = torch.optim.Adam(
+            list(self.network.student.parameters()) + list(self.network.segmentation.parameters()),
+            lr=config.learning_rate,
+        )
+        # Each process draws its own batches; the same seed on every rank
+        # would make data parallelism pointless.
+        self.generator = torch.Generator(device=self.device).manual_seed(config.seed * 1000 + self.rank)
+        self.phase = "teacher"
+        self.step = 0
+        self.elapsed = 0.0
+        self.history: list[dict] = []
+        if self.device.type == "cuda":
+            self.teacher.to(memory_format=torch.channels_last)
+            self.network.to(memory_format=torch.channels_last)
+
+    # ----- data -----
+    def prepare_data(self) -> None:
+        config = self.config
+        size = self.architecture.input_size
+        train_paths, self.validation_paths = split_validation(config.images, config.validation_fraction, config.seed)
+        if not train_paths:
+            raise ValueError("no training images")
+        self.images = decode_images(train_paths, size, "decoding training images").to(self.device)
+        self.validation_images = decode_images(self.validation_paths, size, "decoding validation images")
+        folder_images = None
+        if config.anomaly_source:
+            from labelme_dsarad.model.images import list_images
+
+            folder_images = decode_images([str(p) for p in list_images([config.anomaly_source])], size, "decoding anomaly sources")
+            if not len(folder_images):
+                raise ValueError(f"{config.anomaly_source}: no images in the anomaly-source folder")
+            folder_images = folder_images.to(self.device)
+        self.sources = AnomalySources(size, folder_images, self.images)
+        self.train_count = len(train_paths)
+
+    def batch(self) -> torch.Tensor:
+        index = torch.randint(0, len(self.images), (self.config.batch_size,), generator=self.generator, device=self.device)
+        batch = self.images[index].float() / 255.0
+        if self.device.type == "cuda":
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return batch
+
+    def phase_budget(self, phase: str) -> Budget:
+        share = self.config.teacher_share if phase == "teacher" else 1.0 - self.config.teacher_share
+        if self.config.epochs is not None:
+            steps_per_epoch = math.ceil(self.train_count / (self.config.batch_size * self.world_size))
+            return Budget(max(1, round(self.config.epochs * share * steps_per_epoch)), None)
+        return Budget(None, self.config.minutes * 60.0 * share)
+
+    # ----- steps -----
+    def autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cpu", enabled=False)
+
+    def teacher_step(self) -> dict:
+        clean = self.batch()
+        with self.autocast():
+            reconstruction, _ = self.teacher(clean)
+            loss = reconstruction_loss(reconstruction.float(), clean)
+        self.teacher_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.teacher_optimizer.step()
+        return {"teacher": loss.item()}
+
+    def student_step(self) -> dict:
+        synthetic = synthesise(self.batch(), self.sources.sample(self.config.batch_size, self.generator, self.device), self.generator)
+        with torch.no_grad(), self.autocast():
+            _, teacher_features = self.teacher(synthetic.clean)
+        with self.autocast():
+            reconstruction, student_features = self.network.student(synthetic.augmented)
+            logits = self.network.segmentation(torch.cat([reconstruction, synthetic.augmented], dim=1))
+            reconstruction_term = reconstruction_loss(reconstruction.float(), synthetic.clean)
+            distillation_term = distillation_loss(
+                [f.float() for f in student_features], [f.float() for f in teacher_features]
+            )
+            segmentation_term = focal_loss(logits, synthetic.mask)
+            loss = reconstruction_term + distillation_term + segmentation_term
+        self.student_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.student_optimizer.step()
+        return {
+            "reconstruction": reconstruction_term.item(),
+            "distillation": distillation_term.item(),
+            "segmentation": segmentation_term.item(),
+        }
+
+    def set_mode(self) -> None:
+        if self.phase == "teacher":
+            self.teacher.train()
+        else:
+            self.teacher.eval()
+            for parameter in self.teacher.parameters():
+                parameter.requires_grad_(False)
+            self.network.train()
+
+    def run_phase(self, phase: str) -> None:
+        budget = self.phase_budget(phase)
+        optimizer = self.teacher_optimizer if phase == "teacher" else self.student_optimizer
+        step_function = self.teacher_step if phase == "teacher" else self.student_step
+        total = budget.steps if budget.steps is not None else int(budget.seconds)
+        unit = "step" if budget.steps is not None else "s"
+        bar = tqdm(total=total, desc=phase, unit=unit, disable=self.rank != 0, dynamic_ncols=True)
+        bar.update(self.step if budget.steps is not None else int(self.elapsed))
+        last_checkpoint = time.monotonic()
+        started = time.monotonic() - self.elapsed
+        running: dict = {}
+        snapshot_every = 1.0 / self.config.snapshots if phase == "student" and self.config.snapshots else None
+        while not budget.done(self.step, self.elapsed):
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate_at(self.config.learning_rate, budget.progress(self.step, self.elapsed))
+            losses = step_function()
+            running = {key: 0.9 * running.get(key, value) + 0.1 * value for key, value in losses.items()}
+            self.step += 1
+            previous = self.elapsed
+            self.elapsed = time.monotonic() - started
+            bar.update(1 if budget.steps is not None else int(self.elapsed) - int(previous))
+            bar.set_postfix({key: f"{value:.4f}" for key, value in running.items()}, refresh=False)
+            if self.step % 20 == 0:
+                self.history.append({"phase": phase, "step": self.step, "seconds": round(self.elapsed, 1), **running})
+            if time.monotonic() - last_checkpoint > self.config.checkpoint_seconds:
+                self.save_checkpoint()
+                last_checkpoint = time.monotonic()
+            if snapshot_every and budget.progress(self.step, self.elapsed) // snapshot_every > len(self.snapshot_paths()):
+                self.export_snapshot(budget.progress(self.step, self.elapsed))
+        bar.close()
+        self.history.append({"phase": phase, "step": self.step, "seconds": round(self.elapsed, 1), **running})
+
+    def train(self) -> None:
+        """Run (or continue) both phases; Ctrl+C saves a checkpoint before it stops."""
+        try:
+            if self.phase == "teacher":
+                self.set_mode()
+                self.run_phase("teacher")
+                self.phase, self.step, self.elapsed = "student", 0, 0.0
+                self.save_checkpoint()
+            self.set_mode()
+            self.run_phase("student")
+            self.phase = "done"
+            self.save_checkpoint()
+        except KeyboardInterrupt:
+            self.save_checkpoint()
+            raise
+
+    # ----- thresholds and the model file -----
+    @torch.inference_mode()
+    def calibrate(self) -> ScoreNormaliser:
+        """Thresholds from validation normals, so a new model suggests little on normal images."""
+        self.network.eval()
+        images = self.validation_images if len(self.validation_images) else self.images.cpu()[:16]
+        image_scores, pixel_quantiles = [], []
+        for start in range(0, len(images), 16):
+            batch = images[start : start + 16].to(self.device).float() / 255.0
+            raw_map, _ = self.network(batch)
+            raw_map = raw_map.float()
+            image_scores.append(image_score(raw_map).cpu())
+            pixel_quantiles.append(torch.quantile(raw_map.flatten(1), PIXEL_THRESHOLD_QUANTILE, dim=1).cpu())
+        image_scores = torch.cat(image_scores).numpy()
+        pixel_quantiles = torch.cat(pixel_quantiles).numpy()
+        statistics = {
+            "method": (
+                "image threshold: maximum image score over the validation normals; pixel threshold: "
+                f"maximum over the validation normals of each image's {PIXEL_THRESHOLD_QUANTILE:.1%} pixel quantile"
+            ),
+            "validation_images": int(len(images)),
+            "validation_from": "training images" if len(self.validation_images) else "training images (too few to hold out)",
+            "image_score_mean": float(image_scores.mean()),
+            "image_score_std": float(image_scores.std()),
+            "image_score_max": float(image_scores.max()),
+            "pixel_quantile_mean": float(pixel_quantiles.mean()),
+            "pixel_quantile_max": float(pixel_quantiles.max()),
+        }
+        return ScoreNormaliser(
+            clamp_threshold(float(image_scores.max())), clamp_threshold(float(pixel_quantiles.max())), statistics
+        )
+
+    def model_info(self, normaliser: ScoreNormaliser, version: int = 1) -> ModelInfo:
+        config = self.config
+        return ModelInfo(
+            architecture=self.architecture,
+            product=config.product,
+            labels=list(config.labels),
+            normaliser=normaliser,
+            training={
+                "method": "DSARAD: teacher reconstruction, then student with feature distillation and U-Net on synthetic anomalies",
+                "images": self.train_count,
+                "validation_images": len(self.validation_paths),
+                "anomaly_sources": self.sources.description,
+                "preset": config.preset,
+                "input_size": self.architecture.input_size,
+                "epochs": config.epochs,
+                "minutes": config.minutes,
+                "batch_size": config.batch_size,
+                "learning_rate": config.learning_rate,
+                "seed": config.seed,
+                "device": self.device.type,
+                "devices": self.world_size,
+                "seconds": round(sum(entry["seconds"] for entry in self.phase_ends()), 1),
+                "final_losses": self.history[-1] if self.history else {},
+            },
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            version=version,
+        )
+
+    def phase_ends(self) -> list[dict]:
+        ends = {}
+        for entry in self.history:
+            ends[entry["phase"]] = entry
+        return list(ends.values())
+
+    def export(self, path: Path, version: int = 1, half: bool = True) -> Path:
+        normaliser = self.calibrate()
+        save_model(path, self.network, self.model_info(normaliser, version), half=half)
+        return path
+
+    def snapshot_paths(self) -> list[Path]:
+        return sorted((self.run_dir / "snapshots").glob("*.safetensors"))
+
+    def export_snapshot(self, progress: float) -> None:
+        if self.rank != 0 or progress >= 1.0:
+            return
+        seconds = int(sum(entry["seconds"] for entry in self.phase_ends() if entry["phase"] == "teacher") + self.elapsed)
+        self.export(self.run_dir / "snapshots" / f"student_{progress:.2f}_at_{seconds}s.safetensors")
+        self.network.train()
+
+    # ----- checkpoints -----
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / CHECKPOINT_NAME
+
+    def save_checkpoint(self) -> None:
+        if self.rank != 0:
+            return
+        tensors = {}
+        for prefix, module in (("teacher", self.teacher), ("student", self.network.student), ("segmentation", self.network.segmentation)):
+            for key, value in module.state_dict().items():
+                tensors[f"{prefix}.{key}"] = value.detach().cpu().contiguous()
+        groups = {}
+        for name, optimizer in (("teacher_optimizer", self.teacher_optimizer), ("student_optimizer", self.student_optimizer)):
+            state = optimizer.state_dict()
+            for index, values in state["state"].items():
+                for key, value in values.items():
+                    tensors[f"{name}.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+            groups[name] = state["param_groups"]
+        tensors["generator_state"] = self.generator.get_state().cpu()
+        meta = {
+            "config": asdict(self.config),
+            "phase": self.phase,
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "history": self.history,
+            "param_groups": groups,
+        }
+        write_atomically(self.checkpoint_path, save_safetensors_bytes(tensors, metadata={"checkpoint": json.dumps(meta)}))
+
+    @classmethod
+    def resume(cls, run_dir: Path, log=print) -> "Trainer":
+        checkpoint = Path(run_dir) / CHECKPOINT_NAME
+        metadata, tensors = read_safetensors(checkpoint)
+        meta = json.loads(metadata["checkpoint"])
+        trainer = cls(TrainConfig(**meta["config"]), run_dir, log)
+        for prefix, module in (("teacher", trainer.teacher), ("student", trainer.network.student), ("segmentation", trainer.network.segmentation)):
+            module.load_state_dict({key[len(prefix) + 1 :]: value for key, value in tensors.items() if key.startswith(prefix + ".")})
+        for name, optimizer in (("teacher_optimizer", trainer.teacher_optimizer), ("student_optimizer", trainer.student_optimizer)):
+            state: dict = {}
+            for key, value in tensors.items():
+                if key.startswith(name + "."):
+                    _, index, field_name = key.split(".", 2)
+                    state.setdefault(int(index), {})[field_name] = value.to(trainer.device) if field_name != "step" else value
+            optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"][name]})
+        trainer.generator.set_state(tensors["generator_state"])
+        trainer.phase, trainer.step, trainer.elapsed = meta["phase"], meta["step"], meta["elapsed"]
+        trainer.history = meta["history"]
+        return trainer
+
+
+def train_model(config: TrainConfig, run_dir: Path, output: Path, resume: bool = False, version: int = 1) -> Path:
+    """Train (or resume) and write the model file; returns its path."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer.resume(run_dir) if resume else Trainer(config, run_dir)
+    trainer.prepare_data()
+    if trainer.phase != "done":
+        trainer.train()
+    if trainer.rank == 0:
+        trainer.export(Path(output), version=version)
+        (run_dir / "history.json").write_text(json.dumps(trainer.history, indent=1))
+    return Path(output)
