@@ -96,15 +96,32 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--learning-rate", type=positive_float, default=1e-4)
     train.add_argument("--snapshots", type=non_negative_int, default=0, help="export this many intermediate models")
     train.add_argument("--run-dir", type=Path, help="checkpoint folder (default: in the model store)")
+    train.add_argument("--checkpoint-every", type=positive_float, default=60.0, metavar="SECONDS",
+                       help="seconds between checkpoints (default 60)")
     train.add_argument("--resume", action="store_true", help="continue the interrupted run in --run-dir")
     train.add_argument("--output", type=Path, help="write the model here instead of adding it to the store")
     train.add_argument("--store", type=Path, help="model store folder")
     train.set_defaults(handler=run_train)
 
+    evaluate = commands.add_parser("evaluate", help="measure a model on a labelled test set and write a report")
+    add_model_arguments(evaluate)
+    evaluate.add_argument("--dataset", nargs=2, metavar=("KIND", "PATH"), required=True,
+                          help="mtd ROOT (Magnetic Tile, its test split), mvtec CATEGORY_DIR, or folder ROOT")
+    evaluate.add_argument("--report", type=Path, metavar="DIR", help="write metrics.json, plots, an image grid and report.md")
+    evaluate.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    evaluate.add_argument("--save-to-model", action="store_true",
+                          help="also store the metrics in the model file's header (shown by 'dsarad models' and the plugin)")
+    evaluate.set_defaults(handler=run_evaluate)
+
     models = commands.add_parser("models", help="list the models in the store and the bundled default")
     models.add_argument("--store", type=Path, help="model store folder")
     models.add_argument("--json", action="store_true", help="machine-readable output")
     models.set_defaults(handler=run_models)
+
+    export = commands.add_parser("export", help="write a model as ONNX (with its header) for onnxruntime")
+    add_model_arguments(export)
+    export.add_argument("--onnx", type=Path, required=True, metavar="OUT.onnx", help="the ONNX file to write")
+    export.set_defaults(handler=run_export)
 
     return parser
 
@@ -173,6 +190,7 @@ def run_train(args) -> int:
             device=args.device,
             seed=args.seed,
             snapshots=args.snapshots,
+            checkpoint_seconds=args.checkpoint_every,
         )
     if args.devices > 1:
         from labelme_dsarad.train.distributed import launch_distributed
@@ -193,6 +211,46 @@ def run_train(args) -> int:
     if not args.output:
         store.set_current(product, version)
     print(f"model written to {output} ({(time.monotonic() - started) / 60:.1f} min)")
+    return EXIT_OK
+
+
+def run_evaluate(args) -> int:
+    from dataclasses import replace
+
+    from labelme_dsarad.model.images import read_image
+    from labelme_dsarad.model.inference import Predictor
+    from labelme_dsarad.model.model_file import rewrite_header
+    from labelme_dsarad.model.polygons import mask_to_polygons
+    from labelme_dsarad.train.datasets import load_samples
+    from labelme_dsarad.train.evaluation import evaluate
+
+    kind, root = args.dataset
+    if kind not in ("mtd", "mvtec", "folder"):
+        raise CommandError(f"--dataset {kind}: use mtd, mvtec or folder")
+    model_path = resolve_model_path(args)
+    try:
+        samples = load_samples(kind, Path(root))
+    except FileNotFoundError as problem:
+        raise CommandError(str(problem).strip("'\"")) from None
+    predictor = Predictor(model_path, device=args.device)
+
+    def predict(path: Path):
+        prediction = predictor.predict(read_image(path))
+        return prediction.score_map, prediction.image_score
+
+    metrics = evaluate(predict, samples, report_dir=args.report, polygons_fn=mask_to_polygons)
+    overall = metrics["overall"]
+    print(" ".join(f"{key}={value:.4f}" for key, value in overall.items() if isinstance(value, float)))
+    for defect_type, values in sorted(metrics.get("per_type", {}).items()):
+        auroc = values.get("image_auroc")
+        print(f"  {defect_type:<12} image_auroc={auroc:.4f}" if auroc is not None else f"  {defect_type:<12} image_auroc=-")
+    if args.report:
+        print(f"report: {args.report / 'report.md'}")
+    if args.save_to_model:
+        info = predictor.model.info
+        stored = {**metrics, "dataset": {"kind": kind, "path": str(Path(root).name), "images": len(samples)}}
+        rewrite_header(model_path, replace(info, metrics=stored))
+        print(f"metrics stored in {model_path}")
     return EXIT_OK
 
 
@@ -232,6 +290,17 @@ def run_models(args) -> int:
         version = row["version"] if row["version"] == "bundled" else f"v{row['version']}"
         print(f"{marker} {row['product']:<20} {version:<8} {row['preset']:<8} {row['input_size']:>4}px  "
               f"image AUROC {auroc}  {row['created'][:10]}  {row['path']}")
+    return EXIT_OK
+
+
+def run_export(args) -> int:
+    from labelme_dsarad.model.export import export_onnx
+    from labelme_dsarad.model.model_file import load_model
+
+    model_path = resolve_model_path(args)
+    check_writable_folder(args.onnx.parent)
+    export_onnx(load_model(model_path), args.onnx)
+    print(f"{model_path} exported to {args.onnx}")
     return EXIT_OK
 
 

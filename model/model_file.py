@@ -107,6 +107,16 @@ def save_model(path: os.PathLike | str, network: DSARAD, info: ModelInfo, half: 
     return hashlib.sha256(payload).hexdigest()
 
 
+def rewrite_header(path: os.PathLike | str, info: ModelInfo) -> str:
+    """Replace a model file's header (new metrics, thresholds), keeping its tensors as stored."""
+    path = Path(path)
+    metadata, tensors = read_safetensors(path)
+    parse_header(path, metadata)
+    payload = save_safetensors_bytes(tensors, metadata={HEADER_KEY: json.dumps(info.to_header())})
+    write_atomically(path, payload)
+    return hashlib.sha256(payload).hexdigest()
+
+
 def write_atomically(path: Path, payload: bytes) -> None:
     """Temporary file in the same folder, fsync, rename: readers see old or new, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)

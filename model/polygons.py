@@ -9,11 +9,13 @@ How a region becomes a polygon:
 
 1. ``cv2.findContours`` (outer contour only) traces the region's boundary
    pixels, through their centres.
-2. Douglas-Peucker (``cv2.approxPolyDP``) simplifies that trace.
+2. Douglas-Peucker (``cv2.approxPolyDP``) simplifies that trace, with the
+   tolerance capped for thin or small regions.
 3. The trace is grown by half a pixel (a mitred ``shapely`` buffer), which puts
    straight edges exactly on the pixel edges and gives one-pixel lines, lone
    pixels and diagonal-only joints a real width, so every region yields a valid
-   polygon with an area.
+   polygon with an area. Should the result still be invalid, ``make_valid``
+   repairs it and, if that splits it, the largest part is kept.
 4. Only the outer ring is kept. LabelMe polygons have no holes, so holes are
    filled: a ring-shaped defect becomes its filled outline, and a defect lying
    inside that hole gets a polygon of its own, inside the filled one.
@@ -41,6 +43,8 @@ TOLERANCE_PER_THICKNESS = 0.04
 # corners stay exact) while bevelling sharper spikes instead of letting them
 # shoot past the region.
 _MITRE_LIMIT = 1.5
+
+_NEGLIGIBLE = 1e-6  # pixels
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,7 @@ def mask_to_polygons(
     if score_map.size == 0:
         return []
     if score_map.dtype == bool:
-        binary = score_map.view(np.uint8)
+        binary = np.ascontiguousarray(score_map, dtype=np.uint8)
         scores = None
     else:
         binary = (score_map >= threshold).view(np.uint8)
@@ -139,8 +143,27 @@ def _outline(inside: np.ndarray, area: int, tolerance: float) -> np.ndarray:
         ring = shapely.get_coordinates(polygon.exterior)[:-1]
     if polygon.is_empty or polygon.area <= 0:
         # Not expected; a region must never vanish, so fall back to its box.
-        ring = np.array([(0.0, 0.0), (width, 0.0), (width, height), (0.0, height)])
-    return ring
+        return np.array([(0.0, 0.0), (width, 0.0), (width, height), (0.0, height)])
+    return _without_redundant_vertices(ring)
+
+
+def _without_redundant_vertices(ring: np.ndarray) -> np.ndarray:
+    """Drop vertices that add nothing: (near) repeats, which clamping and the
+    buffer leave, and vertices in the middle of a straight edge.
+
+    Both tests use a distance in pixels: GEOS emits vertex pairs a few 1e-16
+    apart, where a raw cross product would call a real corner straight.
+    """
+    step = np.linalg.norm(ring - np.roll(ring, 1, axis=0), axis=1)
+    ring = ring[step > _NEGLIGIBLE]
+    previous, following = np.roll(ring, 1, axis=0), np.roll(ring, -1, axis=0)
+    chord = following - previous
+    offset = ring - previous
+    chord_length = np.linalg.norm(chord, axis=1)
+    # Distance of each vertex from the chord joining its neighbours; a vertex
+    # whose neighbours coincide is a spike tip and always stays.
+    distance = np.abs(chord[:, 0] * offset[:, 1] - chord[:, 1] * offset[:, 0]) / np.maximum(chord_length, _NEGLIGIBLE)
+    return ring[(distance > _NEGLIGIBLE) | (chord_length <= _NEGLIGIBLE)]
 
 
 def _centre_line(centres: np.ndarray) -> shapely.Geometry:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -44,13 +45,19 @@ def brightness_predict(path: Path) -> tuple[np.ndarray, float]:
     return score_map, float(score_map.max())
 
 
-def box_polygons(score_map: np.ndarray) -> list[list[tuple[float, float]]]:
-    """Stands in for model/polygons.py: one box around the pixels above 0.5."""
+@dataclass
+class FakeRegion:
+    points: list[tuple[float, float]]
+
+
+def box_polygons(score_map: np.ndarray) -> list[FakeRegion]:
+    """Stands in for model/polygons.py: one box, in LabelMe pixel-corner
+    coordinates, around the pixels above 0.5."""
     ys, xs = np.nonzero(score_map >= 0.5)
     if not len(xs):
         return []
-    left, right, top, bottom = xs.min() - 0.5, xs.max() + 0.5, ys.min() - 0.5, ys.max() + 0.5
-    return [[(left, top), (right, top), (right, bottom), (left, bottom)]]
+    left, right, top, bottom = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+    return [FakeRegion([(left, top), (right, top), (right, bottom), (left, bottom)])]
 
 
 @pytest.fixture(scope="module")

@@ -27,9 +27,9 @@ from .datasets import Sample, read_mask
 from .metrics import METRIC_KEYS, PixelCurves, compute_metrics, pixel_curves
 
 Predict = Callable[[Path], tuple[np.ndarray, float]]
-PolygonsFn = Callable[[np.ndarray], list[list[tuple[float, float]]]]
+PolygonsFn = Callable[[np.ndarray], list]  # point lists [(x, y), ...] or objects with .points
 
-MODEL_THRESHOLD = 0.5  # what a normalised score of the model's threshold is
+MODEL_THRESHOLD = 0.5  # the model's threshold in normalised scores (DESIGN.md)
 GRID_ROWS_PER_KIND = 4  # worst and best normals and defects: 16 rows at most
 CURVE_POINTS = 2000  # curves are drawn through this many points, not millions
 
@@ -42,7 +42,7 @@ class _Evaluated:
     score: float
     score_map: np.ndarray
     mask: np.ndarray
-    polygons: list | None  # in the full-size map's coordinates
+    polygons: list | None  # point lists, LabelMe coordinates of the full-size map
     map_shape: tuple[int, int]  # the full-size map's (height, width)
 
 
@@ -53,14 +53,19 @@ def evaluate(
     polygons_fn: PolygonsFn | None = None,
     max_pixels_side: int | None = 256,
 ) -> dict:
-    """Metrics of ``predict`` on ``samples`` (``metrics.compute_metrics``'s dict).
+    """Metrics of ``predict`` on ``samples``: ``metrics.compute_metrics``'s dict
+    plus ``max_pixels_side``; also written to ``report_dir`` when given.
 
     Masks are read at the size of each score map. For the pixel metrics, maps
     are then downsampled (area) and masks (nearest) so that neither side
     exceeds ``max_pixels_side`` (None keeps full size): this bounds memory on
     large images, at the price of defects thinner than the shrink factor
-    losing pixels. Image scores are untouched. ``polygons_fn(score_map)``,
-    given, draws our polygons in the report's grid.
+    losing pixels. Image scores are untouched.
+
+    ``polygons_fn(score_map)``, when given, draws our polygons in the report's
+    grid. It returns point lists ``[(x, y), ...]`` or objects with such a
+    ``.points`` (as ``model.polygons.mask_to_polygons`` does), in LabelMe
+    coordinates of the full-size map: pixel (x, y) spans [x, x + 1).
     """
     if not samples:
         raise ValueError("no samples to evaluate")
@@ -89,7 +94,10 @@ def _evaluate_one(
     if score_map.ndim != 2:
         raise ValueError(f"predict({sample.image_path}) gave a map of shape {score_map.shape}, not HxW")
     mask = read_mask(sample.mask_path, *score_map.shape)
-    polygons = polygons_fn(score_map) if polygons_fn is not None else None
+    polygons = None
+    if polygons_fn is not None:
+        # A bare point list, or a region object carrying one (model/polygons.py's Region).
+        polygons = [getattr(polygon, "points", polygon) for polygon in polygons_fn(score_map)]
     small_map, small_mask = _downsample(score_map, mask, max_pixels_side)
     return _Evaluated(sample, float(score), small_map, small_mask, polygons, score_map.shape)
 
@@ -181,25 +189,30 @@ def _roc_figure(evaluated: list[_Evaluated], metrics: dict, curves: PixelCurves)
     labels = np.array([e.sample.is_anomalous for e in evaluated])
     types = np.array([e.sample.defect_type for e in evaluated])
     overall = metrics["overall"]
+    threshold_label = f"model threshold ({MODEL_THRESHOLD})"
     if overall["image_auroc"] is not None:
         fpr, tpr, _ = roc_curve(labels, scores)
-        image_ax.plot(fpr, tpr, color="black", linewidth=2.5, label=f"all defects (AUROC {_fmt(overall['image_auroc'])})")
+        label = f"all defects (AUROC {_fmt(overall['image_auroc'])})"
+        image_ax.plot(fpr, tpr, color="black", linewidth=2.5, label=label)
         per_type = metrics["per_type"] if len(metrics["per_type"]) > 1 else {}  # else the same curve
         for defect_type, values in per_type.items():
             chosen = ~labels | (types == defect_type)
             if values["image_auroc"] is not None:
                 fpr, tpr, _ = roc_curve(labels[chosen], scores[chosen])
-                image_ax.plot(fpr, tpr, linewidth=1.2, label=f"{defect_type} (AUROC {_fmt(values['image_auroc'])})")
+                label = f"{defect_type} (AUROC {_fmt(values['image_auroc'])})"
+                image_ax.plot(fpr, tpr, linewidth=1.2, label=label)
         normal_rate = float(np.mean(scores[~labels] >= MODEL_THRESHOLD))
         defect_rate = float(np.mean(scores[labels] >= MODEL_THRESHOLD))
-        image_ax.plot(normal_rate, defect_rate, "o", color="red", markersize=8, label=f"model threshold ({MODEL_THRESHOLD})")
+        image_ax.plot(normal_rate, defect_rate, "o", color="red", markersize=8, label=threshold_label)
     else:
         image_ax.text(0.5, 0.5, "needs normal and defective images", ha="center", transform=image_ax.transAxes)
     image_ax.set_title("Image-level ROC (one score per image)")
 
     if _both_pixel_classes(curves):
-        pixel_ax.plot(*_thinned(*curves.roc()), color="black", linewidth=2.5, label=f"all pixels (AUROC {_fmt(overall['pixel_auroc'])})")
-        pixel_ax.plot(*_pixel_rates_at(evaluated, MODEL_THRESHOLD), "o", color="red", markersize=8, label=f"model threshold ({MODEL_THRESHOLD})")
+        label = f"all pixels (AUROC {_fmt(overall['pixel_auroc'])})"
+        pixel_ax.plot(*_thinned(*curves.roc()), color="black", linewidth=2.5, label=label)
+        rates = _pixel_rates_at(evaluated, MODEL_THRESHOLD)
+        pixel_ax.plot(*rates, "o", color="red", markersize=8, label=threshold_label)
     else:
         pixel_ax.text(0.5, 0.5, "needs defect and normal pixels", ha="center", transform=pixel_ax.transAxes)
     pixel_ax.set_title("Pixel-level ROC (every pixel of every map)")
@@ -218,17 +231,21 @@ def _pro_figure(evaluated: list[_Evaluated], metrics: dict, curves: PixelCurves)
     figure = Figure(figsize=(7, 5.5), layout="constrained")
     ax = figure.subplots()
     if _both_pixel_classes(curves):
-        ax.plot(*_thinned(*curves.pro_curve(), x_max=fpr_limit), color="black", linewidth=2.5,
-                label=f"all defects (AUPRO@{fpr_limit:g} {_fmt(metrics['overall']['aupro'])})")
+        label = f"all defects (AUPRO@{fpr_limit:g} {_fmt(metrics['overall']['aupro'])})"
+        ax.plot(*_thinned(*curves.pro_curve(), x_max=fpr_limit), color="black", linewidth=2.5, label=label)
         fpr_at_threshold, _ = _pixel_rates_at(evaluated, MODEL_THRESHOLD)
         if fpr_at_threshold <= fpr_limit:
-            ax.plot(fpr_at_threshold, _pro_at(curves, MODEL_THRESHOLD), "o", color="red", markersize=8,
-                    label=f"model threshold ({MODEL_THRESHOLD})")
+            pro = _pro_at(curves, MODEL_THRESHOLD)
+            ax.plot(fpr_at_threshold, pro, "o", color="red", markersize=8, label=f"model threshold ({MODEL_THRESHOLD})")
         ax.plot([0, fpr_limit], [0, fpr_limit], linestyle="--", color="gray", linewidth=1, label="chance")
     else:
         ax.text(0.5, 0.5, "needs defect and normal pixels", ha="center", transform=ax.transAxes)
-    ax.set(xlim=(0, fpr_limit), ylim=(0, 1.01), xlabel="false positive rate (normal pixels)",
-           ylabel="per-region overlap (mean over defect regions)")
+    ax.set(
+        xlim=(0, fpr_limit),
+        ylim=(0, 1.01),
+        xlabel="false positive rate (normal pixels)",
+        ylabel="per-region overlap (mean over defect regions)",
+    )
     ax.set_title(f"PRO curve up to FPR {fpr_limit:g}")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=9)
@@ -237,8 +254,10 @@ def _pro_figure(evaluated: list[_Evaluated], metrics: dict, curves: PixelCurves)
 
 def _grid_rows(evaluated: list[_Evaluated]) -> list[tuple[int, str]]:
     """(index, why shown): worst cases first, then best, each at most once."""
-    normals = sorted((i for i, e in enumerate(evaluated) if not e.sample.is_anomalous), key=lambda i: -evaluated[i].score)
-    defects = sorted((i for i, e in enumerate(evaluated) if e.sample.is_anomalous), key=lambda i: evaluated[i].score)
+    normals = [i for i, e in enumerate(evaluated) if not e.sample.is_anomalous]
+    defects = [i for i, e in enumerate(evaluated) if e.sample.is_anomalous]
+    normals.sort(key=lambda i: -evaluated[i].score)
+    defects.sort(key=lambda i: evaluated[i].score)
     # With one kind only, it gets all the rows.
     per_kind = GRID_ROWS_PER_KIND if normals and defects else 2 * GRID_ROWS_PER_KIND
     candidates = (
@@ -265,34 +284,41 @@ def _read_rgb(path: Path) -> np.ndarray:
 def _grid_figure(evaluated: list[_Evaluated], has_polygons: bool) -> Figure:
     rows = _grid_rows(evaluated)
     figure = Figure(figsize=(12, 3.2 * len(rows) + 0.6), layout="constrained")
-    figure.suptitle("Worst cases first, then best  ·  green: our polygons  ·  cyan: score 0.5 (model threshold)", fontsize=12)
+    figure.suptitle(
+        f"Worst cases first, then best  ·  green: our polygons  ·  cyan: score {MODEL_THRESHOLD} (model threshold)",
+        fontsize=12,
+    )
     for subfigure, (index, why) in zip(np.atleast_1d(figure.subfigures(len(rows), 1)), rows):
         item = evaluated[index]
         flagged = "flagged" if item.score >= MODEL_THRESHOLD else "passed"
+        name, defect_type = item.sample.image_path.name, item.sample.defect_type
         subfigure.suptitle(
-            f"{item.sample.image_path.name}  ·  {item.sample.defect_type}  ·  score {item.score:.3f} ({flagged})  ·  {why}",
-            fontsize=10, x=0.01, ha="left",
+            f"{name}  ·  {defect_type}  ·  score {item.score:.3f} ({flagged})  ·  {why}", fontsize=10, x=0.01, ha="left"
         )
         image_ax, map_ax, truth_ax = subfigure.subplots(1, 3)
         image = _read_rgb(item.sample.image_path)
         height, width = image.shape[:2]
         # Draw everything in the image's frame, whatever size the maps are.
         extent = (-0.5, width - 0.5, height - 0.5, -0.5)
+        scale = np.array([width / item.map_shape[1], height / item.map_shape[0]])
+
         image_ax.imshow(image)
-        if item.polygons:
-            scale_x, scale_y = width / item.map_shape[1], height / item.map_shape[0]
-            for points in item.polygons:
-                xy = np.asarray(points, dtype=float).reshape(-1, 2) * (scale_x, scale_y)
-                image_ax.add_patch(Polygon(xy, closed=True, fill=False, edgecolor="lime", linewidth=1.5))
-        image_ax.set_title(
-            f"image + our polygons ({len(item.polygons)})" if has_polygons else "image (no polygons_fn given)",
-            fontsize=9,
-        )
+        for points in item.polygons or []:
+            # LabelMe corners to imshow's frame, where pixel centres are integers.
+            xy = np.asarray(points, dtype=float).reshape(-1, 2) * scale - 0.5
+            image_ax.add_patch(Polygon(xy, closed=True, fill=False, edgecolor="lime", linewidth=1.5))
+        polygons_title = f"image + our polygons ({len(item.polygons or [])})"
+        image_ax.set_title(polygons_title if has_polygons else "image (no polygons_fn given)", fontsize=9)
+
         heat = map_ax.imshow(item.score_map, cmap="inferno", vmin=0.0, vmax=1.0, extent=extent)
-        if item.score_map.min() < MODEL_THRESHOLD <= item.score_map.max():
-            map_ax.contour(item.score_map, levels=[MODEL_THRESHOLD], colors="cyan", linewidths=1, extent=extent, origin="upper")
-        subfigure.colorbar(heat, ax=map_ax, fraction=0.046, pad=0.02, label="score (0.5 = threshold)")
-        map_ax.set_title(f"anomaly map (max {item.score_map.max():.2f})", fontsize=9)
+        crosses = item.score_map.min() < MODEL_THRESHOLD <= item.score_map.max()
+        if crosses and min(item.score_map.shape) >= 2:
+            map_ax.contour(
+                item.score_map, levels=[MODEL_THRESHOLD], colors="cyan", linewidths=1, extent=extent, origin="upper"
+            )
+        subfigure.colorbar(heat, ax=map_ax, fraction=0.046, pad=0.02, label=f"score ({MODEL_THRESHOLD} = threshold)")
+        map_ax.set_title("anomaly map", fontsize=9)
+
         truth_ax.imshow(image)
         overlay = np.zeros((*item.mask.shape, 4))
         overlay[item.mask] = (1.0, 0.0, 0.0, 0.55)
@@ -324,13 +350,14 @@ def _markdown(evaluated: list[_Evaluated], metrics: dict) -> str:
     normal_count = int(np.count_nonzero(~labels))
     for defect_type, values in metrics["per_type"].items():
         table.append(_table_row(defect_type, values, metrics["num_images"][defect_type] + normal_count))
+    flagged_defects = int(np.count_nonzero(scores[labels] >= MODEL_THRESHOLD))
+    flagged_normals = int(np.count_nonzero(scores[~labels] >= MODEL_THRESHOLD))
     lines = [
         "# Evaluation report",
         "",
         f"{len(evaluated)} images ({counts}).",
-        f"At the model's threshold ({MODEL_THRESHOLD}): {int(np.count_nonzero(scores[labels] >= MODEL_THRESHOLD))}"
-        f" of {int(labels.sum())} defective images flagged, {int(np.count_nonzero(scores[~labels] >= MODEL_THRESHOLD))}"
-        f" of {normal_count} normal images flagged.",
+        f"At the model's threshold ({MODEL_THRESHOLD}): {flagged_defects} of {int(labels.sum())} defective"
+        f" images flagged, {flagged_normals} of {normal_count} normal images flagged.",
         "",
         "## Metrics",
         "",
@@ -340,6 +367,7 @@ def _markdown(evaluated: list[_Evaluated], metrics: dict) -> str:
         f"AUPRO integrates up to FPR {metrics['fpr_limit']:g}. Best F1 uses the best threshold on this "
         "very set: a ceiling, not a deployable number. Pixel metrics: "
         + (f"maps downsampled to at most {side} px per side." if side else "maps at full size."),
+        "",
         "All numbers: [metrics.json](metrics.json).",
         "",
         "## Curves",

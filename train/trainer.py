@@ -239,7 +239,7 @@ class Trainer:
             self.elapsed = time.monotonic() - started
             bar.update(1 if budget.steps is not None else int(self.elapsed) - int(previous))
             bar.set_postfix({key: f"{value:.4f}" for key, value in running.items()}, refresh=False)
-            if self.step % 20 == 0:
+            if self.step % 20 == 0 or self.step == 1:
                 self.history.append({"phase": phase, "step": self.step, "seconds": round(self.elapsed, 1), **running})
             if time.monotonic() - last_checkpoint > self.config.checkpoint_seconds:
                 self.save_checkpoint()

@@ -1,0 +1,495 @@
+"""Every touch of LabelMe's internals, in one place.
+
+LabelMe 6 has no plugin API, so the plugin reaches into ``MainWindow``, its
+``Canvas`` and ``Shape``. All of it goes through this module, and
+``REQUIRED`` names each attribute we rely on: ``missing_attributes`` (and a
+test over it) reports by name what a LabelMe release no longer has, instead
+of a crash deep in a slot. Pinned to ``labelme>=6.3,<7``.
+
+Hooks are instance attributes that wrap the window's own methods. LabelMe
+calls the wrapped ones through ``self.``, so the wrappers see every call,
+whatever starts it; where LabelMe bound a method to a signal before we
+could wrap it (shape moves, undo), we connect to the same signal.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from qtpy import QtCore, QtGui, QtWidgets
+
+# "Owner.attribute[.attribute]": checked on a live window, because many
+# MainWindow attributes exist only on instances.
+REQUIRED = (
+    "labelme.__main__.main",
+    "labelme.__main__.MainWindow",
+    "labelme._shape.Shape",
+    "labelme.widgets.format_shape_label",
+    "labelme.widgets.LabelListWidgetItem",
+    "Shape.label",
+    "Shape.points",
+    "Shape.flags",
+    "Shape.other_data",
+    "Shape.add_point",
+    "Shape.close",
+    "Shape.line_color",
+    "Shape.fill_color",
+    "Shape.vertex_fill_color",
+    "Shape.select_fill_color",
+    "MainWindow._canvas_widgets.canvas",
+    "MainWindow._docks.label_list",
+    "MainWindow._docks.file_list",
+    "MainWindow._actions.undo",
+    "MainWindow._actions.on_shapes_present",
+    "MainWindow._image",
+    "MainWindow._image_path",
+    "MainWindow._image_data",
+    "MainWindow._label_file_path",
+    "MainWindow._output_dir",
+    "MainWindow._is_changed",
+    "MainWindow._load_file",
+    "MainWindow._load_shapes",
+    "MainWindow._update_shape_color",
+    "MainWindow.add_label",
+    "MainWindow.remove_labels",
+    "MainWindow.reset_state",
+    "MainWindow.mark_dirty",
+    "MainWindow.mark_clean",
+    "MainWindow.save_labels",
+    "MainWindow.undo_shape_edit",
+    "MainWindow.has_no_shapes",
+    "MainWindow.image_list",
+    "MainWindow._load_from_file_or_dir",
+    "MainWindow._actions.save_auto",
+    "Canvas.shapes",
+    "Canvas.hovered_shape",
+    "Canvas.can_restore_shape",
+    "Canvas.selected_shapes",
+    "Canvas.shape_backups",
+    "Canvas.backup_shapes",
+    "Canvas.deselect_shape",
+    "Canvas.select_shapes",
+    "Canvas.selection_changed",
+    "Canvas.shape_moved",
+    "Canvas.menus",
+    "Canvas.pixmap",
+    "Canvas.scale",
+    "Canvas._render_layers",
+    "Canvas._draw_pixmap_layer",
+    "LabelListItem.setText",
+    "LabelListItem.shape",
+    "LabelList.find_item_by_shape",
+    "ToolsToolBar",
+)
+
+PENDING_COLOUR = (255, 140, 0)  # amber: unlike LabelMe's label colours, reads as "not final"
+
+
+def missing_attributes(window: QtWidgets.QMainWindow) -> list[str]:
+    """Names in REQUIRED that this LabelMe does not provide."""
+    import importlib
+
+    from labelme._shape import Shape
+
+    roots: dict[str, Any] = {
+        "MainWindow": window,
+        "Shape": Shape(label="probe"),
+    }
+    canvas = getattr(getattr(window, "_canvas_widgets", None), "canvas", None)
+    roots["Canvas"] = canvas
+    label_list = getattr(getattr(window, "_docks", None), "label_list", None)
+    roots["LabelList"] = label_list
+    from labelme.widgets import LabelListWidgetItem
+
+    roots["LabelListItem"] = LabelListWidgetItem()
+    missing = []
+    for name in REQUIRED:
+        if name == "ToolsToolBar":
+            if window.findChild(QtWidgets.QToolBar, "ToolsToolBar") is None:
+                missing.append(name)
+            continue
+        if name.startswith("labelme."):
+            module_name, _, attribute = name.rpartition(".")
+            try:
+                found = hasattr(importlib.import_module(module_name), attribute)
+            except ImportError:
+                found = False
+            if not found:
+                missing.append(name)
+            continue
+        root, *path = name.split(".")
+        value = roots.get(root)
+        for part in path:
+            if value is not None and not hasattr(value, part) and _declared(value, part):
+                break  # declared by the class, set once a file is open (``_image_data``)
+            if value is None or not hasattr(value, part):
+                missing.append(name)
+                break
+            value = getattr(value, part)
+    return missing
+
+
+def _declared(value: Any, attribute: str) -> bool:
+    return any(attribute in getattr(klass, "__annotations__", {}) for klass in type(value).__mro__)
+
+
+class LabelMeAdapter:
+    """The plugin's view of one LabelMe main window."""
+
+    def __init__(self, window: QtWidgets.QMainWindow):
+        self.window = window
+        self._overlay: QtGui.QImage | None = None
+        self._overlay_opacity = 0.5
+        self._hooks_installed = False
+
+    # --- what is open ---
+
+    @property
+    def canvas(self):
+        return self.window._canvas_widgets.canvas
+
+    def image_path(self) -> str | None:
+        return self.window._image_path
+
+    def image_size(self) -> tuple[int, int] | None:
+        """(height, width) of the open image, as LabelMe shows it."""
+        image = self.window._image
+        if self.window._image_path is None or image.isNull():
+            return None
+        return image.height(), image.width()
+
+    def image_bytes(self) -> bytes | None:
+        return getattr(self.window, "_image_data", None)
+
+    def image_list(self) -> list[str]:
+        return list(self.window.image_list)
+
+    def next_image_path(self) -> str | None:
+        images = self.image_list()
+        current = self.image_path()
+        if current not in images:
+            return None
+        index = images.index(current) + 1
+        return images[index] if index < len(images) else None
+
+    def output_dir(self) -> Path | None:
+        return self.window._output_dir
+
+    def label_path(self, image_path: str) -> Path:
+        """Where LabelMe reads and writes the label file of an image."""
+        if self.window._label_file_path and image_path == self.window._image_path:
+            return Path(self.window._label_file_path)
+        image = Path(image_path)
+        return (self.window._output_dir or image.parent) / f"{image.stem}.json"
+
+    def is_dirty(self) -> bool:
+        return bool(self.window._is_changed)
+
+    def auto_save(self) -> bool:
+        return self.window._actions.save_auto.isChecked()
+
+    # --- opening and saving ---
+
+    def open_file(self, path: str) -> None:
+        """Open an image the way the file list does (also selects it there)."""
+        self.window._load_file(str(path))
+
+    def open_folder(self, folder: str) -> None:
+        self.window._load_from_file_or_dir(str(folder))
+
+    def reload_current(self) -> None:
+        path = self.image_path()
+        if path is not None:
+            self.window._load_file(path)
+
+    def save(self) -> Path:
+        """Save the open image's labels where LabelMe would, without a dialog."""
+        path = self.label_path(self.image_path())
+        if self.window.save_labels(str(path)):
+            self.window.mark_clean()
+        return path
+
+    def refresh_file_checks(self) -> None:
+        """Tick the file-list entries that now have a label file (after Detect all)."""
+        file_list = self.window._docks.file_list
+        for row in range(file_list.count()):
+            item = file_list.item(row)
+            if self.label_path(item.text()).is_file():
+                item.setCheckState(QtCore.Qt.Checked)
+
+    def mark_dirty(self) -> None:
+        self.window.mark_dirty()
+
+    def undo(self) -> None:
+        self.window._actions.undo.trigger()
+
+    def show_status(self, text: str, milliseconds: int = 15000) -> None:
+        self.window.statusBar().showMessage(text, milliseconds)
+
+    # --- shapes ---
+
+    def shapes(self) -> list:
+        return list(self.canvas.shapes)
+
+    def selected_shapes(self) -> list:
+        return list(self.canvas.selected_shapes)
+
+    def make_shape(self, shape_dict: dict):
+        """A LabelMe polygon from a label-file shape dict; extra keys go to other_data."""
+        from labelme._shape import Shape
+
+        shape = Shape(
+            label=shape_dict["label"],
+            shape_type=shape_dict.get("shape_type") or "polygon",
+            group_id=shape_dict.get("group_id"),
+            description=shape_dict.get("description") or "",
+        )
+        for x, y in shape_dict["points"]:
+            shape.add_point(QtCore.QPointF(float(x), float(y)))
+        shape.close()
+        shape.flags = dict(shape_dict.get("flags") or {})
+        known = {"label", "points", "group_id", "shape_type", "flags", "description", "mask"}
+        shape.other_data = {key: value for key, value in shape_dict.items() if key not in known}
+        return shape
+
+    @staticmethod
+    def shape_points(shape) -> list[tuple[float, float]]:
+        return [(point.x(), point.y()) for point in shape.points]
+
+    def replace_shapes(self, remove: Iterable, add: list, amend_top: Any = None) -> Any:
+        """Swap shapes as ONE undo step; returns a token for amending it later.
+
+        With ``amend_top`` (the token of the previous swap) still on top of
+        LabelMe's undo stack, that step is replaced instead of stacked, so
+        moving a slider ten times is still one undo away from no suggestions.
+        """
+        window, canvas = self.window, self.canvas
+        remove = list(remove)
+        if remove:
+            gone = set(map(id, remove))
+            window.remove_labels(remove)
+            canvas.shapes = [shape for shape in canvas.shapes if id(shape) not in gone]
+            canvas.selected_shapes = [shape for shape in canvas.selected_shapes if id(shape) not in gone]
+            if canvas.hovered_shape is not None and id(canvas.hovered_shape) in gone:
+                canvas.hovered_shape = None
+        backups = canvas.shape_backups
+        if amend_top is not None and backups and backups[-1] is amend_top and len(backups) >= 2:
+            backups.pop()
+        elif not backups:
+            # A fresh image has no undo entry yet: record the state to return to.
+            canvas.backup_shapes()
+        window._load_shapes(add, replace=False)  # pushes the new state: one undo entry
+        self._after_shape_change()
+        return backups[-1] if backups else None
+
+    def remove_shapes(self, shapes: list) -> None:
+        """Delete shapes without LabelMe's confirmation dialog, as one undo step."""
+        self.replace_shapes(shapes, [])
+
+    def record_undo_step(self) -> None:
+        """After changing shapes in place (accepting): make it one undo step."""
+        self.canvas.backup_shapes()
+        self._after_shape_change()
+
+    def _after_shape_change(self) -> None:
+        window = self.window
+        if window.has_no_shapes():
+            for action in window._actions.on_shapes_present:
+                action.setEnabled(False)
+        window._actions.undo.setEnabled(self.canvas.can_restore_shape)
+        self.canvas.update()
+
+    def select(self, shapes: list) -> None:
+        self.canvas.select_shapes(shapes)
+
+    def restyle(self, shape, suffix: str = "") -> None:
+        """Recolour a shape and relabel its list entry (pending or not)."""
+        self.window._update_shape_color(shape)
+        try:
+            item = self.window._docks.label_list.find_item_by_shape(shape)
+        except ValueError:
+            return
+        from labelme.widgets import format_shape_label
+
+        item.setText(format_shape_label(shape) + suffix)
+
+    # --- hooks ---
+
+    def install_hooks(
+        self,
+        *,
+        is_pending: Callable[[Any], bool],
+        shape_suffix: Callable[[Any], str],
+        before_save: Callable[[], None],
+        after_change: Callable[[], None],
+        shape_moved: Callable[[], None],
+        image_closing: Callable[[], None],
+        image_opened: Callable[[str | None], None],
+        selection_changed: Callable[[list], None],
+    ) -> None:
+        """Wrap the window's methods so the plugin hears what LabelMe does."""
+        if self._hooks_installed:
+            return
+        self._hooks_installed = True
+        window = self.window
+
+        update_shape_color = window._update_shape_color
+
+        def _update_shape_color(shape) -> None:
+            update_shape_color(shape)
+            if is_pending(shape):
+                paint_pending(shape)
+
+        add_label = window.add_label
+
+        def _add_label(shape) -> None:
+            add_label(shape)
+            suffix = shape_suffix(shape)
+            if suffix:
+                item = window._docks.label_list.find_item_by_shape(shape)
+                item.setText(item.text() + suffix)
+
+        save_labels = window.save_labels
+
+        def _save_labels(label_path: str) -> bool:
+            before_save()  # edits to a suggestion accept it before it reaches the file
+            return save_labels(label_path)
+
+        mark_dirty = window.mark_dirty
+
+        def _mark_dirty() -> None:
+            after_change()
+            mark_dirty()
+
+        reset_state = window.reset_state
+
+        def _reset_state() -> None:
+            image_closing()
+            reset_state()
+
+        load_file = window._load_file
+
+        def _load_file(image_or_label_path: str) -> None:
+            load_file(image_or_label_path)
+            image_opened(window._image_path)
+
+        window._update_shape_color = _update_shape_color
+        window.add_label = _add_label
+        window.save_labels = _save_labels
+        window.mark_dirty = _mark_dirty
+        window.reset_state = _reset_state
+        window._load_file = _load_file
+        # LabelMe connected the original mark_dirty to shape_moved before we
+        # wrapped it; hear moves too (a moved suggestion is an accepted one).
+        self.canvas.shape_moved.connect(shape_moved)
+        # Undo is an action bound to the original method; connected after it, we run after it.
+        window._actions.undo.triggered.connect(lambda *_: after_change())
+        self.canvas.selection_changed.connect(selection_changed)
+        self._install_overlay_layer()
+
+    # --- heat-map overlay: a canvas layer between the image and the shapes ---
+
+    def _install_overlay_layer(self) -> None:
+        canvas = self.canvas
+        render_layers = canvas._render_layers
+
+        def _render_layers():
+            layers = list(render_layers())
+            position = layers.index(canvas._draw_pixmap_layer) + 1 if canvas._draw_pixmap_layer in layers else 1
+            layers.insert(position, self._draw_overlay)
+            return tuple(layers)
+
+        canvas._render_layers = _render_layers
+
+    def set_overlay(self, image: QtGui.QImage | None, opacity: float | None = None) -> None:
+        """Show an RGBA image over the picture (never part of the label file)."""
+        self._overlay = image
+        if opacity is not None:
+            self._overlay_opacity = opacity
+        self.canvas.update()
+
+    def overlay(self) -> QtGui.QImage | None:
+        return self._overlay
+
+    def _draw_overlay(self, painter: QtGui.QPainter) -> None:
+        canvas, image = self.canvas, self._overlay
+        if image is None or canvas.pixmap.isNull() or image.size() != canvas.pixmap.size():
+            return
+        painter.save()
+        painter.setOpacity(self._overlay_opacity)
+        target = QtCore.QRectF(0.0, 0.0, image.width() * canvas.scale, image.height() * canvas.scale)
+        painter.drawImage(target, image, QtCore.QRectF(image.rect()))
+        painter.restore()
+
+    # --- widgets ---
+
+    def add_dock(self, dock: QtWidgets.QDockWidget) -> None:
+        self.window.addDockWidget(QtCore.Qt.RightDockWidgetArea, dock)
+        # LabelMe restored its dock layout before our dock existed.
+        self.window.restoreDockWidget(dock)
+
+    def add_toolbar_actions(self, actions: list[QtWidgets.QAction]) -> None:
+        toolbar = self.window.findChild(QtWidgets.QToolBar, "ToolsToolBar")
+        if toolbar is None:
+            toolbar = self.window.addToolBar("Defect detection")
+        toolbar.addSeparator()
+        for action in actions:
+            toolbar.addAction(action)
+
+    def add_canvas_menu_actions(self, actions: list[QtWidgets.QAction]) -> None:
+        """Right-click menu of the canvas; LabelMe rebuilds it, so keep them in its list."""
+        menu = self.canvas.menus[0]
+        menu.addSeparator()
+        for action in actions:
+            menu.addAction(action)
+
+    def add_view_menu_action(self, action: QtWidgets.QAction) -> None:
+        for menu_action in self.window.menuBar().actions():
+            if menu_action.menu() is not None and menu_action.text().replace("&", "") == "View":
+                menu_action.menu().addSeparator()
+                menu_action.menu().addAction(action)
+                return
+
+
+def paint_pending(shape) -> None:
+    r, g, b = PENDING_COLOUR
+    shape.line_color = QtGui.QColor(r, g, b)
+    shape.vertex_fill_color = QtGui.QColor(255, 230, 160)
+    shape.hvertex_fill_color = QtGui.QColor(255, 255, 255)
+    shape.fill_color = QtGui.QColor(r, g, b, 70)
+    shape.select_line_color = QtGui.QColor(255, 255, 255)
+    shape.select_fill_color = QtGui.QColor(r, g, b, 130)
+
+
+def run_labelme(attach: Callable[[QtWidgets.QMainWindow], Any], argv: list[str]) -> None:
+    """Run LabelMe's own ``main`` (its options, config, logging) with our panel attached.
+
+    ``labelme.__main__.main`` builds the window by the global name
+    ``MainWindow``; we swap that name for a factory that attaches the panel
+    to the window it returns.
+    """
+    import sys
+
+    import labelme.__main__ as labelme_main
+
+    window_class = labelme_main.MainWindow
+
+    def build_window(*args, **kwargs):
+        window = window_class(*args, **kwargs)
+        attach(window)
+        return window
+
+    labelme_main.MainWindow = build_window
+    sys.argv = [sys.argv[0] if sys.argv else "labelme-dsarad", *argv]
+    try:
+        labelme_main.main()
+    finally:
+        labelme_main.MainWindow = window_class
+
+
+def install_qsettings_sandbox(folder: os.PathLike | str) -> None:
+    """Point Qt's user settings at a folder (tests, screenshots): the real layout is left alone."""
+    QtCore.QSettings.setPath(QtCore.QSettings.NativeFormat, QtCore.QSettings.UserScope, str(folder))
+    QtCore.QSettings.setPath(QtCore.QSettings.IniFormat, QtCore.QSettings.UserScope, str(folder))

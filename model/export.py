@@ -1,0 +1,125 @@
+"""An inference-ready network, and its ONNX export for onnxruntime.
+
+The ONNX file holds student + U-Net + scoring: ``image`` (B, 3, S, S) float
+in [0, 1] gives ``raw_map`` (B, S, S) and ``raw_image_score`` (B,), the same
+two outputs as ``DSARAD.forward``. Its ``metadata_props`` carry the model
+file's JSON header under the same key, so an ONNX file describes itself
+(thresholds, labels, input size) and is read without unpickling anything.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from .model_file import HEADER_KEY, MAX_FILE_BYTES, LoadedModel, ModelFileError, write_atomically
+from .networks import DSARAD, SpatialAttention
+
+# 17 is the newest opset the TorchScript exporter covers fully and that every
+# onnxruntime since 1.11 runs on the CPU.
+ONNX_OPSET = 17
+INPUT_NAME = "image"
+OUTPUT_NAMES = ("raw_map", "raw_image_score")
+SOURCE_SHA256_KEY = "dsarad_source_sha256"
+
+
+def fuse_batch_norms(network: nn.Module) -> nn.Module:
+    """An eval-mode copy with every BatchNorm folded into the conv before it.
+
+    Inference then runs one conv instead of conv + normalisation + a pass over
+    memory; the numbers differ from the unfused network only by rounding.
+    """
+    fused = copy.deepcopy(network).eval()
+    for module in list(fused.modules()):
+        if isinstance(module, nn.Sequential):
+            for index in range(len(module) - 1):
+                if isinstance(module[index], nn.Conv2d) and isinstance(module[index + 1], nn.BatchNorm2d):
+                    module[index] = fuse_conv_bn_eval(module[index], module[index + 1])
+                    module[index + 1] = nn.Identity()
+        elif isinstance(module, SpatialAttention) and isinstance(module.out_norm, nn.BatchNorm2d):
+            module.out = fuse_conv_bn_eval(module.out, module.out_norm)
+            module.out_norm = nn.Identity()
+    return fused
+
+
+def inference_network(network: DSARAD) -> DSARAD:
+    """A fused fp32 CPU copy with the memory-light attention; ``network`` is untouched."""
+    fused = fuse_batch_norms(network).float().cpu()
+    fused.set_explicit_attention(False)
+    return fused
+
+
+def onnx_bytes(loaded: LoadedModel, input_size: int | None = None) -> bytes:
+    """Serialised ONNX model of ``loaded`` with its header in the metadata.
+
+    The batch axis is dynamic; the square side is fixed at ``input_size``
+    (default: the header's), which lets onnxruntime plan every buffer once.
+    """
+    import onnx
+
+    size = input_size or loaded.info.architecture.input_size
+    if size % 32:
+        raise ValueError(f"input size must be a multiple of 32 (five 2x poolings), got {size}")
+    network = inference_network(loaded.network)
+    example = torch.zeros(1, 3, size, size)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        # The TorchScript exporter is the one that needs no extra packages;
+        # its deprecation notice and tracer warnings say nothing about our graph.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            network,
+            (example,),
+            buffer,
+            dynamo=False,
+            opset_version=ONNX_OPSET,
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAMES[0]: {0: "batch"}, OUTPUT_NAMES[1]: {0: "batch"}},
+            do_constant_folding=True,
+        )
+    proto = onnx.load_from_string(buffer.getvalue())
+    header = loaded.info.to_header()
+    if size != loaded.info.architecture.input_size:
+        # The header tells a reader what size to feed; a graph exported at
+        # another size must say that size, or every run would fail.
+        header["architecture"] = {**header["architecture"], "input_size": size}
+    set_metadata(proto, {HEADER_KEY: json.dumps(header), SOURCE_SHA256_KEY: loaded.sha256})
+    proto.producer_name = "labelme-dsarad"
+    return proto.SerializeToString()
+
+
+def set_metadata(proto, values: dict[str, str]) -> None:
+    kept = [entry for entry in proto.metadata_props if entry.key not in values]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    for key, value in values.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def export_onnx(loaded: LoadedModel, path: os.PathLike | str, input_size: int | None = None) -> Path:
+    """Write ``loaded`` as a self-describing ONNX file, atomically; return the path."""
+    path = Path(path)
+    write_atomically(path, onnx_bytes(loaded, input_size))
+    return path
+
+
+def read_onnx_file(path: os.PathLike | str) -> bytes:
+    """The bytes of an ONNX model file, with the same size guard as model files."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise ModelFileError(path, "no such ONNX file") from None
+    if size > MAX_FILE_BYTES:
+        raise ModelFileError(path, f"file is {size} bytes, larger than any model file ({MAX_FILE_BYTES})")
+    return path.read_bytes()

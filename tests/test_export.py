@@ -1,0 +1,146 @@
+"""ONNX export: same maps as PyTorch in onnxruntime, and a self-describing file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+import torch
+
+from labelme_dsarad.cli import main
+from labelme_dsarad.model.export import SOURCE_SHA256_KEY, export_onnx
+from labelme_dsarad.model.inference import Predictor
+from labelme_dsarad.model.model_file import HEADER_KEY, LoadedModel, ModelFileError, ModelInfo, load_model, save_model
+from labelme_dsarad.model.networks import DSARAD, PRESETS, Architecture
+from labelme_dsarad.model.scoring import ScoreNormaliser
+
+MAP_TOLERANCE = 1e-4  # fp32, from the issue
+
+
+def perturbed_model(path: Path, preset: str = "compact", input_size: int = 64, seed: int = 0) -> LoadedModel:
+    """A saved model whose BatchNorms and attention are not at their identity start.
+
+    Fresh BatchNorms (mean 0, variance 1) and the zero-initialised attention
+    output would let a broken fusion or attention pass unnoticed.
+    """
+    torch.manual_seed(seed)
+    base = PRESETS[preset]
+    architecture = Architecture(base.preset, base.reconstruction_width, base.segmentation_width, input_size)
+    network = DSARAD(architecture).eval()
+    with torch.no_grad():
+        for module in network.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+        torch.nn.init.normal_(network.student.encoder.attention.out.weight, std=0.05)
+    info = ModelInfo(
+        architecture=architecture,
+        product="widget",
+        labels=["defect"],
+        normaliser=ScoreNormaliser(0.4, 0.6, {"method": "set by the test"}),
+        created="2026-01-01T00:00:00+00:00",
+    )
+    save_model(path, network, info)
+    return load_model(path)
+
+
+def eager_reference(loaded: LoadedModel, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Plain eager PyTorch with the explicit attention matrix: what every fast path must match."""
+    loaded.network.set_explicit_attention(True)
+    try:
+        with torch.inference_mode():
+            raw_map, raw_score = loaded.network(images)
+    finally:
+        loaded.network.set_explicit_attention(False)
+    return raw_map.numpy(), raw_score.numpy()
+
+
+@pytest.fixture(scope="module")
+def compact(tmp_path_factory) -> LoadedModel:
+    return perturbed_model(tmp_path_factory.mktemp("compact") / "compact.safetensors")
+
+
+@pytest.fixture(scope="module")
+def exported(compact, tmp_path_factory) -> Path:
+    return export_onnx(compact, tmp_path_factory.mktemp("onnx") / "compact.onnx")
+
+
+def test_onnxruntime_maps_equal_pytorch(compact, exported):
+    images = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    expected_map, expected_score = eager_reference(compact, images)
+    session = onnxruntime.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
+    raw_map, raw_score = session.run(None, {"image": images.numpy()})  # batch 3 through the dynamic batch axis
+    assert raw_map.shape == (3, 64, 64) and raw_score.shape == (3,)
+    assert expected_map.std() > 1e-3  # a flat map would make the comparison vacuous
+    np.testing.assert_allclose(raw_map, expected_map, atol=MAP_TOLERANCE, rtol=0)
+    np.testing.assert_allclose(raw_score, expected_score, atol=MAP_TOLERANCE, rtol=0)
+
+
+def test_onnx_metadata_carries_the_model_header(compact, exported):
+    metadata = {entry.key: entry.value for entry in onnx.load(str(exported)).metadata_props}
+    assert json.loads(metadata[HEADER_KEY]) == compact.info.to_header()
+    assert metadata[SOURCE_SHA256_KEY] == compact.sha256
+
+
+def test_export_at_another_size_declares_that_size(compact, tmp_path):
+    path = export_onnx(compact, tmp_path / "small.onnx", input_size=32)
+    model = onnx.load(str(path))
+    header = json.loads({entry.key: entry.value for entry in model.metadata_props}[HEADER_KEY])
+    assert header["architecture"]["input_size"] == 32
+    assert [dimension.dim_value for dimension in model.graph.input[0].type.tensor_type.shape.dim[1:]] == [3, 32, 32]
+
+
+def test_predictor_runs_an_exported_file_like_the_model_file(compact, exported):
+    image = np.random.default_rng(2).integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    from_onnx = Predictor(exported)
+    from_model = Predictor(compact, backend="torch").predict(image)
+    prediction = from_onnx.predict(image)
+    assert from_onnx.backend == "onnx" and from_onnx.model.info.to_header() == compact.info.to_header()
+    np.testing.assert_allclose(prediction.score_map, from_model.score_map, atol=2 * MAP_TOLERANCE, rtol=0)
+    assert prediction.image_score == pytest.approx(from_model.image_score, abs=2 * MAP_TOLERANCE)
+
+
+def test_an_onnx_file_without_our_header_is_refused(tmp_path):
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["image"], ["raw_map"])],
+        "foreign",
+        [onnx.helper.make_tensor_value_info("image", onnx.TensorProto.FLOAT, [1])],
+        [onnx.helper.make_tensor_value_info("raw_map", onnx.TensorProto.FLOAT, [1])],
+    )
+    path = tmp_path / "foreign.onnx"
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), str(path))
+    with pytest.raises(ModelFileError, match="no 'dsarad' header"):
+        Predictor(path)
+
+
+def test_a_broken_onnx_file_is_a_one_line_error(tmp_path):
+    path = tmp_path / "broken.onnx"
+    path.write_bytes(b"not a protobuf at all")
+    with pytest.raises(ModelFileError, match="not a usable ONNX model") as raised:
+        Predictor(path)
+    assert "\n" not in str(raised.value)
+
+
+def test_an_onnx_model_refuses_a_gpu(exported):
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        Predictor(exported, device="cuda")
+
+
+def test_cli_export_writes_a_file_with_our_header(tiny_model_path, tmp_path, capsys):
+    output = tmp_path / "out" / "tiny.onnx"
+    assert main(["export", "--model", str(tiny_model_path), "--onnx", str(output)]) == 0
+    metadata = {entry.key: entry.value for entry in onnx.load(str(output)).metadata_props}
+    assert json.loads(metadata[HEADER_KEY]) == load_model(tiny_model_path).info.to_header()
+    assert str(output) in capsys.readouterr().out
+
+
+def test_cli_export_of_a_missing_model_is_an_error(tmp_path, capsys):
+    assert main(["export", "--model", str(tmp_path / "none.safetensors"), "--onnx", str(tmp_path / "x.onnx")]) == 2
+    assert "no such model file" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()

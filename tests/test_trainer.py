@@ -1,0 +1,101 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from safetensors import safe_open
+
+from labelme_dsarad.model.inference import Predictor
+from labelme_dsarad.model.model_file import load_model
+from labelme_dsarad.train.trainer import TrainConfig, learning_rate_at, split_validation, train_model
+
+
+def textured_images(folder: Path, count: int = 12, size: int = 48) -> list[str]:
+    """Defect-free 'product' images: the same stripes with a little noise."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    x = np.arange(size)
+    base = (128 + 60 * np.sin(x / 3.0))[None, :].repeat(size, axis=0)
+    paths = []
+    for index in range(count):
+        image = np.clip(base + rng.normal(0, 8, (size, size)), 0, 255).astype(np.uint8)
+        path = folder / f"normal_{index:02d}.png"
+        cv2.imwrite(str(path), image)
+        paths.append(str(path))
+    return paths
+
+
+def config(images, **overrides) -> TrainConfig:
+    settings = dict(product="widget", images=images, preset="tiny", input_size=32, epochs=40, batch_size=4,
+                    learning_rate=1e-3, seed=0)
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def test_tiny_training_lowers_losses_and_writes_a_usable_model(tmp_path):
+    images = textured_images(tmp_path / "images")
+    output = train_model(config(images), tmp_path / "run", tmp_path / "model.safetensors")
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    teacher = [entry for entry in history if entry["phase"] == "teacher"]
+    student = [entry for entry in history if entry["phase"] == "student"]
+    assert teacher[-1]["teacher"] < teacher[0]["teacher"]
+    first, last = student[0], student[-1]
+    assert last["reconstruction"] + last["segmentation"] < first["reconstruction"] + first["segmentation"]
+    loaded = load_model(output)
+    assert loaded.info.product == "widget" and loaded.info.architecture.input_size == 32
+    assert loaded.info.training["images"] + loaded.info.training["validation_images"] == len(images)
+    statistics = loaded.info.normaliser.statistics
+    assert statistics["validation_images"] == loaded.info.training["validation_images"]
+    prediction = Predictor(loaded).predict(cv2.imread(images[0])[:, :, ::-1])
+    assert prediction.score_map.shape == (48, 48) and np.isfinite(prediction.score_map).all()
+
+
+def test_validation_split_is_deterministic_and_disjoint():
+    paths = [f"img_{i}.png" for i in range(50)]
+    train, validation = split_validation(paths, 0.1, seed=0)
+    assert (train, validation) == split_validation(paths, 0.1, seed=0)
+    assert len(validation) == 5 and not set(train) & set(validation) and len(train) + len(validation) == 50
+
+
+def test_learning_rate_schedule():
+    assert [learning_rate_at(1.0, p) for p in (0.0, 0.19, 0.2, 0.5, 0.99)] == pytest.approx([1, 1, 0.2, 0.04, 0.0016])
+
+
+def checkpoint_step(path: Path) -> int:
+    with safe_open(str(path), framework="pt") as handle:
+        return json.loads(handle.metadata()["checkpoint"])["step"]
+
+
+def test_resume_after_kill_continues_from_the_checkpoint(tmp_path):
+    images = textured_images(tmp_path / "images")
+    run_dir, output = tmp_path / "run", tmp_path / "model.safetensors"
+    command = [sys.executable, "-m", "labelme_dsarad.cli", "train", "--product", "widget", "--images", *images,
+               "--preset", "tiny", "--input-size", "32", "--epochs", "40", "--batch-size", "4",
+               "--run-dir", str(run_dir), "--output", str(output), "--checkpoint-every", "0.3"]
+    environment = dict(os.environ, OMP_NUM_THREADS="1")
+    process = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = run_dir / "checkpoint.safetensors"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (checkpoint.exists() and checkpoint_step(checkpoint) > 5):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert checkpoint.exists(), "no checkpoint was written before the kill"
+    killed_at = checkpoint_step(checkpoint)
+    assert killed_at > 5 and not output.exists()
+    assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp")], "a half-written checkpoint was left"
+    resumed = subprocess.run(
+        [sys.executable, "-m", "labelme_dsarad.cli", "train", "--product", "widget", "--resume",
+         "--run-dir", str(run_dir), "--output", str(output)],
+        env=environment, capture_output=True, text=True, timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    history = json.loads((run_dir / "history.json").read_text())
+    assert history[0]["step"] == 1 and history[0]["phase"] == "teacher", "history before the kill was lost"
+    assert load_model(output).info.training["images"] > 0
