@@ -254,10 +254,6 @@ class LabelMeAdapter:
         shape.other_data = {key: value for key, value in shape_dict.items() if key not in known}
         return shape
 
-    @staticmethod
-    def shape_points(shape) -> list[tuple[float, float]]:
-        return [(point.x(), point.y()) for point in shape.points]
-
     def replace_shapes(self, remove: Iterable, add: list, amend_top: Any = None) -> Any:
         """Swap shapes as ONE undo step; returns a token for amending it later.
 

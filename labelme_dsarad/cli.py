@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -141,6 +142,18 @@ def expand_image_arguments(patterns: list[str]) -> list[Path]:
     return paths
 
 
+def without_devices_option(argv: list[str]) -> list[str]:
+    result, skip = [], False
+    for argument in argv:
+        if skip:
+            skip = False
+        elif argument == "--devices":
+            skip = True
+        elif not argument.startswith("--devices="):
+            result.append(argument)
+    return result
+
+
 def dataset_train_images(kind: str, roots: list[str]) -> list[Path]:
     from labelme_dsarad.train.datasets import mtd_train_images, mvtec_train_images
 
@@ -192,10 +205,14 @@ def run_train(args) -> int:
             snapshots=args.snapshots,
             checkpoint_seconds=args.checkpoint_every,
         )
-    if args.devices > 1:
-        from labelme_dsarad.train.distributed import launch_distributed
+    from labelme_dsarad.train import distributed
 
-        return launch_distributed(args, run_dir)
+    if args.devices > 1 and not distributed.launched_by_torchrun():
+        return distributed.launch_distributed(without_devices_option(sys.argv[1:]), args.devices)
+    if distributed.launched_by_torchrun():
+        device = distributed.join_process_group(args.device)
+        if config is not None:
+            config.device = device
     product = config.product if config else args.product
     if args.output:
         output, version = args.output, 1
@@ -208,6 +225,10 @@ def run_train(args) -> int:
         print(f"\ninterrupted; checkpoint saved in {run_dir}; continue with: dsarad train --product {product} --resume"
               + (f" --run-dir {run_dir}" if args.run_dir else ""), file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        distributed.leave_process_group()
+    if int(os.environ.get("RANK", "0")) != 0:
+        return EXIT_OK
     if not args.output:
         store.set_current(product, version)
     print(f"model written to {output} ({(time.monotonic() - started) / 60:.1f} min)")

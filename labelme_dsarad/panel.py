@@ -500,7 +500,7 @@ class DefectPanel(QtWidgets.QWidget):
         """Turn the cached map into pending suggestions, replacing the pending ones."""
         shapes = self.adapter.shapes()
         regions = review.regions_from_map(entry.prediction.score_map, self.threshold, self.min_area, self.tolerance)
-        kept = review.drop_covered(regions, review.reviewed_outlines(shapes, self.adapter.shape_points)
+        kept = review.drop_covered(regions, review.reviewed_outlines(shapes)
                                    + self._rejected.get(entry.path, []))
         provenance = review.provenance(self.model, self.threshold)
         label = self.model.info.labels[0] if self.model.info is not None else "defect"
@@ -571,7 +571,7 @@ class DefectPanel(QtWidgets.QWidget):
             return
         if self._current is not None:
             # Remembered for this session, so the sliders do not bring them back.
-            self._rejected.setdefault(self._current, []).extend(self.adapter.shape_points(s) for s in shapes)
+            self._rejected.setdefault(self._current, []).extend(review.points_of(shape) for shape in shapes)
         self.adapter.remove_shapes(shapes)
         self._undo_token = None
         self.adapter.mark_dirty()
@@ -580,7 +580,7 @@ class DefectPanel(QtWidgets.QWidget):
 
     def _reconcile(self) -> bool:
         """Suggestions a person edited (moved, reshaped, relabelled, unflagged) are accepted."""
-        changed = review.accept_edited(self.adapter.shapes(), self.adapter.shape_points)
+        changed = review.accept_edited(self.adapter.shapes())
         for shape in changed:
             self.adapter.restyle(shape)
         if changed:

@@ -8,13 +8,14 @@ threshold, fingerprint), which LabelMe carries through load and save as the
 shape's ``other_data``. So the state survives save and reopen with no
 plugin-side storage, and the retrain loop reads it back from the files.
 
-Works on anything with ``label``, ``flags``, ``other_data`` and a points
-function: no Qt here.
+Works on anything with ``label``, ``points``, ``flags`` and ``other_data``:
+no Qt here. Rejecting a suggestion deletes it, as the label-file format has
+no rejected state.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Iterable
 
 import cv2
 import numpy as np
@@ -22,14 +23,16 @@ import numpy as np
 from labelme_dsarad.model import labelfile
 from labelme_dsarad.model.polygons import Region, mask_to_polygons
 
-PENDING, ACCEPTED, REJECTED = "pending", "accepted", "rejected"
-PENDING_FLAG = "dsarad_pending"
-RECORD_KEY = "dsarad"
+PENDING, ACCEPTED = "pending", "accepted"  # a rejected suggestion is deleted
+PENDING_FLAG = labelfile.PENDING_FLAG
+RECORD_KEY = labelfile.RECORD_KEY
 # A new suggestion mostly inside a shape a person made, or one they rejected
 # in this session, is the same finding again: not suggested twice.
 COVERED_FRACTION = 0.5
 
-PointsOf = Callable[[Any], list[tuple[float, float]]]
+def points_of(shape) -> list[tuple[float, float]]:
+    """(x, y) pairs of a shape's points (QPointF or pairs)."""
+    return [(point.x(), point.y()) if callable(getattr(point, "x", None)) else tuple(point) for point in shape.points]
 
 
 def record(shape) -> dict | None:
@@ -46,29 +49,27 @@ def state(shape) -> str | None:
     return value.get("state") if value is not None else None
 
 
+def _as_dict(shape) -> dict:
+    """The shape as the label-file module sees it (flags and record shared, not copied)."""
+    if shape.flags is None:
+        shape.flags = {}
+    return {"label": shape.label, "points": [list(point) for point in points_of(shape)],
+            "flags": shape.flags, RECORD_KEY: record(shape)}
+
+
 def is_pending(shape) -> bool:
-    return state(shape) == PENDING and bool((shape.flags or {}).get(PENDING_FLAG, False))
+    """Our suggestion, untouched by any person: the label-file module's rule."""
+    return is_suggestion(shape) and labelfile.is_pending_suggestion(_as_dict(shape))
 
 
 def pending(shapes: Iterable) -> list:
     return [shape for shape in shapes if is_pending(shape)]
 
 
-def _as_dict(shape, points: list[tuple[float, float]] | None = None) -> dict:
-    data = {"label": shape.label, "flags": dict(shape.flags or {}), RECORD_KEY: dict(record(shape) or {})}
-    if points is not None:
-        data["points"] = [list(point) for point in points]
-        data["shape_type"] = getattr(shape, "shape_type", "polygon")
-    return data
-
-
 def set_state(shape, new_state: str) -> None:
-    """Change a shape's state the way the label-file module does for files."""
     data = _as_dict(shape)
-    returned = labelfile.set_state(data, new_state)
-    if isinstance(returned, dict):
-        data = returned
-    shape.flags = dict(data.get("flags") or {})
+    labelfile.set_state(data, new_state)
+    shape.flags = data["flags"]
     shape.other_data = {**(shape.other_data or {}), RECORD_KEY: data[RECORD_KEY]}
 
 
@@ -80,19 +81,11 @@ def list_suffix(shape) -> str:
     return f"  · pending {score:.2f}" if isinstance(score, (int, float)) else "  · pending"
 
 
-def was_edited(shape, points: list[tuple[float, float]]) -> bool:
-    """Whether a person changed the suggestion's outline or label since it was made."""
-    return labelfile.shape_fingerprint(_as_dict(shape, points)) != record(shape).get("fingerprint")
-
-
-def accept_edited(shapes: Iterable, points_of: PointsOf) -> list:
-    """Accept the pending suggestions a person edited or unflagged; return them."""
+def accept_edited(shapes: Iterable) -> list:
+    """Accept the suggestions a person moved, reshaped, relabelled or unflagged; return them."""
     accepted = []
     for shape in shapes:
-        if state(shape) != PENDING:
-            continue
-        unflagged = not (shape.flags or {}).get(PENDING_FLAG, False)
-        if unflagged or was_edited(shape, points_of(shape)):
+        if state(shape) == PENDING and not is_pending(shape):
             set_state(shape, ACCEPTED)
             accepted.append(shape)
     return accepted
@@ -102,7 +95,7 @@ def regions_from_map(score_map: np.ndarray, threshold: float, min_area: int, tol
     return mask_to_polygons(score_map, threshold=threshold, min_area=min_area, tolerance=tolerance)
 
 
-def reviewed_outlines(shapes: Iterable, points_of: PointsOf) -> list[list[tuple[float, float]]]:
+def reviewed_outlines(shapes: Iterable) -> list[list[tuple[float, float]]]:
     """Outlines a new suggestion must not repeat: everything but pending suggestions."""
     return [points_of(shape) for shape in shapes if not is_pending(shape) and len(shape.points) >= 3]
 
@@ -147,9 +140,8 @@ def _covered_fraction(region: Region, outline) -> float:
 
 
 def provenance(model, threshold: float) -> dict:
-    """Which model and setting made a suggestion (the ModelDescription the worker built)."""
-    info = getattr(model, "info", None)
-    return {"model": model.name, "model_sha256": model.key if info is not None else None, "threshold": threshold}
+    """Which model and setting made a suggestion (``model`` is the worker's ModelDescription)."""
+    return {"model": model.name, "model_sha256": model.key, "threshold": threshold}
 
 
 def suggestion_dict(region: Region, label: str, provenance_record: dict) -> dict:

@@ -99,3 +99,20 @@ def test_resume_after_kill_continues_from_the_checkpoint(tmp_path):
     history = json.loads((run_dir / "history.json").read_text())
     assert history[0]["step"] == 1 and history[0]["phase"] == "teacher", "history before the kill was lost"
     assert load_model(output).info.training["images"] > 0
+
+
+def test_data_parallel_training_with_two_cpu_processes(tmp_path):
+    images = textured_images(tmp_path / "images")
+    output = tmp_path / "ddp.safetensors"
+    result = subprocess.run(
+        [sys.executable, "-m", "labelme_dsarad.cli", "train", "--product", "widget", "--images", *images,
+         "--preset", "tiny", "--input-size", "32", "--epochs", "4", "--batch-size", "2", "--device", "cpu",
+         "--devices", "2", "--run-dir", str(tmp_path / "run"), "--output", str(output)],
+        env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    training = load_model(output).info.training
+    assert training["devices"] == 2
+    # Two processes of batch 2 over 11 images: 3 steps an epoch, not 6.
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history[-1]["phase"] == "student" and history[-1]["step"] == round(4 * 0.75 * 3)

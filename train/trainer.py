@@ -135,6 +135,18 @@ class Trainer:
         if self.device.type == "cuda":
             self.teacher.to(memory_format=torch.channels_last)
             self.network.to(memory_format=torch.channels_last)
+        # The modules that take gradient steps; under DDP they average
+        # gradients across processes, and the plain modules stay for export.
+        self.teacher_trained: torch.nn.Module = self.teacher
+        self.student_trained: torch.nn.Module = self.network.student
+        self.segmentation_trained: torch.nn.Module = self.network.segmentation
+        if self.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.teacher_trained = DistributedDataParallel(self.teacher, device_ids=device_ids)
+            self.student_trained = DistributedDataParallel(self.network.student, device_ids=device_ids)
+            self.segmentation_trained = DistributedDataParallel(self.network.segmentation, device_ids=device_ids)
 
     # ----- data -----
     def prepare_data(self) -> None:
@@ -179,7 +191,7 @@ class Trainer:
     def teacher_step(self) -> dict:
         clean = self.batch()
         with self.autocast():
-            reconstruction, _ = self.teacher(clean)
+            reconstruction, _ = self.teacher_trained(clean)
             loss = reconstruction_loss(reconstruction.float(), clean)
         self.teacher_optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -191,8 +203,8 @@ class Trainer:
         with torch.no_grad(), self.autocast():
             _, teacher_features = self.teacher(synthetic.clean)
         with self.autocast():
-            reconstruction, student_features = self.network.student(synthetic.augmented)
-            logits = self.network.segmentation(torch.cat([reconstruction, synthetic.augmented], dim=1))
+            reconstruction, student_features = self.student_trained(synthetic.augmented)
+            logits = self.segmentation_trained(torch.cat([reconstruction, synthetic.augmented], dim=1))
             reconstruction_term = reconstruction_loss(reconstruction.float(), synthetic.clean)
             distillation_term = distillation_loss(
                 [f.float() for f in student_features], [f.float() for f in teacher_features]
@@ -236,7 +248,7 @@ class Trainer:
             running = {key: 0.9 * running.get(key, value) + 0.1 * value for key, value in losses.items()}
             self.step += 1
             previous = self.elapsed
-            self.elapsed = time.monotonic() - started
+            self.elapsed = self.agreed_elapsed(time.monotonic() - started)
             bar.update(1 if budget.steps is not None else int(self.elapsed) - int(previous))
             bar.set_postfix({key: f"{value:.4f}" for key, value in running.items()}, refresh=False)
             if self.step % 20 == 0 or self.step == 1:
@@ -248,6 +260,14 @@ class Trainer:
                 self.export_snapshot(budget.progress(self.step, self.elapsed))
         bar.close()
         self.history.append({"phase": phase, "step": self.step, "seconds": round(self.elapsed, 1), **running})
+
+    def agreed_elapsed(self, elapsed: float) -> float:
+        """Under DDP every process must stop at the same step: agree on the slowest clock."""
+        if not self.distributed or self.config.minutes is None:
+            return elapsed
+        value = torch.tensor([elapsed], dtype=torch.float64, device=self.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return float(value.item())
 
     def train(self) -> None:
         """Run (or continue) both phases; Ctrl+C saves a checkpoint before it stops."""

@@ -1,0 +1,411 @@
+"""LabelMe 6 label files carrying our suggestions beside people's shapes.
+
+A suggestion is an ordinary LabelMe polygon with two marks:
+
+- ``flags["dsarad_pending"] = True``: shows as a tickable box in LabelMe's
+  label dialog; unticking it there accepts the suggestion.
+- an extra shape key ``"dsarad"``: ``{"state", "score_max", "score_mean",
+  "model", "model_sha256", "threshold", "fingerprint"}``, the fingerprint
+  being a short hash of what a person can edit as we wrote it: label, points,
+  and also description, group_id and shape_type, so that a note typed into a
+  suggestion is never thrown away.
+
+A shape is our unreviewed suggestion only while all three hold: the record
+says ``pending``, the flag is ticked, and the shape still matches the
+fingerprint. Anything else (no record, accepted, moved, relabelled, noted,
+flag unticked) belongs to a person, and merging never changes or drops it.
+
+Both marks survive LabelMe's own open and save (labelme 6.3.1):
+``_label_file.py`` ``_load_shape_json_obj`` puts unknown shape keys in
+``other_data``, ``app.py`` ``_shapes_from_dicts`` keeps them and the file's
+flags on the ``Shape`` (``Shape.copy`` is a deep copy, so undo keeps them
+too), and ``app.py`` ``_shape_to_dict`` writes ``other_data`` back first;
+unknown top-level keys travel the same way. LabelMe does rewrite
+``version``, ``imageHeight``/``imageWidth`` and re-encodes masks. Editing a
+shape's label in LabelMe's dialog rebuilds its flags from the ``label_flags``
+setting (``label_dialog.py`` ``_on_text_changed``), which drops our flag: the
+shape then counts as reviewed, the safe direction.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib.metadata
+import json
+import os
+import secrets
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path, PureWindowsPath
+from typing import TYPE_CHECKING, Any
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+    import msvcrt
+
+if TYPE_CHECKING:
+    from labelme_dsarad.model.polygons import Region
+
+PENDING_FLAG = "dsarad_pending"
+RECORD_KEY = "dsarad"
+STATES = ("pending", "accepted")
+PROVENANCE_KEYS = ("model", "model_sha256", "threshold")
+
+# Shared by every writer in a folder; a separate file because the JSON itself
+# is replaced on every write, so a lock on it would not outlive the write.
+LOCK_FILE_NAME = ".dsarad.lock"
+
+_FINGERPRINT_DECIMALS = 3
+_POINT_DECIMALS = 2
+
+try:
+    # The value labelme.__version__ holds, without importing LabelMe (Qt).
+    LABELME_VERSION = importlib.metadata.version("labelme")
+except importlib.metadata.PackageNotFoundError:
+    LABELME_VERSION = "6.3.1"
+
+
+class LabelFileError(Exception):
+    """A label file we cannot use; ``str()`` is one line: file and problem."""
+
+    def __init__(self, path: str | os.PathLike, problem: str) -> None:
+        self.path = str(path)
+        self.problem = " ".join(str(problem).split())
+        super().__init__(f"{self.path}: {self.problem}")
+
+
+# -- reading -----------------------------------------------------------------
+
+
+def load_label_file(path: str | os.PathLike) -> dict:
+    """The file's JSON object, every field as stored, after checking the
+    structure merging relies on: an object whose ``shapes`` is a list of
+    objects, each with a string ``label`` and ``points`` as [x, y] numbers."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise LabelFileError(path, f"cannot read ({exc.strerror or exc})") from exc
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise LabelFileError(path, "not UTF-8 text") from exc
+    except json.JSONDecodeError as exc:
+        raise LabelFileError(path, f"invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from exc
+    problem = _structure_problem(data)
+    if problem:
+        raise LabelFileError(path, problem)
+    return data
+
+
+def _structure_problem(data: Any) -> str | None:
+    if not isinstance(data, dict):
+        return f"expected a JSON object at the top level, found {_json_type(data)}"
+    if "shapes" not in data:
+        return "missing key 'shapes'"
+    if not isinstance(data["shapes"], list):
+        return f"'shapes' must be a list, found {_json_type(data['shapes'])}"
+    for index, shape in enumerate(data["shapes"]):
+        where = f"shapes[{index}]"
+        if not isinstance(shape, dict):
+            return f"{where} must be an object, found {_json_type(shape)}"
+        for key in ("label", "points"):
+            if key not in shape:
+                return f"{where} is missing key '{key}'"
+        if not isinstance(shape["label"], str):
+            return f"{where}: 'label' must be a string, found {_json_type(shape['label'])}"
+        if not _is_point_list(shape["points"]):
+            return f"{where}: 'points' must be a list of [x, y] number pairs"
+    return None
+
+
+def _is_point_list(points: Any) -> bool:
+    return isinstance(points, list) and all(
+        isinstance(point, list) and len(point) == 2 and all(_is_number(v) for v in point) for point in points
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), "a number" if _is_number(value) else type(value).__name__)
+
+
+# -- our suggestions -----------------------------------------------------------
+
+
+def shape_fingerprint(shape: dict) -> str:
+    """Short hash of the parts of a shape a person can edit.
+
+    Points are rounded so that LabelMe's rewrite of the same coordinates as
+    floats (1 -> 1.0) keeps the hash; a missing description counts as "", as
+    LabelMe loads it.
+    """
+    canonical = json.dumps(
+        [
+            shape["label"],
+            [[_rounded(x), _rounded(y)] for x, y in shape["points"]],
+            shape.get("description") or "",
+            shape.get("group_id"),
+            shape.get("shape_type"),
+        ],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def _rounded(value: float) -> float:
+    return round(float(value), _FINGERPRINT_DECIMALS) + 0.0  # + 0.0 turns -0.0 into 0.0
+
+
+def suggestion_shape(region: Region, label: str, provenance: dict) -> dict:
+    """A LabelMe 6 polygon shape for ``region``, marked as our pending suggestion.
+
+    ``provenance`` holds the model's ``model`` (name), ``model_sha256`` and the
+    ``threshold`` used.
+    """
+    missing = [key for key in PROVENANCE_KEYS if key not in provenance]
+    if missing:
+        raise ValueError(f"provenance is missing {', '.join(missing)}")
+    # Key order as LabelMe writes shapes, our record last.
+    shape = {
+        "label": label,
+        "points": [[round(float(x), _POINT_DECIMALS), round(float(y), _POINT_DECIMALS)] for x, y in region.points],
+        "group_id": None,
+        "description": f"dsarad {region.score_max:.2f}",
+        "shape_type": "polygon",
+        "flags": {PENDING_FLAG: True},
+        "mask": None,
+    }
+    shape[RECORD_KEY] = {
+        "state": "pending",
+        "score_max": round(float(region.score_max), 4),
+        "score_mean": round(float(region.score_mean), 4),
+        "model": provenance["model"],
+        "model_sha256": provenance["model_sha256"],
+        "threshold": float(provenance["threshold"]),
+        "fingerprint": shape_fingerprint(shape),
+    }
+    return shape
+
+
+def is_pending_suggestion(shape: Any) -> bool:
+    """Whether ``shape`` is our suggestion, still untouched by any person."""
+    if not isinstance(shape, dict):
+        return False
+    record, flags = shape.get(RECORD_KEY), shape.get("flags")
+    if not isinstance(record, dict) or record.get("state") != "pending":
+        return False
+    if not isinstance(flags, dict) or flags.get(PENDING_FLAG) is not True:
+        return False
+    try:
+        return record.get("fingerprint") == shape_fingerprint(shape)
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def set_state(shape: dict, state: str) -> None:
+    """Mark our suggestion ``accepted`` (flag off) or ``pending`` again, in place.
+
+    Marking pending re-takes the fingerprint from the shape as it is now,
+    which hands it back to the next merge to replace.
+    """
+    if state not in STATES:
+        raise ValueError(f"state must be one of {STATES}, got {state!r}")
+    record = shape.get(RECORD_KEY)
+    if not isinstance(record, dict):
+        raise ValueError(f"not a dsarad suggestion: the shape has no {RECORD_KEY!r} record")
+    if not isinstance(shape.get("flags"), dict):
+        shape["flags"] = {}
+    record["state"] = state
+    shape["flags"][PENDING_FLAG] = state == "pending"
+    if state == "pending":
+        record["fingerprint"] = shape_fingerprint(shape)
+
+
+# -- merging and writing -------------------------------------------------------
+
+
+def merge_suggestions(
+    existing: dict | None,
+    suggestions: list[dict],
+    image_path: str,
+    image_height: int,
+    image_width: int,
+) -> dict:
+    """New file content: ``existing`` with its pending suggestions replaced.
+
+    People's shapes stay exactly as they are, in their order; the new
+    suggestions follow them, except any identical (same fingerprint) to a
+    shape already kept, such as an unchanged accepted earlier suggestion. A new file
+    (``existing`` None) gets LabelMe's layout, ``image_path`` as its
+    ``imagePath`` (relative to the JSON's folder) and no embedded image.
+    Raises ValueError if ``existing`` describes another image.
+    """
+    if existing is None:
+        data = {
+            "version": LABELME_VERSION,
+            "flags": {},
+            "shapes": [],
+            "imagePath": image_path,
+            "imageData": None,
+            "imageHeight": image_height,
+            "imageWidth": image_width,
+        }
+    else:
+        data = copy.deepcopy(existing)
+        _check_same_image(data, image_path, image_height, image_width)
+        # Only fill gaps: everything present stays as it was.
+        for key, value in [("version", LABELME_VERSION), ("flags", {}), ("imagePath", image_path), ("imageData", None)]:
+            data.setdefault(key, value)
+        for key, value in [("imageHeight", image_height), ("imageWidth", image_width)]:
+            if data.get(key) is None:
+                data[key] = value
+    kept = [shape for shape in data["shapes"] if not is_pending_suggestion(shape)]
+    present = {_fingerprint_or_none(shape) for shape in kept}
+    added = [copy.deepcopy(shape) for shape in suggestions if _fingerprint_or_none(shape) not in present]
+    data["shapes"] = kept + added
+    return data
+
+
+def _fingerprint_or_none(shape: dict) -> str | None:
+    try:
+        return shape_fingerprint(shape)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _check_same_image(data: dict, image_path: str, image_height: int, image_width: int) -> None:
+    stored_path = data.get("imagePath")
+    if isinstance(stored_path, str) and stored_path:
+        # PureWindowsPath splits on both separators; names compare without
+        # case, so a Windows-written file still matches its image.
+        stored_name, image_name = PureWindowsPath(stored_path).name, PureWindowsPath(image_path).name
+        if stored_name.casefold() != image_name.casefold():
+            raise ValueError(f"labels belong to image {stored_name!r}, not {image_name!r}")
+    stored_size = (data.get("imageWidth"), data.get("imageHeight"))
+    if None not in stored_size and stored_size != (image_width, image_height):
+        raise ValueError(
+            f"labels are for a {stored_size[0]} x {stored_size[1]} image, "
+            f"but the image is {image_width} x {image_height}"
+        )
+
+
+def write_label_file(path: str | os.PathLike, data: dict) -> None:
+    """Write ``data`` as LabelMe does (UTF-8, indent 2), atomically: a reader
+    sees the old file or the new one, never a mix, even after a crash."""
+    text = json.dumps(data, ensure_ascii=False, indent=2)
+    # Through a symlink, replace the file it points to, as LabelMe's open(..., "w") does.
+    target = Path(os.path.realpath(path))
+    temporary = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        # Mode 0o666 lets the umask decide, as for any new file; mkstemp's
+        # 0o600 would hide the labels from the rest of the team.
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    except OSError as exc:
+        raise LabelFileError(path, f"cannot write ({exc.strerror or exc})") from exc
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(text.encode("utf-8"))
+            file.flush()
+            os.fsync(file.fileno())
+        try:
+            os.chmod(temporary, stat.S_IMODE(os.stat(target).st_mode))  # keep the old file's permissions
+        except FileNotFoundError:
+            pass
+        os.replace(temporary, target)
+    except OSError as exc:
+        _remove_quietly(temporary)
+        raise LabelFileError(path, f"cannot write ({exc.strerror or exc})") from exc
+    except BaseException:
+        _remove_quietly(temporary)
+        raise
+    _sync_directory(target.parent)
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _sync_directory(directory: Path) -> None:
+    """Make the rename itself durable (POSIX); best effort elsewhere."""
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def update_label_file(
+    json_path: str | os.PathLike,
+    image_path: str | os.PathLike,
+    image_height: int,
+    image_width: int,
+    suggestions: list[dict],
+) -> dict:
+    """Merge ``suggestions`` into the label file at ``json_path`` and write it.
+
+    The read-merge-write runs under an exclusive lock on the folder's
+    ``.dsarad.lock``, so concurrent runs on one folder never lose each other's
+    shapes. A file that exists but cannot be parsed, or that describes another
+    image, raises LabelFileError and is left untouched. Returns what was written.
+    """
+    json_path = Path(json_path)
+    image_reference = _relative_image_path(image_path, json_path.parent)
+    with _exclusive_lock(json_path):
+        existing = load_label_file(json_path) if os.path.lexists(json_path) else None
+        try:
+            data = merge_suggestions(existing, suggestions, image_reference, image_height, image_width)
+        except ValueError as exc:
+            raise LabelFileError(json_path, str(exc)) from exc
+        write_label_file(json_path, data)
+    return data
+
+
+def _relative_image_path(image_path: str | os.PathLike, label_folder: Path) -> str:
+    """``imagePath`` as LabelMe's save_labels writes it: os.path.relpath."""
+    try:
+        return os.path.relpath(os.path.abspath(image_path), os.path.abspath(label_folder))
+    except ValueError:  # another drive on Windows
+        return os.path.abspath(image_path)
+
+
+@contextmanager
+def _exclusive_lock(json_path: Path) -> Iterator[None]:
+    lock_path = Path(os.path.realpath(json_path)).parent / LOCK_FILE_NAME
+    try:
+        descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise LabelFileError(json_path, f"cannot create lock file {lock_path.name} ({exc.strerror or exc})") from exc
+    try:
+        if fcntl is not None:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        else:
+            _lock_windows(descriptor)
+        yield
+    finally:
+        os.close(descriptor)  # closing releases the lock
+
+
+def _lock_windows(descriptor: int) -> None:
+    while True:
+        try:
+            msvcrt.locking(descriptor, msvcrt.LK_LOCK, 1)  # gives up after ~10 s
+            return
+        except OSError:
+            continue
