@@ -43,6 +43,7 @@ REQUIRED = (
     "MainWindow._docks.file_list",
     "MainWindow._actions.undo",
     "MainWindow._actions.on_shapes_present",
+    "MainWindow._actions.brightness_contrast",
     "MainWindow._image",
     "MainWindow._image_path",
     "MainWindow._image_data",
@@ -427,12 +428,26 @@ class LabelMeAdapter:
         self.window.restoreDockWidget(dock)
 
     def add_toolbar_actions(self, actions: list[QtWidgets.QAction]) -> None:
+        """Buttons in LabelMe's top toolbar, after Brightness/Contrast (its end is often cut off)."""
         toolbar = self.window.findChild(QtWidgets.QToolBar, "ToolsToolBar")
         if toolbar is None:
             toolbar = self.window.addToolBar("Defect detection")
-        toolbar.addSeparator()
+        anchor = self.window._actions.brightness_contrast
+        entries = toolbar.actions()
+        before = None
+        for index, entry in enumerate(entries):
+            widget = toolbar.widgetForAction(entry)
+            if isinstance(widget, QtWidgets.QToolButton) and widget.defaultAction() is anchor:
+                before = entries[index + 1] if index + 1 < len(entries) else None
+                break
         for action in actions:
-            toolbar.addAction(action)
+            button = QtWidgets.QToolButton(toolbar)
+            button.setDefaultAction(action)
+            button.setToolButtonStyle(toolbar.toolButtonStyle())
+            if before is None:
+                toolbar.addWidget(button)
+            else:
+                toolbar.insertWidget(before, button)
 
     def add_canvas_menu_actions(self, actions: list[QtWidgets.QAction]) -> None:
         """Right-click menu of the canvas; LabelMe rebuilds it, so keep them in its list."""

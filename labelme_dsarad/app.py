@@ -19,9 +19,11 @@ EXIT_ERROR = 2
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="labelme-dsarad",
+        usage="labelme-dsarad [PATH] [--model FILE | --product NAME] [--store DIR] [LabelMe options]",
         add_help=False,
         description="LabelMe with DSARAD defect suggestions.",
-        epilog="Every other option is LabelMe's (see 'labelme --help'), e.g. --output DIR, --labels, --config.",
+        epilog="PATH (an image, a label file or a folder) and every other option go to LabelMe "
+        "(see 'labelme --help'), e.g. --output DIR, --labels, --config.",
     )
     parser.add_argument("-h", "--help", action="store_true", help="show this help and exit")
     group = parser.add_mutually_exclusive_group()

@@ -344,7 +344,7 @@ def run_predict(args) -> int:
         maps_dir=args.save_maps,
         batch_size=args.batch_size,
     )
-    summary = predict_paths(images, model_path, options, device=args.device)
+    summary = predict_paths(images, model_path, options, device=args.device, show_progress_bar=True)
     print(summary.describe(), file=sys.stderr)
     return EXIT_FAILURES if summary.failures else EXIT_OK
 

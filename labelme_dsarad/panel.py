@@ -146,6 +146,7 @@ class DefectPanel(QtWidgets.QWidget):
         self.model: ModelDescription | None = None
         self.inference_runs = 0  # results received from the worker: tests count model runs
         self.last_open_to_shown_ms: float | None = None
+        self.look_ahead_enabled = True  # with Detect on open; off only to measure what it saves
         self._current: str | None = None
         self._opened_at: dict[str, float] = {}
         self._want_suggestions: set[str] = set()  # images whose map, when ready, becomes suggestions
@@ -270,11 +271,13 @@ class DefectPanel(QtWidgets.QWidget):
         self.message_label.setWordWrap(True)
         self.message_label.setTextInteractionFlags(QtCore.Qt.TextSelectableByMouse)
 
-        def button(action: QtWidgets.QAction) -> QtWidgets.QToolButton:
-            created = QtWidgets.QToolButton()
-            created.setDefaultAction(action)
-            created.setToolButtonStyle(QtCore.Qt.ToolButtonTextOnly)
-            created.setSizePolicy(QtWidgets.QSizePolicy.Expanding, QtWidgets.QSizePolicy.Fixed)
+        def button(action: QtWidgets.QAction) -> QtWidgets.QPushButton:
+            # A push button mirroring the action: one line of text, the action's state.
+            created = QtWidgets.QPushButton(action.text())
+            created.setToolTip(action.toolTip())
+            created.setEnabled(action.isEnabled())
+            created.clicked.connect(action.trigger)
+            action.changed.connect(lambda: created.setEnabled(action.isEnabled()))
             return created
 
         def row(*widgets) -> QtWidgets.QHBoxLayout:
@@ -334,7 +337,7 @@ class DefectPanel(QtWidgets.QWidget):
     @guarded
     def _on_setting_changed(self) -> None:
         self._show_setting_labels()
-        entry = self._current_map()
+        entry = self.current_map()
         if entry is None:
             return
         if self._derived_for == self._current or review.pending(self.adapter.shapes()):
@@ -347,7 +350,7 @@ class DefectPanel(QtWidgets.QWidget):
 
     @guarded
     def _set_heat_map(self, checked: bool) -> None:
-        entry = self._current_map()
+        entry = self.current_map()
         self.adapter.set_overlay(heat_map_image(entry.prediction.score_map) if checked and entry else None,
                                  self.opacity_slider.value() / 100)
 
@@ -414,7 +417,7 @@ class DefectPanel(QtWidgets.QWidget):
         if self.detect_on_open_action.isChecked():
             self._detect_on_open(path)
         else:
-            entry = self._current_map()
+            entry = self.current_map()
             if entry is not None:
                 self._show_map(entry)
 
@@ -429,7 +432,7 @@ class DefectPanel(QtWidgets.QWidget):
 
     def _look_ahead(self) -> None:
         following = self.adapter.next_image_path()
-        if following is None or self.model is None:
+        if following is None or self.model is None or not self.look_ahead_enabled:
             return
         if self.cache.get(following, self.model.key) is None:
             self.worker.submit(Job(following, PRIORITY_LOOKAHEAD))
@@ -488,7 +491,7 @@ class DefectPanel(QtWidgets.QWidget):
             self.adapter.set_overlay(heat_map_image(entry.prediction.score_map), self.opacity_slider.value() / 100)
         self.map_shown.emit(entry.path)
 
-    def _current_map(self) -> CachedMap | None:
+    def current_map(self) -> CachedMap | None:
         if self._current is None or self.model is None:
             return None
         entry = self.cache.get(self._current, self.model.key)
@@ -506,20 +509,17 @@ class DefectPanel(QtWidgets.QWidget):
         label = self.model.info.labels[0] if self.model.info is not None else "defect"
         new_shapes = [self.adapter.make_shape(review.suggestion_dict(region, label, provenance)) for region in kept]
         old = review.pending(shapes)
-        if not old and not new_shapes and self._derived_for != entry.path:
-            self._derived_for = entry.path
-            self.show_message(self._timing_text(entry, "no suggestions", ahead_note))
-            self.suggestions_shown.emit(entry.path, 0)
-            return
-        self._undo_token = self.adapter.replace_shapes(
-            old, new_shapes, amend_top=self._undo_token if self._derived_for == entry.path else None
-        )
+        if old or new_shapes:
+            self._undo_token = self.adapter.replace_shapes(
+                old, new_shapes, amend_top=self._undo_token if self._derived_for == entry.path else None
+            )
+            self.adapter.mark_dirty()
         self._derived_for = entry.path
-        self.adapter.mark_dirty()
         opened = self._opened_at.pop(entry.path, None)
         if opened is not None:
             self.last_open_to_shown_ms = (time.perf_counter() - opened) * 1000
-        self.show_message(self._timing_text(entry, plural(len(new_shapes), "suggestion"), ahead_note))
+        found = plural(len(new_shapes), "suggestion") if new_shapes else "no suggestions"
+        self.show_message(self._timing_text(entry, found, ahead_note))
         self._update_review_actions()
         self.suggestions_shown.emit(entry.path, len(new_shapes))
 
@@ -713,8 +713,13 @@ def attach_panel(window: QtWidgets.QMainWindow, models: list[ModelOption]) -> De
     adapter = LabelMeAdapter(window)
     dock = QtWidgets.QDockWidget("Defect detection", window)
     dock.setObjectName("DefectDetection")
-    panel = DefectPanel(adapter, models, dock)
-    dock.setWidget(panel)
+    # Scrollable, so the dock never forces a tall window on a small screen.
+    scroll = QtWidgets.QScrollArea(dock)
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QtWidgets.QFrame.NoFrame)
+    panel = DefectPanel(adapter, models, scroll)
+    scroll.setWidget(panel)
+    dock.setWidget(scroll)
     adapter.add_dock(dock)
     adapter.add_toolbar_actions([panel.detect_action])
     actions = [panel.detect_action, panel.detect_on_open_action, panel.detect_all_action, panel.heat_map_action,

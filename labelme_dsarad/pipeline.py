@@ -205,7 +205,7 @@ def predict_paths(
                 try:
                     batch.append((image_path, future.result()))
                 except Exception as problem:  # noqa: BLE001 - any decode failure is reported per file
-                    finish(image_path, problem if isinstance(problem, (ImageReadError, OSError)) else ImageReadError(f"{image_path}: {problem}"))
+                    finish(image_path, problem if isinstance(problem, (ImageReadError, OSError)) else ImageReadError(image_path, str(problem)))
             top_up()
             if not batch:
                 continue

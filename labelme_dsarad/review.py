@@ -53,8 +53,15 @@ def _as_dict(shape) -> dict:
     """The shape as the label-file module sees it (flags and record shared, not copied)."""
     if shape.flags is None:
         shape.flags = {}
-    return {"label": shape.label, "points": [list(point) for point in points_of(shape)],
-            "flags": shape.flags, RECORD_KEY: record(shape)}
+    return {
+        "label": shape.label,
+        "points": [list(point) for point in points_of(shape)],
+        "group_id": getattr(shape, "group_id", None),
+        "description": getattr(shape, "description", None),
+        "shape_type": getattr(shape, "shape_type", "polygon"),
+        "flags": shape.flags,
+        RECORD_KEY: record(shape),
+    }
 
 
 def is_pending(shape) -> bool:

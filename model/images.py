@@ -86,6 +86,10 @@ class ImageReadError(Exception):
         self.problem = " ".join(str(problem).split())
         super().__init__(f"{self.path}: {self.problem}")
 
+    def __reduce__(self):
+        # Rebuild from both parts, so the error survives a trip between processes.
+        return type(self), (self.path, self.problem)
+
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """The image as LabelMe shows it: (height, width, 3) uint8 RGB."""

@@ -77,6 +77,10 @@ class LabelFileError(Exception):
         self.problem = " ".join(str(problem).split())
         super().__init__(f"{self.path}: {self.problem}")
 
+    def __reduce__(self):
+        # Rebuild from both parts, so the error survives a trip between processes.
+        return type(self), (self.path, self.problem)
+
 
 # -- reading -----------------------------------------------------------------
 
@@ -244,10 +248,11 @@ def merge_suggestions(
 
     People's shapes stay exactly as they are, in their order; the new
     suggestions follow them, except any identical (same fingerprint) to a
-    shape already kept, such as an unchanged accepted earlier suggestion. A new file
-    (``existing`` None) gets LabelMe's layout, ``image_path`` as its
-    ``imagePath`` (relative to the JSON's folder) and no embedded image.
-    Raises ValueError if ``existing`` describes another image.
+    shape already kept, such as an unchanged accepted earlier suggestion.
+    A new file (``existing`` None) gets LabelMe's layout, ``image_path`` as
+    its ``imagePath`` (relative to the JSON's folder) and no embedded image.
+    ``existing`` is what ``load_label_file`` returned; it is not modified.
+    Raises ValueError if it describes another image (name or size).
     """
     if existing is None:
         data = {
@@ -357,13 +362,18 @@ def update_label_file(
     image_height: int,
     image_width: int,
     suggestions: list[dict],
+    *,
+    run_record: dict | None = None,
 ) -> dict:
     """Merge ``suggestions`` into the label file at ``json_path`` and write it.
 
     The read-merge-write runs under an exclusive lock on the folder's
     ``.dsarad.lock``, so concurrent runs on one folder never lose each other's
     shapes. A file that exists but cannot be parsed, or that describes another
-    image, raises LabelFileError and is left untouched. Returns what was written.
+    image, raises LabelFileError and is left untouched. ``run_record``, if
+    given, replaces the file's top-level ``"dsarad"`` entry (what the run
+    that wrote these suggestions used; LabelMe keeps unknown top-level keys).
+    Returns what was written.
     """
     json_path = Path(json_path)
     image_reference = _relative_image_path(image_path, json_path.parent)
@@ -373,6 +383,8 @@ def update_label_file(
             data = merge_suggestions(existing, suggestions, image_reference, image_height, image_width)
         except ValueError as exc:
             raise LabelFileError(json_path, str(exc)) from exc
+        if run_record is not None:
+            data[RECORD_KEY] = copy.deepcopy(run_record)
         write_label_file(json_path, data)
     return data
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
 import struct
 import zlib
 from pathlib import Path
@@ -242,6 +243,12 @@ def encoded(rgb: np.ndarray, format: str) -> bytes:
     buffer = io.BytesIO()
     PIL.Image.fromarray(rgb).save(buffer, format)
     return buffer.getvalue()
+
+
+def test_refusal_survives_pickling_for_worker_processes(tmp_path):
+    error = ImageReadError(tmp_path / "a.png", "not an image")
+    restored = pickle.loads(pickle.dumps(error))
+    assert type(restored) is ImageReadError and str(restored) == str(error) and restored.path == error.path
 
 
 def test_zero_byte_file_is_refused(tmp_path):

@@ -1,0 +1,154 @@
+"""Training steps per second at `compact` on the CPU: reference-style synthesis against ours.
+
+    .venv/bin/python bench/bench_training.py [--input-size 256] [--steps 3] [--batch-size 8]
+
+Both sides run ``Trainer.student_step`` (same networks, same losses, same
+optimizer, same image draw); only the synthetic batch differs:
+- baseline: per-sample NumPy/OpenCV synthesis like the DSARAD reference code
+  (bench/_reference_synthesis.py), stacked into a batch, with denormal floats
+  left on, as the reference code leaves them;
+- ours: ``Trainer`` as it is, batched synthesis on the device and denormals
+  flushed.
+Denormal flushing alone can be worth a large factor on dark images, so the
+table also shows the baseline with flushing on, and synthesis alone, to say
+where the gain comes from. The images are Magnetic Tile normals (dark) when
+the data set is there. Both sides start from images already decoded at the
+training size; the reference code also decodes from disk every step, which
+is left out here (it would only slow the baseline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+import _reference_synthesis as reference
+from _common import interleaved, machine_line, magnetic_tile_images, median, print_table, stderr
+from labelme_dsarad.train import trainer as trainer_module
+from labelme_dsarad.train.sources import AnomalySources
+from labelme_dsarad.train.synthesis import SyntheticBatch, synthesise
+from labelme_dsarad.train.trainer import TrainConfig, Trainer
+
+TRAINING_IMAGES = 32
+
+
+def training_images(folder: Path, size: int) -> list[str]:
+    paths = magnetic_tile_images(TRAINING_IMAGES)
+    if paths:
+        return [str(path) for path in paths]
+    rng = np.random.default_rng(0)  # no data set: dark noisy textures stand in
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for index in range(TRAINING_IMAGES):
+        path = folder / f"normal_{index:02d}.png"
+        cv2.imwrite(str(path), rng.integers(10, 60, (size, size), dtype=np.uint8))
+        written.append(str(path))
+    return written
+
+
+class ReferenceSources:
+    """Stands in for ``AnomalySources``: a NumPy pool of source images drawn per sample."""
+
+    def __init__(self, images: torch.Tensor, seed: int):
+        # The product's own normals, flipped, as ours use when no folder is given.
+        self.pool = [np.ascontiguousarray(image.permute(1, 2, 0).numpy()[::-1, ::-1]) for image in images.cpu()]
+        self.rng = np.random.default_rng(seed)
+
+    def sample(self, batch: int, generator, device) -> list[np.ndarray]:
+        return [self.pool[index] for index in self.rng.integers(0, len(self.pool), batch)]
+
+
+def reference_synthesise(normal: torch.Tensor, sources: list[np.ndarray], generator, rng: np.random.Generator) -> SyntheticBatch:
+    normals = normal.permute(0, 2, 3, 1).cpu().numpy()
+    clean, augmented, mask = reference.synthesise_batch(normals, sources, rng)
+
+    def tensor(array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous().to(normal.device)
+
+    return SyntheticBatch(clean=tensor(clean), augmented=tensor(augmented), mask=tensor(mask))
+
+
+@contextlib.contextmanager
+def reference_style(trainer: Trainer, sources: ReferenceSources, flush_denormal: bool):
+    """Run the trainer's own step with the reference synthesis swapped in."""
+    rng = np.random.default_rng(1)
+    saved_sources, saved_synthesise = trainer.sources, trainer_module.synthesise
+    trainer.sources = sources
+    trainer_module.synthesise = lambda normal, drawn, generator: reference_synthesise(normal, drawn, generator, rng)
+    torch.set_flush_denormal(flush_denormal)
+    try:
+        yield
+    finally:
+        trainer.sources, trainer_module.synthesise = saved_sources, saved_synthesise
+        torch.set_flush_denormal(True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--input-size", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=3, help="interleaved timed student steps per variant")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--preset", default="compact", choices=["tiny", "compact", "paper"])
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as scratch:
+        config = TrainConfig(product="bench", images=training_images(Path(scratch) / "images", args.input_size),
+                             preset=args.preset, input_size=args.input_size, epochs=1, batch_size=args.batch_size,
+                             device="cpu", validation_fraction=0.0)
+        trainer = Trainer(config, Path(scratch) / "run", log=stderr)
+        trainer.prepare_data()
+    trainer.phase = "student"
+    trainer.set_mode()
+    sources = ReferenceSources(trainer.images, seed=2)
+
+    def baseline_step():
+        with reference_style(trainer, sources, flush_denormal=False):
+            trainer.student_step()
+
+    def baseline_flushed_step():
+        with reference_style(trainer, sources, flush_denormal=True):
+            trainer.student_step()
+
+    steps = {
+        "baseline: per-sample NumPy synthesis, no denormal flush": baseline_step,
+        "baseline with denormal flush": baseline_flushed_step,
+        "ours: Trainer (batched synthesis on device, flush)": trainer.student_step,
+    }
+    stderr(f"student steps: batch {args.batch_size}, {args.input_size}px, {args.preset}; {args.steps} interleaved rounds")
+    step_seconds = interleaved(steps, args.steps, log=stderr)
+
+    rng = np.random.default_rng(3)
+    # Like for like: ours drawing from the same pool of source images as the
+    # baseline (what --anomaly-source gives), then with the built-in
+    # procedural sources it uses when no folder is given.
+    pool = AnomalySources(args.input_size, trainer.images.flip(-1, -2), trainer.images)
+
+    def ours(anomaly_sources: AnomalySources):
+        drawn = anomaly_sources.sample(args.batch_size, trainer.generator, trainer.device)
+        return synthesise(trainer.batch(), drawn, trainer.generator)
+
+    synthesis = {
+        "reference synthesis (per sample, NumPy/OpenCV)": lambda: reference_synthesise(
+            trainer.batch(), sources.sample(args.batch_size, None, None), None, rng),
+        "ours, same source pool (batched)": lambda: ours(pool),
+        "ours, built-in procedural sources (batched)": lambda: ours(trainer.sources),
+    }
+    synthesis_seconds = interleaved(synthesis, max(5, 3 * args.steps))
+
+    rows = []
+    for table in (step_seconds, synthesis_seconds):
+        base = median(next(iter(table.values())))
+        for name, values in table.items():
+            rows.append([name, f"{median(values):.3f}", f"{1 / median(values):.3f}", f"{base / median(values):.2f}x"])
+    print(f"\nTraining on the CPU, {args.preset}, batch {args.batch_size}, {args.input_size}px; {machine_line()}")
+    print_table(["what (student step, then synthesis alone)", "median s", "per second", "vs first row of its kind"], rows)
+
+
+if __name__ == "__main__":
+    main()

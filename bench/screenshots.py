@@ -1,0 +1,142 @@
+"""Screenshots of LabelMe with the "Defect detection" panel, taken offscreen.
+
+    python bench/screenshots.py OUT_DIR [--model FILE] [--image IMAGE ...] [--size 1400x860]
+
+Copies the images to a temporary folder (LabelMe autosaves next to them),
+opens the first in LabelMe with the panel, runs Detect, and saves:
+
+- ``1_suggestions_heat_map.png``: pending suggestions over the heat map
+- ``2_suggestions.png``: the same without the heat map
+- ``3_reviewed.png``: after accepting one suggestion and rejecting one
+
+Without ``--model``, the bundled model is used; if it is missing, a
+randomly initialised ``compact`` model (input 128), which shows the UI but
+not what a trained model finds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_IMAGES = ["crack_exp1_num_265613.jpg", "blowhole_exp1_num_108719.jpg", "break_exp1_num_194173.jpg"]
+
+
+def random_model(path: Path) -> Path:
+    import torch
+
+    from labelme_dsarad.model.model_file import ModelInfo, preset_architecture, save_model
+    from labelme_dsarad.model.networks import DSARAD
+    from labelme_dsarad.model.scoring import ScoreNormaliser
+
+    torch.manual_seed(0)
+    architecture = preset_architecture("compact", 128)
+    info = ModelInfo(architecture=architecture, product="magnetic_tile", labels=["defect"],
+                     normaliser=ScoreNormaliser(0.5, 0.5), training={"method": "random weights"},
+                     created="2026-01-01T00:00:00+00:00")
+    save_model(path, DSARAD(architecture).eval(), info)
+    return path
+
+
+def wait_until(app, condition, seconds: float = 120.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        app.processEvents()
+        time.sleep(0.01)
+    app.processEvents()
+    return condition()
+
+
+def save(window, path: Path) -> None:
+    image = window.grab().toImage()
+    if not image.save(str(path)):
+        raise SystemExit(f"{path}: cannot write the screenshot")
+    print(f"{path} ({path.stat().st_size // 1024} KB)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--model", type=Path)
+    parser.add_argument("--image", type=Path, nargs="+",
+                        default=[REPO / "resources" / "samples" / name for name in DEFAULT_IMAGES])
+    parser.add_argument("--size", default="1400x860", help="window size, WIDTHxHEIGHT")
+    parser.add_argument("--threshold", type=float, default=0.5)
+    args = parser.parse_args(argv)
+    width, height = (int(value) for value in args.size.lower().split("x"))
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+
+    from qtpy import QtWidgets
+
+    from labelme_dsarad.resources import DEFAULT_MODEL
+
+    scratch = Path(tempfile.mkdtemp(prefix="dsarad-screenshots-"))
+    model = args.model or (DEFAULT_MODEL if DEFAULT_MODEL.is_file() else None)
+    if model is None:
+        print("the bundled model is missing: using a randomly initialised compact model", file=sys.stderr)
+        model = random_model(scratch / "random_compact.safetensors")
+    folder = scratch / "images"
+    folder.mkdir()
+    for image in args.image:
+        shutil.copy(image, folder / image.name)
+
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
+    app.setStyle("Fusion")  # as labelme's own main does
+    app.setPalette(QtWidgets.QStyleFactory.create("Fusion").standardPalette())
+    from labelme.app import MainWindow
+
+    from labelme_dsarad._labelme_adapter import install_qsettings_sandbox
+    from labelme_dsarad.panel import ModelOption, attach_panel
+
+    install_qsettings_sandbox(scratch / "qsettings")  # leave the user's LabelMe layout alone
+    window = MainWindow(config_file=None, config_overrides={"auto_save": True})
+    panel = attach_panel(window, [ModelOption(model.name, model)])
+    try:
+        window.resize(width, height)
+        window.show()
+        panel.adapter.open_folder(str(folder))
+        panel.adapter.open_file(str(folder / args.image[0].name))
+        if not wait_until(app, lambda: panel.model is not None or "Model:" in panel.message_label.text()):
+            raise SystemExit("the model did not load")
+        if panel.model is None:
+            raise SystemExit(panel.message_label.text())
+        panel.threshold_slider.setValue(round(args.threshold * 100))
+        shown = []
+        panel.suggestions_shown.connect(lambda path, count: shown.append(count))
+        panel.detect_action.trigger()
+        if not wait_until(app, lambda: bool(shown)):
+            raise SystemExit(f"no result: {panel.message_label.text()}")
+        wait_until(app, lambda: False, 0.3)  # let the canvas and status bar settle
+        save(window, args.out_dir / "1_suggestions_heat_map.png")
+
+        panel.heat_map_box.setChecked(False)
+        wait_until(app, lambda: False, 0.1)
+        save(window, args.out_dir / "2_suggestions.png")
+
+        pending = panel.adapter.shapes()
+        if pending:
+            panel.adapter.select([pending[0]])
+            panel.accept_action.trigger()
+        if len(pending) > 1:
+            panel.adapter.select([pending[-1]])
+            panel.reject_action.trigger()
+        panel.heat_map_box.setChecked(True)
+        wait_until(app, lambda: False, 0.1)
+        save(window, args.out_dir / "3_reviewed.png")
+    finally:
+        panel.shutdown()
+        window.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

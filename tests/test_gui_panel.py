@@ -1,0 +1,359 @@
+"""The "Defect detection" panel inside a real LabelMe window (offscreen)."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from qtpy import QtCore, QtGui
+
+from labelme_dsarad import review
+from labelme_dsarad._labelme_adapter import PENDING_COLOUR
+from labelme_dsarad.panel import ModelOption
+
+from .test_gui_support import (  # noqa: F401 - fixtures
+    FakePredictor,
+    fake_factory,
+    inside_squares,
+    make_window,
+    no_dialogs,
+    qsettings_sandbox,
+    write_sample_images,
+)
+
+WAIT = 20000  # ms; generous, the machine is shared
+
+
+def fake_option(predictor: FakePredictor, title: str = "fake") -> ModelOption:
+    return ModelOption(title, None, fake_factory(predictor))
+
+
+def ready(qtbot, panel):
+    qtbot.waitUntil(lambda: panel.model is not None, timeout=WAIT)
+
+
+def detect(qtbot, panel) -> int:
+    with qtbot.waitSignal(panel.suggestions_shown, timeout=WAIT) as shown:
+        panel.detect_action.trigger()
+    return shown.args[1]
+
+
+def person_shape(label: str, box: tuple[int, int, int, int]) -> dict:
+    x0, y0, x1, y1 = box
+    return {"label": label, "points": [[x0, y0], [x1, y0], [x1, y1], [x0, y1]], "group_id": None,
+            "description": "", "shape_type": "polygon", "flags": {}, "mask": None}
+
+
+def write_person_labels(image: Path, shapes: list[dict]) -> Path:
+    from PIL import Image
+
+    width, height = Image.open(image).size
+    path = image.with_suffix(".json")
+    path.write_text(json.dumps({"version": "6.3.1", "flags": {}, "shapes": shapes, "imagePath": image.name,
+                                "imageData": None, "imageHeight": height, "imageWidth": width}))
+    return path
+
+
+def test_detect_with_tiny_model_and_slider_rederives_without_inference(qtbot, tmp_path, make_window, tiny_model_path):
+    images = write_sample_images(tmp_path / "images", 2)
+    window, panel = make_window([ModelOption("tiny", tiny_model_path)], open_path=tmp_path / "images")
+    ready(qtbot, panel)
+    assert "widget v1" in panel.model_info.text() and "tiny, 64 px" in panel.model_info.text()
+
+    shown = detect(qtbot, panel)
+    # A random tiny model scores everything a little above its threshold: one region.
+    assert shown >= 1
+    pending = review.pending(panel.adapter.shapes())
+    assert len(pending) == shown
+    for shape in pending:
+        assert shape.flags == {"dsarad_pending": True}
+        assert shape.line_color.getRgb()[:3] == PENDING_COLOUR
+        assert shape.other_data["dsarad"]["model_sha256"] == panel.model.key
+    assert re.fullmatch(r"\d+ suggestions?, \d+ ms on cpu", window.statusBar().currentMessage())
+    assert panel.inference_runs == 1
+
+    score_map = panel.current_map().prediction.score_map
+    assert score_map.shape == (72, 80)  # image_00's own size, not the model's 64 x 64
+    panel.threshold_slider.setValue(99)
+    assert review.pending(panel.adapter.shapes()) == []
+    panel.threshold_slider.setValue(50)
+    assert len(review.pending(panel.adapter.shapes())) == shown
+    panel.min_area_box.setValue(72 * 80 + 1)  # larger than the image: nothing can qualify
+    assert review.pending(panel.adapter.shapes()) == []
+    assert panel.inference_runs == 1, "the sliders re-derive from the cached map"
+    assert images[0].with_suffix(".json").exists()
+
+
+def test_accept_and_reject_each_and_all(qtbot, tmp_path, make_window):
+    write_sample_images(tmp_path, 1, squares=3)
+    window, panel = make_window([fake_option(FakePredictor())], open_path=tmp_path)
+    ready(qtbot, panel)
+    assert detect(qtbot, panel) == 3
+    adapter = panel.adapter
+    first, second, third = review.pending(adapter.shapes())
+
+    adapter.select([first])
+    assert panel.accept_action.isEnabled()
+    panel.accept_action.trigger()
+    assert review.state(first) == review.ACCEPTED and first.flags["dsarad_pending"] is False
+    assert first.line_color.getRgb()[:3] != PENDING_COLOUR
+
+    adapter.select([second])
+    panel.reject_action.trigger()
+    assert second not in adapter.shapes()
+    assert panel.review_label.text() == "Suggestions: 1 pending, 1 accepted"
+
+    panel.accept_all_action.trigger()
+    assert review.pending(adapter.shapes()) == [] and review.state(third) == review.ACCEPTED
+    assert not panel.accept_all_action.isEnabled() and not panel.reject_all_action.isEnabled()
+
+    # Detect again: the accepted ones are not repeated, the rejected one stays rejected.
+    assert detect(qtbot, panel) == 0
+    assert len(adapter.shapes()) == 2
+
+    panel.threshold_slider.setValue(40)  # re-derives, still nothing new
+    assert review.pending(adapter.shapes()) == []
+
+
+def test_editing_a_suggestion_accepts_it_and_reject_all_keeps_it(qtbot, tmp_path, make_window):
+    write_sample_images(tmp_path, 1, squares=3)
+    window, panel = make_window([fake_option(FakePredictor())], open_path=tmp_path)
+    ready(qtbot, panel)
+    assert detect(qtbot, panel) == 3
+    adapter = panel.adapter
+    moved = review.pending(adapter.shapes())[0]
+    moved.points[0] = moved.points[0] + QtCore.QPointF(2.0, 0.0)
+    adapter.canvas.shape_moved.emit()  # what LabelMe's canvas says after a vertex drag
+    assert review.state(moved) == review.ACCEPTED
+
+    panel.reject_all_action.trigger()
+    assert adapter.shapes() == [moved]
+    saved = json.loads((tmp_path / "image_00.json").read_text())  # autosave
+    assert [shape["dsarad"]["state"] for shape in saved["shapes"]] == ["accepted"]
+
+
+def test_one_undo_removes_a_whole_batch_and_keeps_people_shapes(qtbot, tmp_path, make_window):
+    image, = write_sample_images(tmp_path, 1, squares=3)
+    write_person_labels(image, [person_shape("scratch", (60, 60, 70, 70))])
+    window, panel = make_window([fake_option(FakePredictor())], open_path=tmp_path)
+    ready(qtbot, panel)
+    assert detect(qtbot, panel) == 3
+    for value in (60, 45, 55):  # slider moves replace the batch, they do not stack
+        panel.threshold_slider.setValue(value)
+    assert len(panel.adapter.shapes()) == 4
+    panel.adapter.undo()
+    assert [shape.label for shape in panel.adapter.shapes()] == ["scratch"]
+
+
+def test_pending_state_survives_save_and_reopen_and_labelme_reads_it(qtbot, tmp_path, make_window):
+    from labelme import LabelFile
+
+    images = write_sample_images(tmp_path, 2, squares=3)
+    window, panel = make_window([fake_option(FakePredictor())], open_path=tmp_path, auto_save=False)
+    ready(qtbot, panel)
+    assert detect(qtbot, panel) == 3
+    accepted = review.pending(panel.adapter.shapes())[0]
+    panel.adapter.select([accepted])
+    panel.accept_action.trigger()
+    saved = panel.adapter.save()
+    assert saved == images[0].with_suffix(".json")
+
+    label_file = LabelFile(str(saved))  # LabelMe's own reader
+    flags = sorted(shape["flags"]["dsarad_pending"] for shape in label_file.shapes)
+    assert flags == [False, True, True]
+    assert sorted(shape["other_data"]["dsarad"]["state"] for shape in label_file.shapes) == [
+        "accepted", "pending", "pending"]
+    raw = json.loads(saved.read_text())
+    assert set(raw) == {"version", "flags", "shapes", "imagePath", "imageData", "imageHeight", "imageWidth"}
+    assert raw["imageData"] is None, "the heat map (or the image) never goes into the file"
+
+    panel.adapter.open_file(str(images[1]))
+    panel.adapter.open_file(str(images[0]))
+    shapes = panel.adapter.shapes()
+    pending = review.pending(shapes)
+    assert len(shapes) == 3 and len(pending) == 2
+    assert all(shape.fill_color.getRgb()[:3] == PENDING_COLOUR for shape in pending)
+    texts = [item.text() for item in panel.adapter.window._docks.label_list]
+    assert sum("pending 0.8" in text for text in texts) == 2
+    assert panel.review_label.text() == "Suggestions: 2 pending, 1 accepted"
+
+
+def test_heat_map_overlay_toggles_and_is_drawn_under_the_shapes(qtbot, tmp_path, make_window):
+    write_sample_images(tmp_path, 1, squares=1)
+    window, panel = make_window([fake_option(FakePredictor())], open_path=tmp_path)
+    window.show()
+    ready(qtbot, panel)
+    detect(qtbot, panel)
+    overlay = panel.adapter.overlay()
+    assert overlay is not None and (overlay.height(), overlay.width()) == (72, 80)
+    canvas = panel.adapter.canvas
+    with_map = canvas.grab().toImage()
+    panel.heat_map_box.setChecked(False)
+    assert panel.adapter.overlay() is None and not panel.heat_map_action.isChecked()
+    without_map = canvas.grab().toImage()
+    assert with_map != without_map
+    panel.heat_map_action.setChecked(True)
+    assert panel.adapter.overlay() is not None
+
+
+def test_hundred_fast_switches_never_put_a_shape_on_the_wrong_image(qtbot, tmp_path, make_window, no_dialogs):
+    images = [str(path) for path in write_sample_images(tmp_path, 6)]
+    predictor = FakePredictor(delay=0.02)
+    window, panel = make_window([fake_option(predictor)], open_path=tmp_path)
+    ready(qtbot, panel)
+    panel.detect_on_open_box.setChecked(True)
+    wrong = []
+
+    def check(path: str, count: int) -> None:
+        index = images.index(path)
+        if path != panel.adapter.image_path():
+            wrong.append(f"suggestions for {path} shown on {panel.adapter.image_path()}")
+        for shape in review.pending(panel.adapter.shapes()):
+            if not inside_squares(review.points_of(shape), index):
+                wrong.append(f"shape {review.points_of(shape)[:2]}… on {path}")
+
+    panel.suggestions_shown.connect(check)
+    rng = random.Random(4)
+    for _ in range(100):
+        panel.adapter.open_file(rng.choice(images))
+        qtbot.wait(rng.choice([0, 0, 1, 5, 15]))
+    final = panel.adapter.image_path()
+    qtbot.waitUntil(lambda: panel.worker.pending_count() == 0, timeout=WAIT)
+    qtbot.wait(50)
+    assert wrong == []
+    assert no_dialogs == []
+    assert panel.adapter.image_path() == final
+    for path in images:  # what autosave wrote is each image's own
+        label_path = Path(path).with_suffix(".json")
+        if label_path.exists():
+            shapes = json.loads(label_path.read_text())["shapes"]
+            assert all(inside_squares(shape["points"], images.index(path)) for shape in shapes), path
+    assert len(predictor.calls) < 100, "queued work for images left behind was dropped"
+
+
+class SlowPredictor:
+    """The real tiny model, run again and again for ``seconds``: a slow model."""
+
+    def __init__(self, model_path: Path, seconds: float):
+        from labelme_dsarad.model.inference import Predictor
+
+        self.inner = Predictor(model_path, device="cpu")
+        self.seconds = seconds
+        self.model, self.name, self.device = self.inner.model, self.inner.name, self.inner.device
+
+    def predict(self, image):
+        started = time.perf_counter()
+        prediction = self.inner.predict(image)
+        while time.perf_counter() - started < self.seconds:
+            prediction = self.inner.predict(image)
+            time.sleep(0.005)
+        prediction.seconds = time.perf_counter() - started
+        return prediction
+
+
+def test_event_loop_keeps_answering_during_a_slow_inference(qtbot, tmp_path, make_window, tiny_model_path):
+    write_sample_images(tmp_path, 1)
+    slow = SlowPredictor(tiny_model_path, seconds=2.0)
+    window, panel = make_window([fake_option(slow)], open_path=tmp_path)
+    ready(qtbot, panel)
+    lateness = []
+    interval = 0.02
+    last = [time.perf_counter()]
+
+    def tick():
+        now = time.perf_counter()
+        lateness.append(now - last[0] - interval)
+        last[0] = now
+
+    timer = QtCore.QTimer()
+    timer.setTimerType(QtCore.Qt.PreciseTimer)
+    timer.timeout.connect(tick)
+    timer.start(int(interval * 1000))
+    started = time.perf_counter()
+    with qtbot.waitSignal(panel.suggestions_shown, timeout=WAIT):
+        panel.detect_action.trigger()
+    timer.stop()
+    assert time.perf_counter() - started >= 2.0
+    assert len(lateness) > 50
+    assert max(lateness) < 0.1, f"the event loop stalled for {max(lateness) * 1000:.0f} ms"
+
+
+def test_look_ahead_shows_the_next_image_without_waiting(qtbot, tmp_path, make_window):
+    images = [str(path) for path in write_sample_images(tmp_path, 3)]
+    predictor = FakePredictor(delay=0.2)
+    window, panel = make_window([fake_option(predictor)], open_path=tmp_path)
+    ready(qtbot, panel)
+    with qtbot.waitSignal(panel.suggestions_shown, timeout=WAIT):
+        panel.detect_on_open_box.setChecked(True)
+    qtbot.waitUntil(lambda: panel.cache.get(images[1], panel.model.key) is not None, timeout=WAIT)
+    shown = []
+    panel.suggestions_shown.connect(lambda path, count: shown.append(path))
+    panel.adapter.open_file(images[1])
+    assert shown == [images[1]], "shown during the open, no inference to wait for"
+    assert panel.last_open_to_shown_ms < 200
+    assert window.statusBar().currentMessage().endswith("(computed ahead)")
+    qtbot.waitUntil(lambda: panel.cache.get(images[2], panel.model.key) is not None, timeout=WAIT)
+    assert len(predictor.calls) == 3
+
+
+def test_failures_are_messages_and_no_label_is_lost(qtbot, tmp_path, make_window, no_dialogs):
+    image, = write_sample_images(tmp_path, 1)
+    write_person_labels(image, [person_shape("scratch", (60, 60, 70, 70))])
+    broken_model = tmp_path / "broken.safetensors"
+    broken_model.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
+    failing = FakePredictor(fail_with=RuntimeError("kernel exploded"))
+    working = FakePredictor()
+    window, panel = make_window(
+        [ModelOption("broken", broken_model), fake_option(failing, "failing"), fake_option(working, "working")],
+        open_path=tmp_path,
+    )
+    qtbot.waitUntil(lambda: "broken.safetensors" in panel.message_label.text(), timeout=WAIT)
+    assert not panel.detect_action.isEnabled()
+
+    panel.select_model(1)
+    ready(qtbot, panel)
+    with qtbot.waitSignal(panel.worker.job_failed, timeout=WAIT):
+        panel.detect_action.trigger()
+    assert "inference failed (kernel exploded)" in panel.message_label.text()
+    assert [shape.label for shape in panel.adapter.shapes()] == ["scratch"]
+
+    panel.select_model(2)
+    ready(qtbot, panel)
+    assert detect(qtbot, panel) == 1
+    assert [shape.label for shape in panel.adapter.shapes()] == ["scratch", "defect"]
+    assert no_dialogs == []
+
+
+def test_detect_all_writes_label_files_and_keeps_people_shapes(qtbot, tmp_path, make_window):
+    images = write_sample_images(tmp_path, 3, squares=2)
+    write_person_labels(images[1], [person_shape("scratch", (60, 60, 70, 70))])
+    window, panel = make_window([fake_option(FakePredictor())], open_path=tmp_path)
+    ready(qtbot, panel)
+    panel.detect_all_action.trigger()
+    qtbot.waitUntil(lambda: panel._batch is None, timeout=WAIT)
+    assert "3 images: 3 predicted" in panel.message_label.text()
+    for index, image in enumerate(images):
+        shapes = json.loads(image.with_suffix(".json").read_text())["shapes"]
+        labels = sorted(shape["label"] for shape in shapes)
+        assert labels == (["defect", "defect", "scratch"] if index == 1 else ["defect", "defect"])
+    # The open image was reloaded from its new file.
+    assert len(review.pending(panel.adapter.shapes())) == 2
+
+
+def test_detect_all_can_be_cancelled(qtbot, tmp_path, make_window):
+    images = write_sample_images(tmp_path, 8)
+    window, panel = make_window([fake_option(FakePredictor(delay=0.2))], open_path=tmp_path)
+    ready(qtbot, panel)
+    panel.detect_all_action.trigger()
+    dialog = panel._batch_dialog
+    assert dialog is not None and dialog.maximum() == 8
+    qtbot.waitUntil(lambda: dialog.value() >= 1, timeout=WAIT)
+    dialog.cancel()
+    qtbot.waitUntil(lambda: panel._batch is None, timeout=WAIT)
+    assert "(cancelled)" in panel.message_label.text()
+    assert sum(image.with_suffix(".json").exists() for image in images) < 8

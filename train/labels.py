@@ -1,0 +1,416 @@
+"""A folder annotated in LabelMe, read back as training data, and how our suggestions fared in it.
+
+**Which images count.** An image is *reviewed* if and only if its label file's
+image-level LabelMe flag ``ok`` is true (``"flags": {"ok": true}`` at the top
+of the JSON; LabelMe shows it as a tick box when started with ``--flags ok``
+or ``flags: [ok]`` in its config). Nothing else makes an image reviewed: not
+accepting every suggestion, not saving, not the absence of suggestions. Only
+reviewed images are used; the others are skipped, with the reason.
+
+A reviewed image's shapes fall into two kinds:
+
+- *people's shapes*: everything that is not a still-pending suggestion
+  (``labelfile.is_pending_suggestion``): shapes a person drew, suggestions
+  they accepted, and suggestions they moved, reshaped or relabelled. These are
+  real defects; they are rasterised (polygons, rectangles, circles, LabelMe
+  masks, lines and points) into the image's defect mask.
+- *pending suggestions*: neither defect nor evidence of normal. Beside
+  people's shapes they become an *ignore* region (not trained or measured on);
+  a reviewed image whose only shapes are pending suggestions is skipped,
+  since ``ok`` with untouched suggestions does not say whether they were right.
+
+So a reviewed image is **normal** when it has no shapes at all, and a
+**defect** image when it has at least one person's shape. A label file that
+cannot be read or rasterised is reported in one line and skipped.
+
+``suggestion_stats`` compares our suggestions with the final labels of a
+folder (``dsarad stats``); see its docstring for what can and cannot be
+counted from what a label file stores.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path, PureWindowsPath
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from labelme_dsarad.model.images import read_image
+from labelme_dsarad.model.labelfile import (
+    RECORD_KEY,
+    LabelFileError,
+    is_pending_suggestion,
+    load_label_file,
+    shape_fingerprint,
+)
+
+REVIEWED_FLAG = "ok"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+# Lines (a crack drawn as a line strip) and points have no area of their own;
+# these give them one. LabelMe's own shape_to_mask uses 10 px lines, far
+# wider than the hairline cracks a person traces.
+LINE_WIDTH = 3
+POINT_RADIUS = 3
+_SUBPIXEL_BITS = 4  # cv2 fixed-point vertices: 1/16 px
+
+# Read when present (see suggestion_stats): what a writer may record so that
+# edits can be measured and rejections counted.
+SUGGESTED_POINTS_KEY = "suggested_points"  # in a shape's record: its outline as suggested
+SUGGESTED_KEY = "suggested"  # in the file's top-level record: fingerprints of the suggestions written
+NO_MODEL = "(no model recorded)"
+
+
+# -- rasterising shapes ----------------------------------------------------------
+
+
+def rasterise_shapes(shapes: list[dict], height: int, width: int) -> np.ndarray:
+    """(height, width) bool: the union of the shapes' areas.
+
+    LabelMe's coordinates: pixel (x, y) spans [x, x + 1) x [y, y + 1) and a
+    shape covers it when it contains the pixel's centre, as in
+    ``model/polygons.py``. Raises ValueError for a shape that cannot be drawn.
+    """
+    mask = np.zeros((height, width), dtype=np.uint8)
+    for index, shape in enumerate(shapes):
+        try:
+            _draw_shape(mask, shape)
+        except (ValueError, TypeError, KeyError) as problem:
+            raise ValueError(f"shapes[{index}] ({shape.get('shape_type') or 'polygon'}): {problem}") from None
+    return mask.astype(bool)
+
+
+def _draw_shape(mask: np.ndarray, shape: dict) -> None:
+    kind = shape.get("shape_type") or "polygon"
+    points = np.asarray(shape["points"], dtype=np.float64).reshape(-1, 2)
+    if kind in ("polygon", "oriented_rectangle"):
+        if len(points) < 3:
+            raise ValueError(f"a polygon needs 3 or more points, has {len(points)}")
+        cv2.fillPoly(mask, [_fixed_point(points)], 1, lineType=cv2.LINE_8, shift=_SUBPIXEL_BITS)
+    elif kind == "rectangle":
+        (x0, y0), (x1, y1) = _two_points(points)
+        corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
+        cv2.fillPoly(mask, [_fixed_point(corners)], 1, lineType=cv2.LINE_8, shift=_SUBPIXEL_BITS)
+    elif kind == "circle":
+        centre, rim = _two_points(points)
+        _fill_disc(mask, centre, float(np.hypot(*(rim - centre))))
+    elif kind in ("line", "linestrip"):
+        if len(points) < 2:
+            raise ValueError(f"a line needs 2 or more points, has {len(points)}")
+        cv2.polylines(mask, [_fixed_point(points)], False, 1, thickness=LINE_WIDTH, shift=_SUBPIXEL_BITS)
+    elif kind == "point":
+        if len(points) != 1:
+            raise ValueError(f"a point needs exactly 1 point, has {len(points)}")
+        _fill_disc(mask, points[0], POINT_RADIUS)
+    elif kind == "mask":
+        _paste_mask(mask, shape.get("mask"), points)
+    else:
+        raise ValueError(f"unsupported shape_type {kind!r}")
+
+
+def _two_points(points: np.ndarray) -> np.ndarray:
+    if len(points) != 2:
+        raise ValueError(f"needs exactly 2 points, has {len(points)}")
+    return points
+
+
+def _fixed_point(points: np.ndarray) -> np.ndarray:
+    # cv2 puts pixel centres at integers, LabelMe at +0.5: shift by half a pixel.
+    return np.round((points - 0.5) * (1 << _SUBPIXEL_BITS)).astype(np.int32)
+
+
+def _fill_disc(mask: np.ndarray, centre: np.ndarray, radius: float) -> None:
+    height, width = mask.shape
+    ys, xs = np.ogrid[:height, :width]
+    inside = (xs + 0.5 - centre[0]) ** 2 + (ys + 0.5 - centre[1]) ** 2 <= radius**2
+    mask[inside] = 1
+
+
+def _paste_mask(mask: np.ndarray, encoded, points: np.ndarray) -> None:
+    """LabelMe 6 mask shape: a PNG of the box, placed at its first point."""
+    if not isinstance(encoded, str) or len(points) < 1:
+        raise ValueError("a mask shape needs a base64 PNG 'mask' and its box in 'points'")
+    try:
+        crop = np.asarray(Image.open(io.BytesIO(base64.b64decode(encoded))))
+    except Exception as problem:  # noqa: BLE001 - PIL and base64 fail with many types
+        raise ValueError(f"cannot decode its mask ({problem})") from None
+    crop = (crop if crop.ndim == 2 else crop[..., 0]) > 0
+    # As LabelMe's Shape.contains_point places it: origin at the rounded first point.
+    x0, y0 = (int(round(v)) for v in points[0])
+    height, width = mask.shape
+    top, left = max(y0, 0), max(x0, 0)
+    bottom, right = min(y0 + crop.shape[0], height), min(x0 + crop.shape[1], width)
+    if bottom > top and right > left:
+        mask[top:bottom, left:right] |= crop[top - y0 : bottom - y0, left - x0 : right - x0]
+
+
+# -- reading a folder --------------------------------------------------------------
+
+
+@dataclass
+class LabelledImage:
+    """One reviewed image: normal (no people's shapes) or defect."""
+
+    label_path: Path
+    image_path: Path
+    defects: list[dict]  # people's shapes: the real defects
+    pending: list[dict]  # suggestions still pending: ignored
+    embedded: str | None = None  # LabelMe's base64 imageData, used when the image file is gone
+
+    @property
+    def is_defect(self) -> bool:
+        return bool(self.defects)
+
+    @property
+    def name(self) -> str:
+        return self.image_path.name
+
+    def read(self) -> np.ndarray:
+        """The image, (H, W, 3) uint8 RGB, as LabelMe shows it."""
+        if self.image_path.is_file() or self.embedded is None:
+            return read_image(self.image_path)
+        image = Image.open(io.BytesIO(base64.b64decode(self.embedded)))
+        return np.asarray(image.convert("RGB"))
+
+    def masks(self, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """(defect, ignore) bool masks at the image's size; ignore excludes the defect pixels."""
+        defect = rasterise_shapes(self.defects, height, width)
+        ignore = rasterise_shapes(self.pending, height, width) & ~defect
+        return defect, ignore
+
+
+@dataclass
+class LabelFolder:
+    """What ``read_label_folder`` found."""
+
+    folder: Path
+    images: list[LabelledImage] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # (label file, why): not reviewed etc.
+    problems: list[str] = field(default_factory=list)  # one line each: file and problem
+
+    @property
+    def normals(self) -> list[LabelledImage]:
+        return [image for image in self.images if not image.is_defect]
+
+    @property
+    def defects(self) -> list[LabelledImage]:
+        return [image for image in self.images if image.is_defect]
+
+    def describe(self) -> str:
+        return (f"{self.folder}: {len(self.images)} reviewed images ({len(self.normals)} normal, "
+                f"{len(self.defects)} with defects); {len(self.skipped)} skipped, {len(self.problems)} unreadable")
+
+
+def label_files(folder: Path) -> list[Path]:
+    """The ``.json`` files of a folder, byte-sorted so that every split is the same everywhere."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder")
+    return sorted((p for p in folder.iterdir() if p.suffix.lower() == ".json" and p.is_file()),
+                  key=lambda p: p.name.encode())
+
+
+def is_reviewed(data: dict) -> bool:
+    flags = data.get("flags")
+    return isinstance(flags, dict) and flags.get(REVIEWED_FLAG) is True
+
+
+def read_label_folder(folder: os.PathLike | str) -> LabelFolder:
+    """Every reviewed image of ``folder`` (its ``*.json``, not sub-folders); see the module docstring."""
+    result = LabelFolder(Path(folder))
+    for path in label_files(result.folder):
+        try:
+            data = load_label_file(path)
+        except LabelFileError as problem:
+            result.problems.append(str(problem))
+            continue
+        if not is_reviewed(data):
+            result.skipped.append((path, f"not reviewed (image flag '{REVIEWED_FLAG}' not set)"))
+            continue
+        defects = [shape for shape in data["shapes"] if not is_pending_suggestion(shape)]
+        pending = [shape for shape in data["shapes"] if is_pending_suggestion(shape)]
+        if pending and not defects:
+            result.skipped.append((path, f"reviewed, but its only shapes are {len(pending)} pending suggestions"))
+            continue
+        try:
+            image = _labelled_image(path, data, defects, pending)
+            # Drawn once here, so a shape that cannot be drawn is reported with its file.
+            rasterise_shapes(defects + pending, 8, 8)
+        except ValueError as problem:
+            result.problems.append(str(LabelFileError(path, str(problem))))
+            continue
+        result.images.append(image)
+    return result
+
+
+def _labelled_image(path: Path, data: dict, defects: list[dict], pending: list[dict]) -> LabelledImage:
+    embedded = data.get("imageData") if isinstance(data.get("imageData"), str) else None
+    image_path = _image_path(path, data.get("imagePath"))
+    if image_path is None and embedded is None:
+        raise ValueError(f"image {data.get('imagePath')!r} not found (imagePath is relative to the label file)")
+    return LabelledImage(path, image_path or path.with_suffix(".png"), defects, pending, embedded)
+
+
+def _image_path(label_path: Path, stored) -> Path | None:
+    """``imagePath`` relative to the label file (written on Windows too), else an image of the same stem."""
+    candidates = []
+    if isinstance(stored, str) and stored:
+        relative = Path(*PureWindowsPath(stored).parts) if "\\" in stored else Path(stored)
+        candidates.append(relative if relative.is_absolute() else label_path.parent / relative)
+    candidates += [label_path.with_suffix(suffix) for suffix in IMAGE_SUFFIXES]
+    return next((candidate for candidate in candidates if candidate.is_file()), None)
+
+
+# -- how suggestions fared -----------------------------------------------------------
+
+
+@dataclass
+class ModelStats:
+    """Counts for one model version (``product vN``) over a folder."""
+
+    images: int = 0
+    reviewed_images: int = 0
+    suggestions: int = 0  # shapes that carry our record
+    accepted_unchanged: int = 0
+    edited: int = 0
+    edited_ious: list[float] = field(default_factory=list)  # where the original outline was recorded
+    pending: int = 0
+    rejected: int = 0
+    rejections_known_in: int = 0  # images whose file recorded what was suggested
+    drawn: int = 0  # people's shapes with no record of ours
+    missed: int = 0  # drawn shapes that no suggestion overlaps
+
+    def to_dict(self) -> dict:
+        return {
+            "images": self.images,
+            "reviewed_images": self.reviewed_images,
+            "suggestions": self.suggestions + self.rejected,
+            "accepted_unchanged": self.accepted_unchanged,
+            "edited": self.edited,
+            "edited_mean_iou": float(np.mean(self.edited_ious)) if self.edited_ious else None,
+            "edited_with_iou": len(self.edited_ious),
+            "rejected": self.rejected if self.rejections_known_in else None,
+            "rejections_known_in_images": self.rejections_known_in,
+            "pending": self.pending,
+            "drawn_by_people": self.drawn,
+            "missed": self.missed,
+        }
+
+
+def suggestion_stats(folder: os.PathLike | str) -> tuple[dict[str, dict], list[str]]:
+    """({"product vN": counts}, problems): how the suggestions fared against the final labels.
+
+    Per label file, each shape carrying our ``dsarad`` record is one
+    suggestion: *pending* (untouched), *accepted unchanged* (no longer pending,
+    fingerprint as written) or *edited* (the fingerprint changed: moved,
+    reshaped, relabelled or noted). Shapes without our record are *drawn by
+    people*; one that no suggestion's area overlaps is a *missed* defect.
+
+    Two things the shapes alone cannot tell, read when the writer recorded
+    them: the IoU of an edited suggestion with its outline as suggested (from
+    ``suggested_points`` in the shape's record), and rejections, since LabelMe
+    deletes a rejected shape without a trace (from ``suggested``, the list of
+    fingerprints written, in the file's top-level ``dsarad`` record: each one
+    no shape's record carries any more was rejected). Where they are missing
+    the IoU is left out and ``rejected`` is None ("not recorded"), never a
+    guess. A file counts for the model its top-level record names, else the
+    one most of its suggestions name; files with neither go under
+    ``(no model recorded)``. Every file is counted; ``reviewed_images`` says how
+    many carry the ``ok`` flag.
+    """
+    groups: dict[str, ModelStats] = defaultdict(ModelStats)
+    problems = []
+    for path in label_files(Path(folder)):
+        try:
+            data = load_label_file(path)
+            _count_file(data, groups)
+        except LabelFileError as problem:
+            problems.append(str(problem))
+        except ValueError as problem:
+            problems.append(str(LabelFileError(path, str(problem))))
+    return {name: stats.to_dict() for name, stats in sorted(groups.items())}, problems
+
+
+def _count_file(data: dict, groups: dict[str, ModelStats]) -> None:
+    shapes = data["shapes"]
+    ours = [shape for shape in shapes if isinstance(shape.get(RECORD_KEY), dict)]
+    drawn = [shape for shape in shapes if not isinstance(shape.get(RECORD_KEY), dict)]
+    height, width = _canvas_size(data)
+    counts = ModelStats()  # this file's, merged into its model's below
+    counts.images, counts.reviewed_images = 1, int(is_reviewed(data))
+    for shape in ours:
+        counts.suggestions += 1
+        record = shape[RECORD_KEY]
+        if is_pending_suggestion(shape):
+            counts.pending += 1
+        elif shape_fingerprint(shape) == record.get("fingerprint"):
+            counts.accepted_unchanged += 1
+        else:
+            counts.edited += 1
+            original = record.get(SUGGESTED_POINTS_KEY)
+            if original is not None:
+                counts.edited_ious.append(_iou({"points": original}, shape, height, width))
+    run = data.get(RECORD_KEY) if isinstance(data.get(RECORD_KEY), dict) else {}
+    if isinstance(run.get(SUGGESTED_KEY), list):
+        present = {shape[RECORD_KEY].get("fingerprint") for shape in ours}
+        counts.rejected = sum(fingerprint not in present for fingerprint in run[SUGGESTED_KEY])
+        counts.rejections_known_in = 1
+    suggested_area = rasterise_shapes(ours, height, width) if ours else np.zeros((height, width), dtype=bool)
+    counts.drawn = len(drawn)
+    counts.missed = sum(not (rasterise_shapes([shape], height, width) & suggested_area).any() for shape in drawn)
+    _merge(groups[_model_of(run, ours)], counts)
+
+
+def _merge(total: ModelStats, part: ModelStats) -> None:
+    for name, value in vars(part).items():
+        setattr(total, name, getattr(total, name) + value)
+
+
+def _model_of(run: dict, ours: list[dict]) -> str:
+    if isinstance(run.get("model"), str):
+        return run["model"]
+    names = [shape[RECORD_KEY].get("model") for shape in ours if isinstance(shape[RECORD_KEY].get("model"), str)]
+    return max(set(names), key=names.count) if names else NO_MODEL
+
+
+def _canvas_size(data: dict) -> tuple[int, int]:
+    """The image's (height, width) from the file; else just big enough for every shape."""
+    height, width = data.get("imageHeight"), data.get("imageWidth")
+    if isinstance(height, int) and isinstance(width, int) and height > 0 and width > 0:
+        return height, width
+    extent = [point for shape in data["shapes"] for point in shape["points"]]
+    if not extent:
+        return 1, 1
+    return int(max(y for _, y in extent)) + POINT_RADIUS + 2, int(max(x for x, _ in extent)) + POINT_RADIUS + 2
+
+
+def _iou(first: dict, second: dict, height: int, width: int) -> float:
+    a = rasterise_shapes([{**second, **first}], height, width)  # the original takes the edited shape's type
+    b = rasterise_shapes([second], height, width)
+    union = np.count_nonzero(a | b)
+    return float(np.count_nonzero(a & b) / union) if union else 1.0
+
+
+def format_stats(groups: dict[str, dict]) -> str:
+    """A table a person reads: one row per model version."""
+    headers = ["model", "images", "reviewed", "suggested", "accepted", "edited (IoU)", "rejected", "pending",
+               "drawn", "missed"]
+    rows = []
+    for name, counts in groups.items():
+        iou = counts["edited_mean_iou"]
+        edited = f"{counts['edited']}" + (f" ({iou:.2f}, {counts['edited_with_iou']} known)" if iou is not None else "")
+        rejected = "not recorded" if counts["rejected"] is None else str(counts["rejected"])
+        if counts["rejected"] is not None and counts["rejections_known_in_images"] < counts["images"]:
+            rejected += f" (in {counts['rejections_known_in_images']} images)"
+        rows.append([name, counts["images"], counts["reviewed_images"], counts["suggestions"],
+                     counts["accepted_unchanged"], edited, rejected, counts["pending"], counts["drawn_by_people"],
+                     counts["missed"]])
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [headers, *rows]]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
