@@ -1,6 +1,7 @@
 """Screenshots of LabelMe with the "Defect detection" panel, taken offscreen.
 
-    python bench/screenshots.py OUT_DIR [--model FILE] [--image IMAGE ...] [--size 1400x860]
+    python bench/screenshots.py OUT_DIR [--model FILE] [--image IMAGE ...] [--size 1400x900]
+                                [--threshold T] [--readme PNG]
 
 Copies the images to a temporary folder (LabelMe autosaves next to them),
 opens the first in LabelMe with the panel, runs Detect, and saves:
@@ -62,19 +63,32 @@ def save(window, path: Path) -> None:
     print(f"{path} ({path.stat().st_size // 1024} KB)")
 
 
+def save_small(source: Path, target: Path) -> None:
+    """A 256-colour copy: a screenshot is mostly flat UI and a grey image, so it barely shows."""
+    from PIL import Image
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with Image.open(source) as image:
+        image.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+            target, optimize=True)
+    print(f"{target} ({target.stat().st_size // 1024} KB)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--model", type=Path)
     parser.add_argument("--image", type=Path, nargs="+",
                         default=[REPO / "resources" / "samples" / name for name in DEFAULT_IMAGES])
-    parser.add_argument("--size", default="1400x860", help="window size, WIDTHxHEIGHT")
+    parser.add_argument("--size", default="1400x900", help="window size, WIDTHxHEIGHT")
     parser.add_argument("--threshold", type=float, default=0.5)
+    parser.add_argument("--readme", type=Path, metavar="PNG",
+                        help="also write the first screenshot here with a 256-colour palette (small, for the README)")
     args = parser.parse_args(argv)
     width, height = (int(value) for value in args.size.lower().split("x"))
     args.out_dir.mkdir(parents=True, exist_ok=True)
 
-    from qtpy import QtWidgets
+    from qtpy import QtCore, QtWidgets
 
     from labelme_dsarad.resources import DEFAULT_MODEL
 
@@ -97,11 +111,17 @@ def main(argv: list[str] | None = None) -> int:
     from labelme_dsarad.panel import ModelOption, attach_panel
 
     install_qsettings_sandbox(scratch / "qsettings")  # leave the user's LabelMe layout alone
-    window = MainWindow(config_file=None, config_overrides={"auto_save": True})
+    # The Flags and Label List docks are empty here: hidden, the panel has room.
+    window = MainWindow(config_file=None, config_overrides={
+        "auto_save": True, "flag_dock": {"show": False}, "label_dock": {"show": False}})
     panel = attach_panel(window, [ModelOption(model.name, model)])
     try:
         window.resize(width, height)
         window.show()
+        # Room for the panel: shrink the annotation and file lists (LabelMe's dock names).
+        docks = [window.findChild(QtWidgets.QDockWidget, name) for name in ("Labels", "Files", "DefectDetection")]
+        if all(docks):
+            window.resizeDocks(docks, [150, 110, 600], QtCore.Qt.Vertical)
         panel.adapter.open_folder(str(folder))
         panel.adapter.open_file(str(folder / args.image[0].name))
         if not wait_until(app, lambda: panel.model is not None or "Model:" in panel.message_label.text()):
@@ -116,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"no result: {panel.message_label.text()}")
         wait_until(app, lambda: False, 0.3)  # let the canvas and status bar settle
         save(window, args.out_dir / "1_suggestions_heat_map.png")
+        if args.readme is not None:
+            save_small(args.out_dir / "1_suggestions_heat_map.png", args.readme)
 
         panel.heat_map_box.setChecked(False)
         wait_until(app, lambda: False, 0.1)

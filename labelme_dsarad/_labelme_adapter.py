@@ -15,6 +15,7 @@ could wrap it (shape moves, undo), we connect to the same signal.
 from __future__ import annotations
 
 import os
+import traceback
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -38,6 +39,7 @@ REQUIRED = (
     "Shape.fill_color",
     "Shape.vertex_fill_color",
     "Shape.select_fill_color",
+    "Shape.point_size",
     "MainWindow._canvas_widgets.canvas",
     "MainWindow._docks.label_list",
     "MainWindow._docks.file_list",
@@ -63,7 +65,6 @@ REQUIRED = (
     "MainWindow.has_no_shapes",
     "MainWindow.image_list",
     "MainWindow._load_from_file_or_dir",
-    "MainWindow._actions.save_auto",
     "Canvas.shapes",
     "Canvas.hovered_shape",
     "Canvas.can_restore_shape",
@@ -188,9 +189,6 @@ class LabelMeAdapter:
     def is_dirty(self) -> bool:
         return bool(self.window._is_changed)
 
-    def auto_save(self) -> bool:
-        return self.window._actions.save_auto.isChecked()
-
     # --- opening and saving ---
 
     def open_file(self, path: str) -> None:
@@ -301,8 +299,8 @@ class LabelMeAdapter:
     def select(self, shapes: list) -> None:
         self.canvas.select_shapes(shapes)
 
-    def restyle(self, shape, suffix: str = "") -> None:
-        """Recolour a shape and relabel its list entry (pending or not)."""
+    def restyle(self, shape) -> None:
+        """Recolour a shape that stopped being pending and give its list entry LabelMe's text."""
         self.window._update_shape_color(shape)
         try:
             item = self.window._docks.label_list.find_item_by_shape(shape)
@@ -310,7 +308,7 @@ class LabelMeAdapter:
             return
         from labelme.widgets import format_shape_label
 
-        item.setText(format_shape_label(shape) + suffix)
+        item.setText(format_shape_label(shape))
 
     # --- hooks ---
 
@@ -336,41 +334,40 @@ class LabelMeAdapter:
 
         def _update_shape_color(shape) -> None:
             update_shape_color(shape)
-            if is_pending(shape):
+            if _safely(is_pending, shape):
                 paint_pending(shape)
+            else:
+                vars(shape).pop("point_size", None)  # back to LabelMe's class-wide size
 
         add_label = window.add_label
 
         def _add_label(shape) -> None:
             add_label(shape)
-            suffix = shape_suffix(shape)
-            if suffix:
-                item = window._docks.label_list.find_item_by_shape(shape)
-                item.setText(item.text() + suffix)
+            _safely(self._append_suffix, shape, shape_suffix)
 
         save_labels = window.save_labels
 
         def _save_labels(label_path: str) -> bool:
-            before_save()  # edits to a suggestion accept it before it reaches the file
+            _safely(before_save)  # edits to a suggestion accept it before it reaches the file
             return save_labels(label_path)
 
         mark_dirty = window.mark_dirty
 
         def _mark_dirty() -> None:
-            after_change()
+            _safely(after_change)
             mark_dirty()
 
         reset_state = window.reset_state
 
         def _reset_state() -> None:
-            image_closing()
+            _safely(image_closing)
             reset_state()
 
         load_file = window._load_file
 
         def _load_file(image_or_label_path: str) -> None:
             load_file(image_or_label_path)
-            image_opened(window._image_path)
+            _safely(image_opened, window._image_path)
 
         window._update_shape_color = _update_shape_color
         window.add_label = _add_label
@@ -380,11 +377,17 @@ class LabelMeAdapter:
         window._load_file = _load_file
         # LabelMe connected the original mark_dirty to shape_moved before we
         # wrapped it; hear moves too (a moved suggestion is an accepted one).
-        self.canvas.shape_moved.connect(shape_moved)
+        self.canvas.shape_moved.connect(lambda: _safely(shape_moved))
         # Undo is an action bound to the original method; connected after it, we run after it.
-        window._actions.undo.triggered.connect(lambda *_: after_change())
-        self.canvas.selection_changed.connect(selection_changed)
+        window._actions.undo.triggered.connect(lambda *_: _safely(after_change))
+        self.canvas.selection_changed.connect(lambda shapes: _safely(selection_changed, shapes))
         self._install_overlay_layer()
+
+    def _append_suffix(self, shape, shape_suffix: Callable[[Any], str]) -> None:
+        suffix = shape_suffix(shape)
+        if suffix:
+            item = self.window._docks.label_list.find_item_by_shape(shape)
+            item.setText(item.text() + suffix)
 
     # --- heat-map overlay: a canvas layer between the image and the shapes ---
 
@@ -411,6 +414,9 @@ class LabelMeAdapter:
         return self._overlay
 
     def _draw_overlay(self, painter: QtGui.QPainter) -> None:
+        _safely(self._paint_overlay, painter)
+
+    def _paint_overlay(self, painter: QtGui.QPainter) -> None:
         canvas, image = self.canvas, self._overlay
         if image is None or canvas.pixmap.isNull() or image.size() != canvas.pixmap.size():
             return
@@ -464,8 +470,19 @@ class LabelMeAdapter:
                 return
 
 
+def _safely(callback: Callable, *args) -> Any:
+    """Run plugin code inside LabelMe's own flow: a bug of ours must not stop a save or a load."""
+    try:
+        return callback(*args)
+    except Exception:  # noqa: BLE001 - printed; LabelMe's excepthook would close the app
+        traceback.print_exc()
+        return None
+
+
 def paint_pending(shape) -> None:
+    """Amber outline and small vertices: a suggestion reads as a draft, not a label."""
     r, g, b = PENDING_COLOUR
+    shape.point_size = max(2, type(shape).point_size // 2)  # hovered vertices still grow for editing
     shape.line_color = QtGui.QColor(r, g, b)
     shape.vertex_fill_color = QtGui.QColor(255, 230, 160)
     shape.hvertex_fill_color = QtGui.QColor(255, 255, 255)

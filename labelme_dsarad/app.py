@@ -84,10 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     from labelme_dsarad._labelme_adapter import run_labelme
     from labelme_dsarad.panel import attach_panel
 
+    panels = []
     try:
-        run_labelme(lambda window: attach_panel(window, options), labelme_args)
-    except SystemExit as leaving:  # LabelMe ends with sys.exit(app.exec_())
+        run_labelme(lambda window: panels.append(attach_panel(window, options)), labelme_args)
+    except SystemExit as leaving:  # LabelMe ends with sys.exit(app.exec_()), or earlier (--reset-config)
         return leaving.code if isinstance(leaving.code, int) else 0
+    finally:
+        for panel in panels:
+            panel.shutdown()  # a running thread destroyed at exit would abort the process
     return 0
 
 

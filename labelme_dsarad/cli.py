@@ -36,6 +36,20 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):  # also refuses nan, which would be written into the JSON
+        raise argparse.ArgumentTypeError(f"must be a number, 0 or more, got {text}")
+    return value
+
+
 def positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -73,10 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", type=Path, help="folder for the JSON files (default: next to each image)")
     predict.add_argument("--threshold", type=threshold_value, help="normalised score threshold in [0, 1] (default 0.5, the model's)")
     predict.add_argument("--min-area", type=non_negative_int, default=20, help="smallest region in pixels (default 20)")
-    predict.add_argument("--tolerance", type=float, default=1.0, help="polygon simplification in pixels (default 1.0)")
+    predict.add_argument("--tolerance", type=non_negative_float, default=1.0, help="polygon simplification in pixels (default 1.0)")
     predict.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     predict.add_argument("--save-maps", type=Path, metavar="DIR", help="also write each anomaly map as a PNG heat map")
-    predict.add_argument("--batch-size", type=int, default=1, help="images per forward pass (helps on a GPU)")
+    predict.add_argument("--batch-size", type=positive_int, default=1, help="images per forward pass (helps on a GPU)")
     predict.set_defaults(handler=run_predict)
 
     train = commands.add_parser("train", help="train a model for one product type from defect-free images")
@@ -123,6 +137,31 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(export)
     export.add_argument("--onnx", type=Path, required=True, metavar="OUT.onnx", help="the ONNX file to write")
     export.set_defaults(handler=run_export)
+
+    retrain = commands.add_parser("retrain", help="warm-start retraining from a folder of corrected LabelMe labels")
+    retrain.add_argument("--product", required=True, help="product type name; its current model is the start")
+    retrain.add_argument("--labels", type=Path, metavar="DIR",
+                         help="folder of LabelMe JSON files; images with the image flag 'ok' count as reviewed")
+    retrain_budget = retrain.add_mutually_exclusive_group()
+    retrain_budget.add_argument("--minutes", type=positive_float, help="wall-clock training budget (default 10)")
+    retrain_budget.add_argument("--steps", type=int, help="training steps instead of minutes")
+    retrain.add_argument("--store", type=Path, help="model store folder")
+    retrain.add_argument("--base", type=Path, metavar="MODEL", help="start from this model file instead of the current one")
+    retrain.add_argument("--holdout", type=float, default=0.25,
+                         help="share of the reviewed images held out to report before/after metrics (default 0.25)")
+    retrain.add_argument("--batch-size", type=int, default=8)
+    retrain.add_argument("--learning-rate", type=positive_float, default=1e-4)
+    retrain.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    retrain.add_argument("--seed", type=int, default=0)
+    retrain.add_argument("--keep-current", action="store_true", help="store the new version without switching to it")
+    retrain.add_argument("--progress-json", action="store_true", help="progress as one JSON object per line on stdout")
+    retrain.add_argument("--rollback", type=int, metavar="VERSION", help="switch the product back to a stored version")
+    retrain.set_defaults(handler=run_retrain)
+
+    stats = commands.add_parser("stats", help="how the suggestions fared against the final labels of a folder")
+    stats.add_argument("folder", type=Path, metavar="DIR", help="folder of LabelMe JSON files")
+    stats.add_argument("--json", action="store_true", help="machine-readable output")
+    stats.set_defaults(handler=run_stats)
 
     return parser
 
@@ -344,12 +383,71 @@ def run_predict(args) -> int:
         maps_dir=args.save_maps,
         batch_size=args.batch_size,
     )
-    summary = predict_paths(images, model_path, options, device=args.device, show_progress_bar=True)
+    try:
+        summary = predict_paths(images, model_path, options, device=args.device, show_progress_bar=True)
+    except KeyboardInterrupt:
+        # Files already written are whole and are skipped next time.
+        print("\ndsarad predict: interrupted; run the same command again to do the rest", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(summary.describe(), file=sys.stderr)
     return EXIT_FAILURES if summary.failures else EXIT_OK
 
 
+def run_retrain(args) -> int:
+    import signal
+
+    from labelme_dsarad.train.retrain import (RetrainConfig, format_result, human_progress, json_progress, retrain,
+                                              rollback)
+
+    if args.rollback is not None:
+        stored = rollback(args.product, args.rollback, args.store)
+        print(f"{args.product}: now using v{stored.version} ({stored.path})")
+        return EXIT_OK
+    if args.labels is None:
+        raise CommandError("--labels DIR is required (unless --rollback)")
+    if not args.labels.is_dir():
+        raise CommandError(f"{args.labels}: no such folder")
+    if args.base is not None and not args.base.is_file():
+        raise CommandError(f"{args.base}: no such model file")
+    config = RetrainConfig(
+        product=args.product, labels_dir=str(args.labels), store_root=str(args.store) if args.store else None,
+        base_model=str(args.base) if args.base else None, minutes=args.minutes, steps=args.steps,
+        holdout=args.holdout, batch_size=args.batch_size, learning_rate=args.learning_rate, device=args.device,
+        seed=args.seed, set_current=not args.keep_current,
+    )
+
+    def cancelled(signum, frame):
+        raise KeyboardInterrupt  # the plugin's Cancel: unwind, so nothing half-written stays
+
+    signal.signal(signal.SIGTERM, cancelled)
+    result = retrain(config, json_progress if args.progress_json else human_progress)
+    if args.progress_json:
+        json_progress({"event": "done", **result.to_dict()})
+    else:
+        print(format_result(result))
+    return EXIT_OK
+
+
+def run_stats(args) -> int:
+    from labelme_dsarad.train.labels import format_stats, suggestion_stats
+
+    if not args.folder.is_dir():
+        raise CommandError(f"{args.folder}: no such folder")
+    groups, problems = suggestion_stats(args.folder)
+    for problem in problems:
+        print(f"skipped: {problem}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"models": groups, "problems": problems}, indent=2))
+    elif groups:
+        print(format_stats(groups))
+    else:
+        print(f"{args.folder}: no label files")
+    return EXIT_OK
+
+
 def check_writable_folder(folder: Path) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise CommandError(f"{folder}: is a file, not a folder")  # mkdir would only say "File exists"
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / ".dsarad-write-test"

@@ -43,9 +43,10 @@ DEFAULT_DETAIL = DETAIL_TOLERANCES.index(1.0)
 DEFAULT_MIN_AREA = 20
 THRESHOLD_STEPS = 100  # slider units per 1.0 of normalised score
 CACHE_SIZE = 6  # anomaly maps kept; a 2000 x 2000 map is 16 MB
-# Heat-map transparency ramp (normalised score): clear up to LOW, opaque from
-# the model's threshold, so normal surface stays visible under the overlay.
-HEAT_LOW, HEAT_HIGH = 0.15, 0.5
+# Heat-map transparency ramp (normalised score): clear up to LOW, where most
+# normal surface scores, and opaque from the model's threshold, so the
+# picture stays readable under the overlay.
+HEAT_LOW, HEAT_HIGH = 0.25, 0.5
 
 
 @dataclass
@@ -136,7 +137,6 @@ class DefectPanel(QtWidgets.QWidget):
 
     # For tests and the timing script: (image path, number of suggestions).
     suggestions_shown = QtCore.Signal(str, int)
-    map_shown = QtCore.Signal(str)
 
     def __init__(self, adapter: LabelMeAdapter, models: list[ModelOption], parent: QtWidgets.QWidget | None = None):
         super().__init__(parent)
@@ -232,6 +232,9 @@ class DefectPanel(QtWidgets.QWidget):
 
     def _build_widgets(self) -> None:
         self.model_box = QtWidgets.QComboBox()
+        # Long model titles must not widen the dock: they elide instead.
+        self.model_box.setSizeAdjustPolicy(QtWidgets.QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.model_box.setMinimumContentsLength(16)
         for option in self.models:
             self.model_box.addItem(option.title)
         self.model_box.currentIndexChanged.connect(lambda index: self.select_model(index))
@@ -242,7 +245,9 @@ class DefectPanel(QtWidgets.QWidget):
         self.threshold_slider = QtWidgets.QSlider(QtCore.Qt.Horizontal)
         self.threshold_slider.setRange(1, THRESHOLD_STEPS - 1)
         self.threshold_slider.setValue(THRESHOLD_STEPS // 2)
-        self.threshold_slider.setToolTip("Normalised anomaly score; 0.50 is the model's own threshold")
+        self.threshold_slider.setToolTip("Normalised anomaly score; 0.50 (the middle mark) is the model's own threshold")
+        self.threshold_slider.setTickPosition(QtWidgets.QSlider.TicksBelow)
+        self.threshold_slider.setTickInterval(THRESHOLD_STEPS // 2)
         self.threshold_label = QtWidgets.QLabel()
         self.threshold_slider.valueChanged.connect(lambda _value: self._on_setting_changed())
 
@@ -303,6 +308,7 @@ class DefectPanel(QtWidgets.QWidget):
         form.addRow(self.heat_map_box, self.opacity_slider)
 
         layout = QtWidgets.QVBoxLayout(self)
+        layout.setSpacing(4)
         layout.addWidget(self.model_box)
         layout.addWidget(self.model_info)
         layout.addLayout(row(button(self.detect_action), button(self.detect_all_action)))
@@ -330,8 +336,7 @@ class DefectPanel(QtWidgets.QWidget):
         return DETAIL_TOLERANCES[self.detail_slider.value()]
 
     def _show_setting_labels(self) -> None:
-        model_note = " (model's)" if self.threshold_slider.value() == THRESHOLD_STEPS // 2 else ""
-        self.threshold_label.setText(f"{self.threshold:.2f}{model_note}")
+        self.threshold_label.setText(f"{self.threshold:.2f}")
         self.detail_label.setText(f"{self.tolerance:g} px")
 
     @guarded
@@ -489,7 +494,6 @@ class DefectPanel(QtWidgets.QWidget):
     def _show_map(self, entry: CachedMap) -> None:
         if self.heat_map_action.isChecked():
             self.adapter.set_overlay(heat_map_image(entry.prediction.score_map), self.opacity_slider.value() / 100)
-        self.map_shown.emit(entry.path)
 
     def current_map(self) -> CachedMap | None:
         if self._current is None or self.model is None:
@@ -717,8 +721,11 @@ def attach_panel(window: QtWidgets.QMainWindow, models: list[ModelOption]) -> De
     scroll = QtWidgets.QScrollArea(dock)
     scroll.setWidgetResizable(True)
     scroll.setFrameShape(QtWidgets.QFrame.NoFrame)
+    scroll.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarAlwaysOff)
     panel = DefectPanel(adapter, models, scroll)
     scroll.setWidget(panel)
+    # Scroll only vertically: the dock column is made wide enough for the panel.
+    scroll.setMinimumWidth(panel.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width())
     dock.setWidget(scroll)
     adapter.add_dock(dock)
     adapter.add_toolbar_actions([panel.detect_action])

@@ -2,17 +2,20 @@
 
 Decoding runs ahead in a thread pool and polygons plus JSON writing run in a
 writer thread, so inference (which releases the GIL) never waits on disk.
-One image failing is reported by file and the batch goes on.
+One image failing, for whatever reason, is reported by file and the batch
+goes on; only a problem with the whole run (the model, the options) stops it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Callable
 
 import cv2
@@ -20,7 +23,13 @@ import numpy as np
 
 from labelme_dsarad.model.images import ImageReadError, read_image
 from labelme_dsarad.model.inference import Prediction, Predictor
-from labelme_dsarad.model.labelfile import LabelFileError, load_label_file, suggestion_shape, update_label_file
+from labelme_dsarad.model.labelfile import (
+    LabelFileError,
+    load_label_file,
+    remove_stale_temporaries,
+    suggestion_shape,
+    update_label_file,
+)
 from labelme_dsarad.model.polygons import mask_to_polygons
 
 DEFAULT_THRESHOLD = 0.5
@@ -43,6 +52,20 @@ class PredictOptions:
     @property
     def effective_threshold(self) -> float:
         return DEFAULT_THRESHOLD if self.threshold is None else self.threshold
+
+    def check(self) -> None:
+        """ValueError for settings no run can use. A NaN would even end up in
+        the label file as ``NaN``, which is not JSON to most readers."""
+        if self.threshold is not None and not (math.isfinite(self.threshold) and 0.0 <= self.threshold <= 1.0):
+            raise ValueError(f"threshold must be within [0, 1], got {self.threshold}")
+        if not (math.isfinite(self.tolerance) and self.tolerance >= 0):
+            raise ValueError(f"tolerance must be a finite number of pixels, 0 or more, got {self.tolerance}")
+        for name in ("min_area", "opening"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        if self.batch_size < 1:
+            # 0 would never fill a batch: the run would spin for ever.
+            raise ValueError(f"batch size must be 1 or more, got {self.batch_size}")
 
 
 @dataclass
@@ -83,15 +106,33 @@ def run_record(predictor: Predictor, options: PredictOptions) -> dict:
     }
 
 
-def already_done(label_path: Path, record: dict) -> bool:
+def already_done(label_path: Path, record: dict, image_path: Path | None = None) -> bool:
     if not label_path.is_file():
         return False
     try:
         data = load_label_file(label_path)
     except LabelFileError:
         return False  # reported when we try to merge into it
+    stored_image = data.get("imagePath")
+    if image_path is not None and isinstance(stored_image, str) and stored_image:
+        # a.jpg next to a.png shares a.json: its record says nothing about a.jpg
+        # (the merge then reports the clash). Names compare as labelfile does.
+        if PureWindowsPath(stored_image).name.casefold() != Path(image_path).name.casefold():
+            return False
     previous = data.get("dsarad")
     return isinstance(previous, dict) and all(previous.get(key) == value for key, value in record.items())
+
+
+def one_line_failure(image_path: Path, problem: BaseException) -> str:
+    """Our own errors already read "file: problem"; anything else gets the file
+    and the exception type, so an unexpected one can still be traced."""
+    if isinstance(problem, (ImageReadError, LabelFileError)):
+        return str(problem)
+    if isinstance(problem, OSError):
+        text = f"{image_path}: {problem.strerror or problem}"
+    else:
+        text = f"{image_path}: {type(problem).__name__}: {problem}"
+    return " ".join(text.split())
 
 
 def suggestions_for(prediction: Prediction, predictor: Predictor, options: PredictOptions) -> list[dict]:
@@ -146,15 +187,38 @@ def predict_paths(
     show_progress_bar: bool = False,
 ) -> Summary:
     started = time.perf_counter()
+    options.check()
     predictor = predictor or Predictor(model_path, device=device)
     record = run_record(predictor, options)
     summary = Summary(images=len(images), device=predictor.device.type)
+    if options.out_dir is not None:
+        try:
+            options.out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass  # then every image reports that its label file cannot be written
     todo = []
-    for image_path in images:
-        if options.skip_done and already_done(label_path_for(image_path, options.out_dir), record):
+    clashes: list[tuple[Path, Exception]] = []
+    writers_of: dict[str, Path] = {}
+    for image_path in map(Path, images):
+        label_path = label_path_for(image_path, options.out_dir)
+        # Two images of this run with one label file (a.png and a.jpg, or
+        # d1/a.png and d2/a.png with --out) would mix their suggestions in it.
+        key = os.path.normcase(os.path.abspath(label_path))
+        first = writers_of.setdefault(key, image_path)
+        if first is not image_path:
+            clashes.append((image_path, LabelFileError(
+                label_path, f"also the label file of {first}; {image_path} is left out (give it its own --out folder)")))
+        elif options.skip_done and already_done(label_path, record, image_path):
             summary.skipped += 1
         else:
-            todo.append(Path(image_path))
+            todo.append(image_path)
+    for folder in {label_path_for(image_path, options.out_dir).parent for image_path in todo}:
+        try:
+            # A run killed mid-write left a hidden temporary; this run rewrites
+            # that file, so tidy up (best effort: a missing folder fails later, per image).
+            remove_stale_temporaries(folder)
+        except (LabelFileError, OSError):
+            pass
     bar = None
     if show_progress_bar:
         from tqdm import tqdm
@@ -171,17 +235,17 @@ def predict_paths(
             summary.predicted += 1
             summary.suggestions += found
             summary.images_with_defects += found > 0
-        except (ImageReadError, LabelFileError) as problem:
-            summary.failures.append((str(image_path), str(problem)))
-        except OSError as problem:
-            summary.failures.append((str(image_path), f"{image_path}: {problem.strerror or problem}"))
+        except Exception as problem:  # noqa: BLE001 - one image never ends the batch
+            summary.failures.append((str(image_path), one_line_failure(image_path, problem)))
         done_count += 1
         if bar is not None:
             bar.update(1)
         if progress is not None:
             progress(done_count, len(images), image_path)
 
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode") as decoder, \
+    # The bar closes last, also on Ctrl-C, so nothing is drawn after a final message.
+    with bar if bar is not None else contextlib.nullcontext(), \
+            ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode") as decoder, \
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as writer:
         decoding = deque()
         pending_writes: deque[tuple[Path, Future]] = deque()
@@ -194,6 +258,8 @@ def predict_paths(
                     return
                 decoding.append((next_path, decoder.submit(read_image, next_path)))
 
+        for image_path, problem in clashes:
+            finish(image_path, problem)
         top_up()
         while decoding:
             if cancelled is not None and cancelled():
@@ -209,7 +275,12 @@ def predict_paths(
             top_up()
             if not batch:
                 continue
-            predictions = predictor.predict_batch([image for _, image in batch])
+            try:
+                predictions = predictor.predict_batch([image for _, image in batch])
+            except Exception as problem:  # noqa: BLE001 - e.g. out of memory on one large image
+                for image_path, _ in batch:
+                    finish(image_path, problem)
+                continue
             for (image_path, image), prediction in zip(batch, predictions):
                 pending_writes.append(
                     (image_path, writer.submit(write_results, image_path, image.shape, prediction, predictor, options, record))
@@ -220,7 +291,5 @@ def predict_paths(
             future.cancel()
         while pending_writes:
             finish(*pending_writes.popleft())
-    if bar is not None:
-        bar.close()
     summary.seconds = time.perf_counter() - started
     return summary

@@ -30,6 +30,7 @@ RECORD_KEY = labelfile.RECORD_KEY
 # in this session, is the same finding again: not suggested twice.
 COVERED_FRACTION = 0.5
 
+
 def points_of(shape) -> list[tuple[float, float]]:
     """(x, y) pairs of a shape's points (QPointF or pairs)."""
     return [(point.x(), point.y()) if callable(getattr(point, "x", None)) else tuple(point) for point in shape.points]

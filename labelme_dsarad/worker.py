@@ -25,7 +25,6 @@ from qtpy import QtCore
 # Lower runs first: what the user is looking at beats what we guess comes next.
 PRIORITY_CURRENT = 0
 PRIORITY_LOOKAHEAD = 1
-PRIORITY_BATCH = 2
 
 PredictorFactory = Callable[[str], Any]  # device name -> object with .predict(image) -> Prediction
 
@@ -112,7 +111,7 @@ class DetectionWorker(QtCore.QThread):
     job_failed = QtCore.Signal(object, str)  # Job, one-line message
     notice = QtCore.Signal(str)  # something the user should know, not a failure
     batch_progress = QtCore.Signal(int, int, str)  # done, total, path
-    batch_finished = QtCore.Signal(object, object)  # BatchJob, pipeline.Summary or None
+    batch_finished = QtCore.Signal(object, object)  # BatchJob, pipeline.Summary
     batch_failed = QtCore.Signal(object, str)
 
     def __init__(self, parent: QtCore.QObject | None = None):
@@ -163,10 +162,6 @@ class DetectionWorker(QtCore.QThread):
             dropped = [job for job in self._queue if job.path not in paths]
             self._queue = [job for job in self._queue if job.path in paths]
             return dropped
-
-    def is_busy_with(self, path: str) -> bool:
-        with self._condition:
-            return path == self._running_path or any(job.path == path for job in self._queue)
 
     def running_path(self) -> str | None:
         with self._condition:

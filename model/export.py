@@ -28,6 +28,8 @@ from .networks import DSARAD, SpatialAttention
 ONNX_OPSET = 17
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("raw_map", "raw_image_score")
+# The smallest side the networks take (five 2x poolings); every side is a multiple.
+TRACE_SIZE = 32
 SOURCE_SHA256_KEY = "dsarad_source_sha256"
 
 
@@ -60,16 +62,18 @@ def inference_network(network: DSARAD) -> DSARAD:
 def onnx_bytes(loaded: LoadedModel, input_size: int | None = None) -> bytes:
     """Serialised ONNX model of ``loaded`` with its header in the metadata.
 
-    The batch axis is dynamic; the square side is fixed at ``input_size``
-    (default: the header's), which lets onnxruntime plan every buffer once.
+    The batch axis is dynamic; the declared square side is ``input_size``
+    (default: the header's), so onnxruntime can plan for it. The graph itself
+    is size-generic, which lets the exporter trace at the smallest valid
+    size: tracing runs the network once, and at full size that forward pass
+    was most of the export time.
     """
     import onnx
 
     size = input_size or loaded.info.architecture.input_size
-    if size % 32:
-        raise ValueError(f"input size must be a multiple of 32 (five 2x poolings), got {size}")
+    if size % TRACE_SIZE:
+        raise ValueError(f"input size must be a multiple of {TRACE_SIZE} (five 2x poolings), got {size}")
     network = inference_network(loaded.network)
-    example = torch.zeros(1, 3, size, size)
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         # The TorchScript exporter is the one that needs no extra packages;
@@ -77,16 +81,21 @@ def onnx_bytes(loaded: LoadedModel, input_size: int | None = None) -> bytes:
         warnings.simplefilter("ignore")
         torch.onnx.export(
             network,
-            (example,),
+            (torch.zeros(1, 3, TRACE_SIZE, TRACE_SIZE),),
             buffer,
             dynamo=False,
             opset_version=ONNX_OPSET,
             input_names=[INPUT_NAME],
             output_names=list(OUTPUT_NAMES),
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAMES[0]: {0: "batch"}, OUTPUT_NAMES[1]: {0: "batch"}},
-            do_constant_folding=True,
+            dynamic_axes={
+                INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
+                OUTPUT_NAMES[0]: {0: "batch", 1: "height", 2: "width"},
+                OUTPUT_NAMES[1]: {0: "batch"},
+            },
         )
     proto = onnx.load_from_string(buffer.getvalue())
+    for dimension in (*proto.graph.input[0].type.tensor_type.shape.dim[2:], *proto.graph.output[0].type.tensor_type.shape.dim[1:]):
+        dimension.dim_value = size
     header = loaded.info.to_header()
     if size != loaded.info.architecture.input_size:
         # The header tells a reader what size to feed; a graph exported at

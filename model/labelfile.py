@@ -34,6 +34,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import re
 import secrets
 import stat
 from collections.abc import Iterator
@@ -58,6 +59,9 @@ PROVENANCE_KEYS = ("model", "model_sha256", "threshold")
 # Shared by every writer in a folder; a separate file because the JSON itself
 # is replaced on every write, so a lock on it would not outlive the write.
 LOCK_FILE_NAME = ".dsarad.lock"
+
+# write_label_file's temporaries: ".<name>.json.<8 hex>.tmp".
+_TEMPORARY_NAME = re.compile(r"\..+\.json\.[0-9a-f]{8}\.tmp", re.IGNORECASE)
 
 _FINGERPRINT_DECIMALS = 3
 _POINT_DECIMALS = 2
@@ -306,7 +310,13 @@ def _check_same_image(data: dict, image_path: str, image_height: int, image_widt
 def write_label_file(path: str | os.PathLike, data: dict) -> None:
     """Write ``data`` as LabelMe does (UTF-8, indent 2), atomically: a reader
     sees the old file or the new one, never a mix, even after a crash."""
-    text = json.dumps(data, ensure_ascii=False, indent=2)
+    try:
+        payload = json.dumps(data, ensure_ascii=False, indent=2).encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate: a file name that is not UTF-8 (Linux hands those
+        # over as surrogate escapes) or a "\udXXX" escape in a file we read.
+        # As \u escapes it is valid UTF-8 JSON, and reads back to the same string.
+        payload = json.dumps(data, ensure_ascii=True, indent=2).encode("ascii")
     # Through a symlink, replace the file it points to, as LabelMe's open(..., "w") does.
     target = Path(os.path.realpath(path))
     temporary = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
@@ -318,7 +328,7 @@ def write_label_file(path: str | os.PathLike, data: dict) -> None:
         raise LabelFileError(path, f"cannot write ({exc.strerror or exc})") from exc
     try:
         with os.fdopen(descriptor, "wb") as file:
-            file.write(text.encode("utf-8"))
+            file.write(payload)
             file.flush()
             os.fsync(file.fileno())
         try:
@@ -387,6 +397,27 @@ def update_label_file(
             data[RECORD_KEY] = copy.deepcopy(run_record)
         write_label_file(json_path, data)
     return data
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> int:
+    """Delete the temporaries that label-file writers killed mid-write
+    (kill -9, power loss) left in ``folder``; return how many.
+
+    Takes the folder lock, and every temporary is made and renamed under it
+    (``update_label_file``), so none of these belongs to a live writer.
+    Raises LabelFileError if the lock cannot be taken.
+    """
+    removed = 0
+    with _exclusive_lock(Path(folder) / LOCK_FILE_NAME):
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            return 0
+        for entry in entries:
+            if _TEMPORARY_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                _remove_quietly(Path(entry.path))
+                removed += 1
+    return removed
 
 
 def _relative_image_path(image_path: str | os.PathLike, label_folder: Path) -> str:

@@ -93,15 +93,37 @@ class LoadedModel:
         return f"{self.info.product} v{self.info.version}"
 
 
-def save_model(path: os.PathLike | str, network: DSARAD, info: ModelInfo, half: bool = False) -> str:
-    """Write atomically; return the file's SHA-256. ``half`` stores floats as fp16."""
+STORAGES = ("fp32", "fp16", "int8")
+INT8_SCALE_SUFFIX = ".int8_scale"
+
+
+def quantize_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 with one fp32 scale per output channel."""
+    scale = weight.detach().float().flatten(1).abs().amax(dim=1).clamp(min=1e-12) / 127.0
+    quantized = torch.round(weight.float() / scale.view(-1, *[1] * (weight.dim() - 1))).clamp(-127, 127)
+    return quantized.to(torch.int8), scale
+
+
+def save_model(path: os.PathLike | str, network: DSARAD, info: ModelInfo, storage: str = "fp32") -> str:
+    """Write atomically; return the file's SHA-256.
+
+    ``storage``: ``fp16`` halves the file; ``int8`` stores convolution weights
+    as int8 with a per-output-channel scale (everything else fp16), a quarter
+    of the size, for the bundled model. Inference always runs in fp32.
+    """
+    if storage not in STORAGES:
+        raise ValueError(f"storage must be one of {STORAGES}")
     tensors = {}
     for prefix, module in (("student", network.student), ("segmentation", network.segmentation)):
         for key, value in module.state_dict().items():
+            name = f"{prefix}.{key}"
             value = value.detach().cpu().contiguous()
-            if half and value.is_floating_point():
+            if storage == "int8" and value.is_floating_point() and value.dim() == 4:
+                tensors[name], tensors[name + INT8_SCALE_SUFFIX] = quantize_per_channel(value)
+                continue
+            if storage != "fp32" and value.is_floating_point():
                 value = value.half()
-            tensors[f"{prefix}.{key}"] = value
+            tensors[name] = value
     payload = save_safetensors_bytes(tensors, metadata={HEADER_KEY: json.dumps(info.to_header())})
     write_atomically(Path(path), payload)
     return hashlib.sha256(payload).hexdigest()
@@ -121,6 +143,9 @@ def write_atomically(path: Path, payload: bytes) -> None:
     """Temporary file in the same folder, fsync, rename: readers see old or new, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # mkstemp makes the file private (0600); a model or checkpoint should
+    # keep the permissions it had, or get the usual 0644.
+    os.chmod(temporary, path.stat().st_mode & 0o777 if path.exists() else 0o644)
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(payload)
@@ -164,7 +189,7 @@ def read_safetensors(path: os.PathLike | str) -> tuple[dict, dict[str, torch.Ten
         raise ModelFileError(path, f"safetensors header declares {header_length} bytes; file is truncated or corrupt")
     try:
         raw_header = json.loads(payload[8 : 8 + header_length])
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # Python's json recurses per nesting level
         raise ModelFileError(path, "safetensors header is not valid JSON (corrupt file?)") from None
     if not isinstance(raw_header, dict):
         raise ModelFileError(path, "safetensors header is not a JSON object")
@@ -183,7 +208,7 @@ def parse_header(path: os.PathLike | str, metadata: dict) -> ModelInfo:
         raise ModelFileError(path, "not a DSARAD model: the safetensors metadata has no 'dsarad' header")
     try:
         header = json.loads(metadata[HEADER_KEY])
-    except (TypeError, json.JSONDecodeError):
+    except (TypeError, json.JSONDecodeError, RecursionError):  # RecursionError: absurdly deep nesting
         raise ModelFileError(path, "the 'dsarad' header is not valid JSON") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
         raise ModelFileError(path, "the 'dsarad' header is not a DSARAD model header")
@@ -262,6 +287,9 @@ def load_model(path: os.PathLike | str, map_location: str | torch.device = "cpu"
             if name not in tensors:
                 raise ModelFileError(path, f"tensor '{name}' is missing")
             tensor = tensors[name]
+            if tensor.dtype == torch.int8 and reference.is_floating_point():
+                tensor = dequantize(path, name, tensor, tensors.get(name + INT8_SCALE_SUFFIX))
+                expected_names.add(name + INT8_SCALE_SUFFIX)
             if tuple(tensor.shape) != tuple(reference.shape):
                 raise ModelFileError(
                     path, f"tensor '{name}' has shape {tuple(tensor.shape)}, expected {tuple(reference.shape)}"
@@ -281,6 +309,14 @@ def load_model(path: os.PathLike | str, map_location: str | torch.device = "cpu"
         raise ModelFileError(path, f"unexpected tensor '{unexpected[0]}' ({len(unexpected)} in all)")
     network.eval().to(map_location)
     return LoadedModel(network=network, info=info, path=path, sha256=file_sha256(path))
+
+
+def dequantize(path, name: str, quantized: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
+    if scale is None:
+        raise ModelFileError(path, f"int8 tensor '{name}' has no '{name}{INT8_SCALE_SUFFIX}'")
+    if quantized.dim() < 2 or tuple(scale.shape) != (quantized.shape[0],) or scale.dtype not in FLOAT_DTYPES:
+        raise ModelFileError(path, f"'{name}{INT8_SCALE_SUFFIX}' must be one float per output channel of '{name}'")
+    return quantized.float() * scale.float().view(-1, *[1] * (quantized.dim() - 1))
 
 
 def file_sha256(path: os.PathLike | str) -> str:

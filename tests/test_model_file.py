@@ -38,7 +38,7 @@ def test_round_trip_keeps_weights_and_header(tmp_path):
 def test_half_storage_loads_as_float32(tmp_path):
     full = load_model(make_tiny_model(tmp_path / "full.safetensors"))
     half_path = tmp_path / "half.safetensors"
-    save_model(half_path, full.network, full.info, half=True)
+    save_model(half_path, full.network, full.info, storage="fp16")
     half = load_model(half_path)
     assert half_path.stat().st_size < (tmp_path / "full.safetensors").stat().st_size
     for value in half.network.state_dict().values():
@@ -177,3 +177,33 @@ def test_save_is_atomic_and_leaves_no_temporary_files(tmp_path):
     make_tiny_model(path, seed=1)  # overwrite in place
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
     load_model(path)
+
+
+def test_int8_storage_is_a_quarter_and_keeps_maps_close(tmp_path):
+    full_path = make_tiny_model(tmp_path / "full.safetensors", seed=2)
+    full = load_model(full_path)
+    int8_path = tmp_path / "int8.safetensors"
+    save_model(int8_path, full.network, full.info, storage="int8")
+    quantized = load_model(int8_path)
+    assert int8_path.stat().st_size < 0.4 * full_path.stat().st_size
+    image = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        reference, _ = full.network(image)
+        approximate, _ = quantized.network(image)
+    assert 0 < float((reference - approximate).abs().max()) < 0.02
+
+
+def test_int8_tensor_without_its_scale_is_refused(tmp_path):
+    full = load_model(make_tiny_model(tmp_path / "full.safetensors"))
+    path = tmp_path / "int8.safetensors"
+    save_model(path, full.network, full.info, storage="int8")
+    metadata, tensors = read_safetensors(path)
+    name = "student.encoder.block1.0.weight"
+    del tensors[name + ".int8_scale"]
+    save_file(tensors, tmp_path / "noscale.safetensors", metadata=metadata)
+    with pytest.raises(ModelFileError, match="int8_scale"):
+        load_model(tmp_path / "noscale.safetensors")
+    tensors[name + ".int8_scale"] = torch.ones(3)
+    save_file(tensors, tmp_path / "badscale.safetensors", metadata=metadata)
+    with pytest.raises(ModelFileError, match="one float per output channel"):
+        load_model(tmp_path / "badscale.safetensors")

@@ -39,6 +39,7 @@ from pathlib import Path, PureWindowsPath
 
 import cv2
 import numpy as np
+from matplotlib.path import Path as MplPath
 from PIL import Image
 
 from labelme_dsarad.model.images import read_image
@@ -91,11 +92,10 @@ def _draw_shape(mask: np.ndarray, shape: dict) -> None:
     if kind in ("polygon", "oriented_rectangle"):
         if len(points) < 3:
             raise ValueError(f"a polygon needs 3 or more points, has {len(points)}")
-        cv2.fillPoly(mask, [_fixed_point(points)], 1, lineType=cv2.LINE_8, shift=_SUBPIXEL_BITS)
+        _fill_polygon(mask, points)
     elif kind == "rectangle":
         (x0, y0), (x1, y1) = _two_points(points)
-        corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
-        cv2.fillPoly(mask, [_fixed_point(corners)], 1, lineType=cv2.LINE_8, shift=_SUBPIXEL_BITS)
+        _fill_polygon(mask, np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]]))
     elif kind == "circle":
         centre, rim = _two_points(points)
         _fill_disc(mask, centre, float(np.hypot(*(rim - centre))))
@@ -117,6 +117,19 @@ def _two_points(points: np.ndarray) -> np.ndarray:
     if len(points) != 2:
         raise ValueError(f"needs exactly 2 points, has {len(points)}")
     return points
+
+
+def _fill_polygon(mask: np.ndarray, points: np.ndarray) -> None:
+    """Set the pixels whose centres the ring contains (cv2.fillPoly also takes edge pixels)."""
+    height, width = mask.shape
+    x0, y0 = np.clip(np.floor(points.min(axis=0)).astype(int), 0, None)
+    x1, y1 = np.minimum(np.ceil(points.max(axis=0)).astype(int), (width, height))
+    if x1 <= x0 or y1 <= y0:
+        return
+    ys, xs = np.mgrid[y0:y1, x0:x1]
+    centres = np.column_stack([xs.ravel() + 0.5, ys.ravel() + 0.5])
+    inside = MplPath(points).contains_points(centres).reshape(ys.shape)
+    mask[y0:y1, x0:x1] |= inside.astype(np.uint8)
 
 
 def _fixed_point(points: np.ndarray) -> np.ndarray:

@@ -351,9 +351,9 @@ class Trainer:
             ends[entry["phase"]] = entry
         return list(ends.values())
 
-    def export(self, path: Path, version: int = 1, half: bool = True) -> Path:
+    def export(self, path: Path, version: int = 1, storage: str = "fp16") -> Path:
         normaliser = self.calibrate()
-        save_model(path, self.network, self.model_info(normaliser, version), half=half)
+        save_model(path, self.network, self.model_info(normaliser, version), storage=storage)
         return path
 
     def snapshot_paths(self) -> list[Path]:

@@ -1,0 +1,332 @@
+"""The plugin's "Retrain from labels": ``dsarad retrain`` in a separate process, shown in a dialog.
+
+A process, not a thread: training keeps every core busy and holds the GIL
+between operations, so in LabelMe's process it would make the window stutter;
+in its own process the window stays usable, a cancel is a signal that works
+at any moment (the command unwinds and leaves the store as it was), and a
+crash there cannot take LabelMe and unsaved labels down with it. The process
+runs the same code as the command line, ``python -m labelme_dsarad.cli
+retrain ... --progress-json --keep-current``, and reports one JSON object per
+line on stdout; the new version is stored but only becomes the current model
+when the person says so in the dialog.
+
+For the panel::
+
+    dialog = RetrainDialog(parent, product, labels_dir, store_root)
+    dialog.switched.connect(panel_reload_models)  # (product, version, path)
+    dialog.show()  # non-modal; Start runs it, or call dialog.start()
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from qtpy import QtCore, QtWidgets
+
+from labelme_dsarad.model.store import ModelStore
+
+CANCEL_GRACE_MS = 5000  # after SIGTERM, how long the command may take to unwind before it is killed
+STDERR_KEEP_LINES = 20
+SHOWN_METRICS = (
+    ("image_auroc", "image AUROC"),
+    ("pixel_auroc", "pixel AUROC"),
+    ("image_best_f1", "image best F1"),
+    ("pixel_best_f1", "pixel best F1"),
+    ("image_f1_at_threshold", "image F1 at threshold"),
+    ("pixel_f1_at_threshold", "pixel F1 at threshold"),
+    ("suggestion_iou", "suggestion IoU"),
+)
+
+
+def retrain_arguments(product: str, labels_dir, store_root=None, minutes: float | None = None,
+                      steps: int | None = None, extra: tuple[str, ...] = ()) -> list[str]:
+    """The command line after the Python executable."""
+    arguments = ["-m", "labelme_dsarad.cli", "retrain", "--product", product, "--labels", str(labels_dir),
+                 "--progress-json", "--keep-current"]
+    if store_root is not None:
+        arguments += ["--store", str(store_root)]
+    if steps is not None:
+        arguments += ["--steps", str(int(steps))]
+    elif minutes is not None:
+        arguments += ["--minutes", f"{float(minutes):g}"]
+    return arguments + list(extra)
+
+
+class RetrainProcess(QtCore.QObject):
+    """One run of ``dsarad retrain`` in a child process, as Qt signals.
+
+    Exactly one of ``finished``, ``failed`` and ``cancelled`` ends a run.
+    """
+
+    progress = QtCore.Signal(object)  # each event dict: {"event": "stage"|"progress"|"problem", ...}
+    finished = QtCore.Signal(object)  # the "done" event: version, path, previous, before, after, counts, ...
+    failed = QtCore.Signal(str)  # one line
+    cancelled = QtCore.Signal()
+
+    def __init__(self, arguments: list[str], parent: QtCore.QObject | None = None):
+        super().__init__(parent)
+        self.arguments = arguments
+        self.result: dict | None = None
+        self._buffer = b""
+        self._errors: list[str] = []
+        self._cancelling = False
+        self._ended = False
+        self.process = QtCore.QProcess(self)
+        environment = QtCore.QProcessEnvironment.systemEnvironment()
+        environment.insert("PYTHONUNBUFFERED", "1")
+        self.process.setProcessEnvironment(environment)
+        self.process.readyReadStandardOutput.connect(self._read_output)
+        self.process.readyReadStandardError.connect(self._read_errors)
+        self.process.finished.connect(self._on_finished)
+        self.process.errorOccurred.connect(self._on_error)
+
+    def start(self) -> None:
+        self.process.start(sys.executable, self.arguments)
+
+    def is_running(self) -> bool:
+        return self.process.state() != QtCore.QProcess.NotRunning
+
+    def cancel(self) -> None:
+        if not self.is_running():
+            return
+        self._cancelling = True
+        if sys.platform == "win32":
+            self.process.kill()  # a console program gets no WM_CLOSE: nothing softer reaches it
+            return
+        self.process.terminate()  # SIGTERM: the command turns it into KeyboardInterrupt and unwinds
+        QtCore.QTimer.singleShot(CANCEL_GRACE_MS, self._kill_if_running)
+
+    def _kill_if_running(self) -> None:
+        if self.is_running():
+            self.process.kill()
+
+    def _read_output(self) -> None:
+        self._buffer += bytes(self.process.readAllStandardOutput())
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for line in lines:
+            self._handle_line(line.decode("utf-8", errors="replace").strip())
+
+    def _handle_line(self, line: str) -> None:
+        if not line:
+            return
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            event = {"event": "stage", "stage": "output", "message": line}  # stray output, shown as is
+        if not isinstance(event, dict):
+            return
+        if event.get("event") == "done":
+            self.result = event
+        else:
+            self.progress.emit(event)
+
+    def _read_errors(self) -> None:
+        text = bytes(self.process.readAllStandardError()).decode("utf-8", errors="replace")
+        self._errors = (self._errors + [line for line in text.splitlines() if line.strip()])[-STDERR_KEEP_LINES:]
+
+    def _on_finished(self, exit_code: int, exit_status) -> None:
+        self._read_output()
+        self._read_errors()
+        self._handle_line(self._buffer.decode("utf-8", errors="replace").strip())
+        self._buffer = b""
+        if self._cancelling:
+            self._end(self.cancelled.emit)
+        elif exit_code == 0 and exit_status == QtCore.QProcess.NormalExit and self.result is not None:
+            self._end(lambda: self.finished.emit(self.result))
+        else:
+            last = self._errors[-1] if self._errors else f"the retrain process ended with exit code {exit_code}"
+            self._end(lambda: self.failed.emit(last))
+
+    def _on_error(self, error) -> None:
+        if error == QtCore.QProcess.FailedToStart:
+            self._end(lambda: self.failed.emit(f"cannot start {sys.executable}: {self.process.errorString()}"))
+
+    def _end(self, emit) -> None:
+        if not self._ended:
+            self._ended = True
+            emit()
+
+
+class RetrainDialog(QtWidgets.QDialog):
+    """Progress, cancel, and the before/after numbers of one retrain; non-modal.
+
+    ``switched(product, version, path)`` is emitted after the person chose
+    to use the new version (the store's current model has then changed).
+    ``retrained(result)`` carries the command's "done" event.
+    """
+
+    switched = QtCore.Signal(str, int, str)
+    retrained = QtCore.Signal(object)
+
+    def __init__(self, parent: QtWidgets.QWidget | None, product: str, labels_dir, store_root=None,
+                 minutes: float = 10.0, steps: int | None = None, extra_arguments: tuple[str, ...] = ()):
+        super().__init__(parent)
+        self.product = product
+        self.labels_dir = Path(labels_dir)
+        self.store_root = Path(store_root) if store_root is not None else None
+        self.steps = steps
+        self.extra_arguments = tuple(extra_arguments)
+        self.run: RetrainProcess | None = None
+        self.result: dict | None = None
+        self.setWindowTitle(f"Retrain {product} from labels")
+        self.setModal(False)
+        self._build(minutes)
+
+    def _build(self, minutes: float) -> None:
+        heading = QtWidgets.QLabel(
+            f"Retrain <b>{self.product}</b> from the reviewed images (image flag <i>ok</i>) in {self.labels_dir}. "
+            "The current model stays in use until you switch.")
+        heading.setWordWrap(True)
+        self.minutes_box = QtWidgets.QDoubleSpinBox()
+        self.minutes_box.setRange(0.5, 600.0)
+        self.minutes_box.setValue(minutes)
+        self.minutes_box.setSuffix(" min")
+        self.minutes_box.setEnabled(self.steps is None)
+        self.progress_bar = QtWidgets.QProgressBar()
+        self.progress_bar.setRange(0, 1000)
+        self.progress_bar.setValue(0)
+        self.status = QtWidgets.QLabel("Not started")
+        self.log = QtWidgets.QPlainTextEdit()
+        self.log.setReadOnly(True)
+        self.log.setMaximumBlockCount(500)
+        self.log.setMaximumHeight(110)
+        self.results = QtWidgets.QTableWidget(len(SHOWN_METRICS), 2)
+        self.results.setHorizontalHeaderLabels(["before", "after"])
+        self.results.setVerticalHeaderLabels([title for _, title in SHOWN_METRICS])
+        self.results.setEditTriggers(QtWidgets.QAbstractItemView.NoEditTriggers)
+        self.results.horizontalHeader().setSectionResizeMode(QtWidgets.QHeaderView.Stretch)
+        self.results.hide()
+        self.start_button = QtWidgets.QPushButton("Start")
+        self.cancel_button = QtWidgets.QPushButton("Cancel")
+        self.use_button = QtWidgets.QPushButton("Use new version")
+        self.close_button = QtWidgets.QPushButton("Close")
+        self.cancel_button.setEnabled(False)
+        self.use_button.hide()
+        self.start_button.clicked.connect(self.start)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.use_button.clicked.connect(self.use_new_version)
+        self.close_button.clicked.connect(self.close)
+
+        budget = QtWidgets.QHBoxLayout()
+        budget.addWidget(QtWidgets.QLabel("Training time"))
+        budget.addWidget(self.minutes_box)
+        budget.addStretch(1)
+        buttons = QtWidgets.QHBoxLayout()
+        buttons.addWidget(self.start_button)
+        buttons.addWidget(self.cancel_button)
+        buttons.addStretch(1)
+        buttons.addWidget(self.use_button)
+        buttons.addWidget(self.close_button)
+        layout = QtWidgets.QVBoxLayout(self)
+        for widget in (heading, self.progress_bar, self.status, self.log, self.results):
+            layout.addWidget(widget)
+        layout.insertLayout(1, budget)
+        layout.addLayout(buttons)
+
+    # -- running --------------------------------------------------------------------
+
+    def is_running(self) -> bool:
+        return self.run is not None and self.run.is_running()
+
+    def start(self) -> None:
+        if self.is_running():
+            return
+        self.result = None
+        self.results.hide()
+        self.use_button.hide()
+        self.log.clear()
+        arguments = retrain_arguments(self.product, self.labels_dir, self.store_root, self.minutes_box.value(),
+                                      self.steps, self.extra_arguments)
+        self.run = RetrainProcess(arguments, self)
+        self.run.progress.connect(self._on_progress)
+        self.run.finished.connect(self._on_finished)
+        self.run.failed.connect(self._on_failed)
+        self.run.cancelled.connect(self._on_cancelled)
+        self._set_running(True)
+        self._busy("Starting…")
+        self.run.start()
+
+    def cancel(self) -> None:
+        if self.is_running():
+            self.status.setText("Cancelling…")
+            self.cancel_button.setEnabled(False)
+            self.run.cancel()
+
+    def _set_running(self, running: bool) -> None:
+        self.start_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+        self.minutes_box.setEnabled(not running and self.steps is None)
+
+    def _busy(self, text: str) -> None:
+        # Stages of unknown length (reading, measuring): a busy bar, not a made-up percentage.
+        self.progress_bar.setRange(0, 0)
+        self.status.setText(text)
+
+    def _on_progress(self, event: dict) -> None:
+        kind = event.get("event")
+        if kind == "progress":
+            self.progress_bar.setRange(0, 1000)
+            self.progress_bar.setValue(int(round(1000 * float(event.get("fraction", 0.0)))))
+            self.status.setText(f"Training: step {event.get('step')}, {event.get('seconds', 0):.0f} s")
+        elif kind == "stage":
+            if event.get("stage") != "training":
+                self._busy(str(event.get("message", "")))
+            self.log.appendPlainText(str(event.get("message", "")))
+        elif kind == "problem":
+            self.log.appendPlainText(f"skipped: {event.get('message', '')}")
+
+    def _on_finished(self, result: dict) -> None:
+        self.result = result
+        self._set_running(False)
+        self.progress_bar.setRange(0, 1000)
+        self.progress_bar.setValue(1000)
+        previous = result.get("previous", {}).get("name", "the current model")
+        self.status.setText(f"Done: {self.product} v{result['version']} stored; still using {previous}.")
+        self._show_results(result)
+        self.use_button.setText(f"Use v{result['version']}")
+        self.use_button.show()
+        self.retrained.emit(result)
+
+    def _show_results(self, result: dict) -> None:
+        for row, (key, _) in enumerate(SHOWN_METRICS):
+            for column, side in enumerate(("before", "after")):
+                value = result.get(side, {}).get(key)
+                text = "–" if value is None else f"{value:.3f}"
+                self.results.setItem(row, column, QtWidgets.QTableWidgetItem(text))
+        held_out = result.get("counts", {}).get("holdout", {})
+        self.results.setToolTip(f"on {held_out.get('defect', 0)} defect and {held_out.get('normal', 0)} normal "
+                                "held-out images, never trained on")
+        self.results.show()
+
+    def _on_failed(self, message: str) -> None:
+        self._set_running(False)
+        self.progress_bar.setRange(0, 1000)
+        self.progress_bar.setValue(0)
+        self.status.setText(f"Failed: {message}")
+        self.log.appendPlainText(message)
+
+    def _on_cancelled(self) -> None:
+        self._set_running(False)
+        self.progress_bar.setRange(0, 1000)
+        self.progress_bar.setValue(0)
+        self.status.setText("Cancelled: nothing was stored.")
+
+    def use_new_version(self) -> None:
+        if self.result is None:
+            return
+        version = int(self.result["version"])
+        store = ModelStore(self.store_root)
+        store.set_current(self.product, version)
+        path = str(store.resolve(self.product, version).path)
+        self.use_button.hide()
+        self.status.setText(f"Now using {self.product} v{version}.")
+        self.switched.emit(self.product, version, path)
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        # Closing while it runs means: stop it, do not leave an orphan process training.
+        if self.is_running():
+            self.run.cancel()
+            self.run.process.waitForFinished(CANCEL_GRACE_MS + 1000)
+        super().closeEvent(event)

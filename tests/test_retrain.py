@@ -1,0 +1,187 @@
+"""Warm-start retraining from corrected labels: split, losses, pasting, thresholds, and a tiny run end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from labelme_dsarad.cli import main
+from labelme_dsarad.model.model_file import file_sha256, load_model
+from labelme_dsarad.model.scoring import ScoreNormaliser
+from labelme_dsarad.model.store import ModelStore
+from labelme_dsarad.train.labels import LabelledImage
+from labelme_dsarad.train.losses import focal_loss
+from labelme_dsarad.train.retrain import (
+    Examples,
+    RetrainConfig,
+    Retrainer,
+    f1_thresholds,
+    split_labels,
+    weighted_focal_loss,
+)
+
+from .conftest import make_tiny_model
+
+SIZE = 40
+SQUARE = 8
+
+
+@pytest.fixture(autouse=True)
+def denormals_restored():
+    """Training and Predictor flush denormals process-wide; hypothesis tests later in the run refuse that."""
+    yield
+    torch.set_flush_denormal(False)
+
+
+def write_tiny_labels(folder: Path, count: int = 8) -> Path:
+    """Reviewed stripes images, every other one with a bright square a person outlined."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    stripes = (128 + 60 * np.sin(np.arange(SIZE) / 3.0))[None, :].repeat(SIZE, axis=0)
+    for index in range(count):
+        image = np.clip(stripes + rng.normal(0, 8, (SIZE, SIZE)), 0, 255).astype(np.uint8)
+        shapes = []
+        if index % 2:
+            x, y = 4 + 3 * index, 6 + 2 * index
+            image[y : y + SQUARE, x : x + SQUARE] = 250
+            shapes = [{"label": "defect", "points": [[x, y], [x + SQUARE, y], [x + SQUARE, y + SQUARE], [x, y + SQUARE]],
+                       "group_id": None, "description": "", "shape_type": "polygon", "flags": {}, "mask": None}]
+        cv2.imwrite(str(folder / f"tile_{index:02d}.png"), image)
+        (folder / f"tile_{index:02d}.json").write_text(json.dumps(
+            {"version": "6.3.1", "flags": {"ok": True}, "shapes": shapes, "imagePath": f"tile_{index:02d}.png",
+             "imageData": None, "imageHeight": SIZE, "imageWidth": SIZE}))
+    return folder
+
+
+def tiny_store(root: Path, product: str = "widget") -> ModelStore:
+    """A store whose product has one version, v1, current."""
+    store = ModelStore(root)
+    make_tiny_model(root / product / "v1.safetensors", product=product, input_size=32)
+    store.set_current(product, 1)
+    return store
+
+
+def labelled(name: str, defect: bool, pending: bool = False) -> LabelledImage:
+    shape = {"label": "defect", "points": [[1, 1], [4, 1], [4, 4]]}
+    return LabelledImage(Path(f"{name}.json"), Path(f"{name}.png"), [shape] if defect else [], [shape] if pending else [])
+
+
+def test_split_is_per_class_deterministic_and_keeps_pending_images_in_training():
+    images = [labelled(f"n{i:02d}", False) for i in range(8)] + [labelled(f"d{i:02d}", True) for i in range(12)]
+    images.append(labelled("d_pending", True, pending=True))
+    split = split_labels(images, holdout=0.25, calibration=0.25, seed=3)
+    again = split_labels(list(reversed(images)), holdout=0.25, calibration=0.25, seed=3)
+    names = lambda part: sorted(i.label_path.name for i in part)  # noqa: E731
+    assert [names(p) for p in (split.train, split.calibration, split.holdout)] == \
+           [names(p) for p in (again.train, again.calibration, again.holdout)]
+    assert split.counts()["holdout"] == {"normal": 2, "defect": 3}  # a quarter of each class
+    assert split.counts()["calibration"] == {"normal": 2, "defect": 2}
+    assert "d_pending.json" in names(split.train)
+    assert len(set(names(split.train)) | set(names(split.calibration)) | set(names(split.holdout))) == len(images)
+    # One normal only: it trains, whatever the fractions ask.
+    lone = split_labels([labelled("n", False), labelled("d", True)], holdout=0.9, calibration=0.9, seed=0)
+    assert [i.label_path.name for i in lone.train] == ["n.json", "d.json"]
+
+
+def test_weighted_focal_loss_is_the_focal_loss_over_weighted_pixels():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 2, 6, 6, generator=generator)
+    mask = (torch.rand(2, 1, 6, 6, generator=generator) > 0.7).float()
+    assert weighted_focal_loss(logits, mask, torch.ones_like(mask)) == pytest.approx(focal_loss(logits, mask).item())
+    weight = torch.ones_like(mask)
+    weight[0] = 0.0  # the first sample is ignored entirely
+    assert weighted_focal_loss(logits, mask, weight) == pytest.approx(focal_loss(logits[1:], mask[1:]).item())
+
+
+def test_real_defects_are_pasted_with_their_masks(tmp_path):
+    base = load_model(make_tiny_model(tmp_path / "base.safetensors", input_size=32))
+    retrainer = Retrainer(base, RetrainConfig("widget", str(tmp_path), steps=1, paste_probability=1.0),
+                          torch.device("cpu"))
+    masks = torch.zeros(3, 1, 32, 32)
+    for index in range(3):
+        masks[index, :, 4 * index : 4 * index + 6, 2:9] = 1.0
+    white = torch.full((3, 3, 32, 32), 255, dtype=torch.uint8)
+    retrainer.set_data(Examples(torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.zeros(4, 1, 32, 32),
+                                torch.zeros(4, 1, 32, 32)), Examples(white, masks, torch.zeros_like(masks)))
+    clean = torch.zeros(5, 3, 32, 32)  # black normals: only pasted pixels can be white
+    augmented, target = retrainer._paste_real(clean, torch.rand(5, 3, 32, 32), torch.zeros(5, 1, 32, 32))
+    assert torch.equal(augmented, target.expand(-1, 3, -1, -1))
+    assert set(target.sum(dim=(1, 2, 3)).tolist()) <= {42.0}  # one 6 x 7 region each, wherever flips put it
+
+
+def test_thresholds_separate_defects_from_normals_at_the_best_f1():
+    rng = np.random.default_rng(0)
+    normal_maps = rng.uniform(0.0, 0.3, (3, 16, 16))
+    defect_maps = rng.uniform(0.0, 0.3, (2, 16, 16))
+    defect_maps[:, 4:8, 4:8] = rng.uniform(0.6, 0.9, (2, 4, 4))
+    maps = np.concatenate([normal_maps, defect_maps]).astype(np.float32)
+    masks = np.zeros(maps.shape, bool)
+    masks[3:, 4:8, 4:8] = True
+    labels = np.array([False] * 3 + [True] * 2)
+    scores = maps.reshape(5, -1).max(axis=1)
+    fallback = ScoreNormaliser(0.5, 0.5, {"method": "fallback"})
+
+    normaliser = f1_thresholds(maps, scores, masks, labels, fallback)
+    assert "best F1" in normaliser.statistics["method"]
+    normalised = normaliser.image(scores)
+    assert (normalised[labels] >= 0.5).all() and (normalised[~labels] < 0.5).all()
+    pixels = normaliser.pixel(maps)
+    assert (pixels[masks] >= 0.5).all() and (pixels[~masks] < 0.5).all()
+
+    normals_only = f1_thresholds(maps[:3], scores[:3], masks[:3], labels[:3], fallback)
+    assert normals_only.image(scores[:3]).max() == pytest.approx(0.5)
+    nothing = f1_thresholds(maps[:0], scores[:0], masks[:0], labels[:0], fallback)
+    assert (nothing.image_threshold, nothing.pixel_threshold) == (0.5, 0.5)
+
+
+def test_tiny_retrain_end_to_end_stores_a_new_version_and_rolls_back(tmp_path, capsys):
+    labels = write_tiny_labels(tmp_path / "labels")
+    store = tiny_store(tmp_path / "store")
+    v1 = store.resolve("widget", 1).path
+    v1_hash = file_sha256(v1)
+
+    code = main(["retrain", "--product", "widget", "--labels", str(labels), "--store", str(store.root),
+                 "--steps", "6", "--batch-size", "4", "--progress-json"])
+
+    assert code == 0, capsys.readouterr().err
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    kinds = [event["event"] for event in events]
+    assert kinds[-1] == "done" and "progress" in kinds and "stage" in kinds
+    done = events[-1]
+    assert done["version"] == 2 and done["current"] is True and done["previous"]["version"] == 1
+    assert done["counts"]["holdout"] == {"normal": 1, "defect": 1}
+    for side in ("before", "after"):
+        for key in ("pixel_auroc", "image_best_f1", "pixel_best_f1", "suggestion_iou"):
+            assert 0.0 <= done[side][key] <= 1.0 and math.isfinite(done[side][key]), (side, key)
+    assert [stored.version for stored in store.versions("widget")] == [1, 2]
+    assert store.resolve("widget").version == 2 and file_sha256(v1) == v1_hash
+    new = load_model(store.resolve("widget", 2).path)
+    assert new.info.training["base"]["sha256"] == v1_hash and new.info.version == 2
+    assert "best F1" in new.info.normaliser.statistics["method"]
+    assert new.info.metrics["before"] == done["before"]
+
+    assert main(["retrain", "--product", "widget", "--rollback", "1", "--store", str(store.root)]) == 0
+    assert store.resolve("widget").version == 1
+    assert main(["retrain", "--product", "widget", "--rollback", "7", "--store", str(store.root)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "no version 7" in error[0]
+
+
+def test_retrain_without_reviewed_images_is_a_one_line_error(tmp_path, capsys):
+    labels = write_tiny_labels(tmp_path / "labels", count=2)
+    for path in labels.glob("*.json"):
+        data = json.loads(path.read_text())
+        data["flags"] = {}
+        path.write_text(json.dumps(data))
+    store = tiny_store(tmp_path / "store")
+    assert main(["retrain", "--product", "widget", "--labels", str(labels), "--store", str(store.root),
+                 "--steps", "1"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress lines
+    assert error.startswith("dsarad retrain: error: ") and "no reviewed images" in error and "'ok'" in error
+    assert [stored.version for stored in store.versions("widget")] == [1]
