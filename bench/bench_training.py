@@ -95,12 +95,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="interleaved timed student steps per variant")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--preset", default="compact", choices=["tiny", "compact", "paper"])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda: the GPU comparison at paper")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as scratch:
         config = TrainConfig(product="bench", images=training_images(Path(scratch) / "images", args.input_size),
                              preset=args.preset, input_size=args.input_size, epochs=1, batch_size=args.batch_size,
-                             device="cpu", validation_fraction=0.0)
+                             device=args.device, validation_fraction=0.0)
         trainer = Trainer(config, Path(scratch) / "run", log=stderr)
         trainer.prepare_data()
     trainer.phase = "student"
@@ -127,17 +128,25 @@ def main() -> None:
     # Like for like: ours drawing from the same pool of source images as the
     # baseline (what --anomaly-source gives), then with the built-in
     # procedural sources it uses when no folder is given.
-    pool = AnomalySources(args.input_size, trainer.images.flip(-1, -2), trainer.images)
+    pool = AnomalySources(trainer.architecture.input_size, trainer.images.flip(-1, -2), trainer.images)
 
     def ours(anomaly_sources: AnomalySources):
         drawn = anomaly_sources.sample(args.batch_size, trainer.generator, trainer.device)
         return synthesise(trainer.batch(), drawn, trainer.generator)
 
+    def finished(run):
+        # CUDA runs asynchronously: time the work, not its launch.
+        def timed():
+            run()
+            if trainer.device.type == "cuda":
+                torch.cuda.synchronize()
+        return timed
+
     synthesis = {
-        "reference synthesis (per sample, NumPy/OpenCV)": lambda: reference_synthesise(
-            trainer.batch(), sources.sample(args.batch_size, None, None), None, rng),
-        "ours, same source pool (batched)": lambda: ours(pool),
-        "ours, built-in procedural sources (batched)": lambda: ours(trainer.sources),
+        "reference synthesis (per sample, NumPy/OpenCV)": finished(lambda: reference_synthesise(
+            trainer.batch(), sources.sample(args.batch_size, None, None), None, rng)),
+        "ours, same source pool (batched)": finished(lambda: ours(pool)),
+        "ours, built-in procedural sources (batched)": finished(lambda: ours(trainer.sources)),
     }
     synthesis_seconds = interleaved(synthesis, max(5, 3 * args.steps))
 
@@ -146,7 +155,7 @@ def main() -> None:
         base = median(next(iter(table.values())))
         for name, values in table.items():
             rows.append([name, f"{median(values):.3f}", f"{1 / median(values):.3f}", f"{base / median(values):.2f}x"])
-    print(f"\nTraining on the CPU, {args.preset}, batch {args.batch_size}, {args.input_size}px; {machine_line()}")
+    print(f"\nTraining on {args.device}, {args.preset}, batch {args.batch_size}, {args.input_size}px; {machine_line()}")
     print_table(["what (student step, then synthesis alone)", "median s", "per second", "vs first row of its kind"], rows)
 
 

@@ -7,8 +7,8 @@ Two backends run the networks. ``torch``: BatchNorm folded into the convs,
 channels-last activations (which also hand the attention contiguous
 queries, so SDPA takes its flash kernel instead of the slow generic one),
 bf16 autocast on CUDA. ``onnx``: the same fused graph exported to ONNX and
-run by onnxruntime on the CPU. ``auto`` takes onnxruntime on the CPU because
-it measured fastest there (see ``choose_backend``) and torch on a GPU.
+run by onnxruntime on the CPU. ``auto`` picks by measurement (see
+``choose_backend``): onnxruntime for `compact` on the CPU, torch elsewhere.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def physical_core_count() -> int:
 
     Convolutions saturate a core's vector units, so a second hardware thread
     per core only adds contention. Without Linux's topology files, PyTorch's
-    own default (which counts physical cores) stands.
+    own default stands.
     """
     try:
         allowed = os.sched_getaffinity(0)
@@ -89,14 +89,25 @@ def inference_threads() -> int:
     return int(configured) if configured.isdigit() and int(configured) > 0 else physical_core_count()
 
 
-def choose_backend(backend: str, device: torch.device) -> str:
-    """``auto``: onnxruntime on the CPU, PyTorch on a GPU.
+# Widest reconstruction width (w) that auto runs in onnxruntime on the CPU.
+ONNX_MAX_WIDTH = 32
 
-    Measured with bench/bench_inference.py, 256x256, batch 1, on the 2-core
-    AMD EPYC (AVX2) development machine while a training job shared it:
-    onnxruntime ran `compact` about 2x faster than our fused channels-last
-    PyTorch path and about 4x faster than plain eager PyTorch, with maps equal
-    within 1e-6; its convolutions (NCHWc kernels) are what win.
+
+def choose_backend(backend: str, device: torch.device, width: int = ONNX_MAX_WIDTH) -> str:
+    """``auto``: onnxruntime on the CPU up to `compact`'s width, PyTorch otherwise.
+
+    Measured with bench/bench_inference.py (256x256, batch 1, medians of
+    interleaved runs) on the 2-core AMD EPYC (AVX2) development machine,
+    shared with a training job and other tests (load average 5-8):
+    - `compact`, 2 threads: eager baseline 5.1 s, our torch path 3.6 s (1.4x),
+      onnxruntime 1.4 s (3.7x); with 1 thread each, torch 1.08 s and
+      onnxruntime 1.11 s. So per core the kernels are even, but onnxruntime
+      keeps its speed when other work competes for the cores (as decoding and
+      writing do in ``dsarad predict``), where PyTorch's threads stall.
+    - `paper`, 2 threads: baseline 19.2 s, torch 12.3 s, onnxruntime 12.7 s;
+      1 thread: torch 8.8 s, onnxruntime 10.3 s. No gain, and the export
+      costs tens of seconds and gigabytes at startup, so torch it is.
+    Both give the eager maps within 2e-7.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -104,7 +115,7 @@ def choose_backend(backend: str, device: torch.device) -> str:
         raise ValueError(f"the onnx backend runs on the CPU (onnxruntime), not on {device.type}")
     if backend != "auto":
         return backend
-    if device.type != "cpu":
+    if device.type != "cpu" or width > ONNX_MAX_WIDTH:
         return "torch"
     try:
         import onnxruntime  # noqa: F401
@@ -196,7 +207,8 @@ class Predictor:
         torch.set_num_threads(threads)
         if is_onnx_path(model):
             if device not in ("auto", "cpu") or backend == "torch":
-                raise ValueError(f"{model}: an ONNX model runs on the CPU with onnxruntime; use the .safetensors model for {device}/{backend}")
+                raise ValueError(f"{model}: an ONNX model runs on the CPU with onnxruntime; "
+                                 f"for device {device!r} and backend {backend!r} use the .safetensors model")
             self.device = torch.device("cpu")
             self.backend = "onnx"
             self.runner = OnnxBackend.from_file(model, threads)
@@ -206,8 +218,8 @@ class Predictor:
             self.model = LoadedModel(network=None, info=info, path=Path(model), sha256=file_sha256(model))
         else:
             self.device = resolve_device(device)
-            self.backend = choose_backend(backend, self.device)
             self.model = model if isinstance(model, LoadedModel) else load_model(Path(model))
+            self.backend = choose_backend(backend, self.device, self.model.info.architecture.reconstruction_width)
             if self.backend == "onnx":
                 self.runner = OnnxBackend(onnx_bytes(self.model), threads)
             else:

@@ -51,3 +51,11 @@ def mtd_root() -> Path:
     if root is None:
         pytest.skip("the Magnetic Tile data set is not present")
     return root
+
+
+@pytest.fixture(autouse=True)
+def denormals_restored():
+    """Inference and training flush denormal floats for speed; hypothesis refuses
+    to run in a process left in that mode, so every test ends with it off."""
+    yield
+    torch.set_flush_denormal(False)

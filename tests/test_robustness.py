@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -41,6 +42,14 @@ PERSON_SHAPE = {
     "flags": {},
     "mask": None,
 }
+
+
+@pytest.fixture(autouse=True)
+def restore_denormals():
+    yield
+    # Predictor turns on flush-to-zero for the thread; later tests (hypothesis
+    # floats) need subnormal numbers back.
+    torch.set_flush_denormal(False)
 
 
 @pytest.fixture(scope="module")
@@ -231,8 +240,8 @@ def test_20000_by_20000_image_is_refused_with_a_message_and_memory_stays_bounded
 
 # -- fuzzing the model-header parser ---------------------------------------------
 
-# allow_subnormal=False: Predictor turns on flush-to-zero for the whole
-# process, and hypothesis refuses to make subnormal floats then.
+# allow_subnormal=False: hypothesis refuses subnormal floats while flush-to-zero
+# is on, which a Predictor made by an earlier test module may have left on.
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.integers(min_value=10**18) | st.floats(allow_subnormal=False) | st.text(max_size=8),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
