@@ -96,7 +96,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--preset", default="compact", choices=["tiny", "compact", "paper"])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda: the GPU comparison at paper")
+    parser.add_argument("--threads", type=int, help="PyTorch threads (default: PyTorch's); 1 is steadier on a shared machine")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as scratch:
         config = TrainConfig(product="bench", images=training_images(Path(scratch) / "images", args.input_size),

@@ -76,13 +76,22 @@ def limited(items: list, limit: int | None) -> list:
     return items if limit is None else items[:limit]
 
 
-def write_person_labels(folder: Path, corrections: list[Sample], normals: list[Path]) -> int:
-    """LabelMe files as a person would leave them after reviewing; returns the number of defect shapes."""
+def write_person_labels(folder: Path, corrections: list[Sample], normals: list[Path]) -> tuple[int, list[str]]:
+    """LabelMe files as a person would leave them after reviewing.
+
+    Returns the number of defect shapes and the defect images left out: a
+    few MTD defect images have an empty mask, and a person would have outlined
+    something we cannot know, so they get no label file (rather than pass for
+    normal images).
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    shapes_written = 0
+    shapes_written, left_out = 0, []
     for sample in corrections:
         mask = read_mask(sample.mask_path, *read_image(sample.image_path).shape[:2])
         regions = mask_to_polygons(mask, min_area=1, tolerance=LABEL_TOLERANCE)
+        if not regions:
+            left_out.append(f"{sample.defect_type}/{sample.image_path.name}")
+            continue
         shapes = [{"label": "defect", "points": [[round(x, 2), round(y, 2)] for x, y in region.points],
                    "group_id": None, "description": "", "shape_type": "polygon", "flags": {}, "mask": None}
                   for region in regions]
@@ -91,7 +100,7 @@ def write_person_labels(folder: Path, corrections: list[Sample], normals: list[P
     for image in normals:
         height, width = read_image(image).shape[:2]
         _write(folder / f"MT_Free_{image.stem}.json", image, (height, width), [])
-    return shapes_written
+    return shapes_written, left_out
 
 
 def _write(path: Path, image: Path, shape: tuple[int, int], shapes: list[dict]) -> None:
@@ -135,7 +144,9 @@ def main() -> int:
     shutil.rmtree(labels_dir, ignore_errors=True)
     shutil.rmtree(store_root, ignore_errors=True)
     stderr(f"writing {len(corrections)} corrected and {len(train_normals)} normal label files to {labels_dir}")
-    shapes = write_person_labels(labels_dir, corrections, train_normals)
+    shapes, left_out = write_person_labels(labels_dir, corrections, train_normals)
+    if left_out:
+        stderr(f"left out {len(left_out)} corrections with an empty ground-truth mask: {', '.join(left_out)}")
 
     base = load_model(args.base)
     product = base.info.product
@@ -165,7 +176,8 @@ def main() -> int:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": machine_line(),
         "base": {"path": str(args.base), "sha256": file_sha256(args.base), "training": base.info.training},
-        "labels": {"corrections": len(corrections), "defect_shapes": shapes, "reviewed_normals": len(train_normals)},
+        "labels": {"corrections": len(corrections) - len(left_out), "defect_shapes": shapes,
+                   "left_out_empty_masks": left_out, "reviewed_normals": len(train_normals)},
         "retrain": {k: v for k, v in result.to_dict().items() if k not in ("before", "after")},
         "measurement": {"images": len(measurement), "defect_images": before["defect_images"]},
         "before": before,

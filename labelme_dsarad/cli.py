@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds between checkpoints (default 60)")
     train.add_argument("--resume", action="store_true", help="continue the interrupted run in --run-dir")
     train.add_argument("--output", type=Path, help="write the model here instead of adding it to the store")
+    train.add_argument("--storage", choices=["fp32", "fp16", "int8"], default="fp16",
+                       help="weights in the model file: fp16 (default) or int8 convolution weights (a quarter of fp32)")
     train.add_argument("--store", type=Path, help="model store folder")
     train.set_defaults(handler=run_train)
 
@@ -259,7 +261,7 @@ def run_train(args) -> int:
         version, output = store.next_path(product)
     started = time.monotonic()
     try:
-        train_model(config, run_dir, output, resume=args.resume, version=version)
+        train_model(config, run_dir, output, resume=args.resume, version=version, storage=args.storage)
     except KeyboardInterrupt:
         print(f"\ninterrupted; checkpoint saved in {run_dir}; continue with: dsarad train --product {product} --resume"
               + (f" --run-dir {run_dir}" if args.run_dir else ""), file=sys.stderr)

@@ -43,10 +43,10 @@ DEFAULT_DETAIL = DETAIL_TOLERANCES.index(1.0)
 DEFAULT_MIN_AREA = 20
 THRESHOLD_STEPS = 100  # slider units per 1.0 of normalised score
 CACHE_SIZE = 6  # anomaly maps kept; a 2000 x 2000 map is 16 MB
-# Heat-map transparency ramp (normalised score): clear up to LOW, where most
-# normal surface scores, and opaque from the model's threshold, so the
-# picture stays readable under the overlay.
-HEAT_LOW, HEAT_HIGH = 0.25, 0.5
+# The heat map is clear below this fraction of the slider's threshold and
+# opaque from the threshold up: it shows what is near the cut being made,
+# and leaves normal surface (which scores far lower) readable.
+HEAT_CLEAR_BELOW = 0.5
 
 
 @dataclass
@@ -113,19 +113,30 @@ def guarded(method: Callable) -> Callable:
     return wrapper
 
 
-def heat_map_image(score_map: np.ndarray) -> QtGui.QImage:
-    """RGBA heat map of a normalised map: jet colours, clear where the surface is normal."""
-    scores = np.clip(score_map, 0.0, 1.0)
-    colours = cv2.applyColorMap((scores * 255).astype(np.uint8), cv2.COLORMAP_JET)
-    rgba = np.empty(score_map.shape + (4,), dtype=np.uint8)
-    rgba[..., 0] = colours[..., 2]
-    rgba[..., 1] = colours[..., 1]
-    rgba[..., 2] = colours[..., 0]
-    ramp = (scores - HEAT_LOW) * (255.0 / (HEAT_HIGH - HEAT_LOW))
-    rgba[..., 3] = np.clip(ramp, 0, 255).astype(np.uint8)
-    height, width = score_map.shape
-    image = QtGui.QImage(rgba.data, width, height, 4 * width, QtGui.QImage.Format_RGBA8888)
-    return image.copy()  # own the pixels; ``rgba`` is freed on return
+class HeatMap:
+    """RGBA overlay of a normalised map: jet colours, alpha ramping up to the threshold.
+
+    Colours are computed once per map; a threshold change rewrites only the
+    alpha channel through a lookup table (a few ms for 2000 x 2000), so the
+    overlay can follow the slider. The QImage shares this object's pixels:
+    keep the HeatMap alive while its image is shown.
+    """
+
+    def __init__(self, score_map: np.ndarray):
+        self.levels = (np.clip(score_map, 0.0, 1.0) * 255).astype(np.uint8)
+        bgr = cv2.applyColorMap(self.levels, cv2.COLORMAP_JET)
+        self.rgba = np.empty(score_map.shape + (4,), dtype=np.uint8)
+        self.rgba[..., :3] = bgr[..., ::-1]
+        self._threshold: float | None = None
+
+    def image(self, threshold: float) -> QtGui.QImage:
+        if threshold != self._threshold:
+            low = threshold * HEAT_CLEAR_BELOW
+            ramp = np.clip((np.arange(256) / 255.0 - low) / max(threshold - low, 1e-6), 0.0, 1.0)
+            self.rgba[..., 3] = cv2.LUT(self.levels, (ramp * 255).astype(np.uint8))
+            self._threshold = threshold
+        height, width = self.levels.shape
+        return QtGui.QImage(self.rgba.data, width, height, 4 * width, QtGui.QImage.Format_RGBA8888)
 
 
 def plural(count: int, word: str) -> str:
@@ -157,6 +168,8 @@ class DefectPanel(QtWidgets.QWidget):
         self._batch_dialog: QtWidgets.QProgressDialog | None = None
         self._batch_includes_current = False
         self._shut_down = False
+        self._shown_heat: HeatMap | None = None
+        self._shown_heat_of: CachedMap | None = None
 
         self.worker = DetectionWorker()
         self.worker.model_ready.connect(self._on_model_ready)
@@ -345,6 +358,8 @@ class DefectPanel(QtWidgets.QWidget):
         entry = self.current_map()
         if entry is None:
             return
+        if self.heat_map_action.isChecked():
+            self._show_map(entry)  # the overlay's ramp follows the threshold
         if self._derived_for == self._current or review.pending(self.adapter.shapes()):
             self._derive(entry, ahead_note=False)
 
@@ -356,8 +371,10 @@ class DefectPanel(QtWidgets.QWidget):
     @guarded
     def _set_heat_map(self, checked: bool) -> None:
         entry = self.current_map()
-        self.adapter.set_overlay(heat_map_image(entry.prediction.score_map) if checked and entry else None,
-                                 self.opacity_slider.value() / 100)
+        if checked and entry is not None:
+            self._show_map(entry)
+        else:
+            self._hide_map()
 
     # --- model ---
 
@@ -405,7 +422,7 @@ class DefectPanel(QtWidgets.QWidget):
         self._current = None
         self._derived_for = None
         self._undo_token = None
-        self.adapter.set_overlay(None)
+        self._hide_map()
 
     @guarded
     def _on_image_opened(self, path: str | None) -> None:
@@ -493,7 +510,14 @@ class DefectPanel(QtWidgets.QWidget):
 
     def _show_map(self, entry: CachedMap) -> None:
         if self.heat_map_action.isChecked():
-            self.adapter.set_overlay(heat_map_image(entry.prediction.score_map), self.opacity_slider.value() / 100)
+            # One heat map at a time (a 2000 x 2000 one is 20 MB); it owns the overlay's pixels.
+            if self._shown_heat is None or self._shown_heat_of is not entry:
+                self._shown_heat, self._shown_heat_of = HeatMap(entry.prediction.score_map), entry
+            self.adapter.set_overlay(self._shown_heat.image(self.threshold), self.opacity_slider.value() / 100)
+
+    def _hide_map(self) -> None:
+        self.adapter.set_overlay(None)
+        self._shown_heat = self._shown_heat_of = None
 
     def current_map(self) -> CachedMap | None:
         if self._current is None or self.model is None:

@@ -8,7 +8,7 @@ channels-last activations (which also hand the attention contiguous
 queries, so SDPA takes its flash kernel instead of the slow generic one),
 bf16 autocast on CUDA. ``onnx``: the same fused graph exported to ONNX and
 run by onnxruntime on the CPU. ``auto`` picks by measurement (see
-``choose_backend``): onnxruntime for `compact` on the CPU, torch elsewhere.
+``choose_backend``): onnxruntime on the CPU, torch on a GPU.
 """
 
 from __future__ import annotations
@@ -89,25 +89,23 @@ def inference_threads() -> int:
     return int(configured) if configured.isdigit() and int(configured) > 0 else physical_core_count()
 
 
-# Widest reconstruction width (w) that auto runs in onnxruntime on the CPU.
-ONNX_MAX_WIDTH = 32
-
-
-def choose_backend(backend: str, device: torch.device, width: int = ONNX_MAX_WIDTH) -> str:
-    """``auto``: onnxruntime on the CPU up to `compact`'s width, PyTorch otherwise.
+def choose_backend(backend: str, device: torch.device) -> str:
+    """``auto``: onnxruntime on the CPU, PyTorch on a GPU.
 
     Measured with bench/bench_inference.py (256x256, batch 1, medians of
-    interleaved runs) on the 2-core AMD EPYC (AVX2) development machine,
-    shared with a training job and other tests (load average 5-8):
-    - `compact`, 2 threads: eager baseline 5.1 s, our torch path 3.6 s (1.4x),
-      onnxruntime 1.4 s (3.7x); with 1 thread each, torch 1.08 s and
-      onnxruntime 1.11 s. So per core the kernels are even, but onnxruntime
-      keeps its speed when other work competes for the cores (as decoding and
-      writing do in ``dsarad predict``), where PyTorch's threads stall.
-    - `paper`, 2 threads: baseline 19.2 s, torch 12.3 s, onnxruntime 12.7 s;
-      1 thread: torch 8.8 s, onnxruntime 10.3 s. No gain, and the export
-      costs tens of seconds and gigabytes at startup, so torch it is.
-    Both give the eager maps within 2e-7.
+    interleaved runs, all cores as Predictor uses them) on the 2-core AMD
+    EPYC (AVX2) development machine while a training job and other tests
+    shared it (load average 4-8):
+    - `compact`: eager baseline 3.5 s, our torch path 1.8 s (2.0x),
+      onnxruntime 0.65 s (5.4x);
+    - `paper`: baseline 13.0 s, torch 6.9 s (1.9x), onnxruntime 5.9 s (2.2x);
+      a separate 5-round run: torch 6.5 s, onnxruntime 5.3 s.
+    With one thread each the two are even (`compact` 1.08 s against 1.11 s;
+    `paper` 8.8 s against 10.3 s): onnxruntime wins by keeping its speed
+    when other work competes for the cores, as decoding and writing do in
+    ``dsarad predict``, where PyTorch's threads stall. Both give the eager
+    maps within 2e-7. The price is the export when a Predictor starts:
+    about 2 s at `compact` and 9 s at `paper` on that machine.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -115,7 +113,7 @@ def choose_backend(backend: str, device: torch.device, width: int = ONNX_MAX_WID
         raise ValueError(f"the onnx backend runs on the CPU (onnxruntime), not on {device.type}")
     if backend != "auto":
         return backend
-    if device.type != "cpu" or width > ONNX_MAX_WIDTH:
+    if device.type != "cpu":
         return "torch"
     try:
         import onnxruntime  # noqa: F401
@@ -219,9 +217,13 @@ class Predictor:
         else:
             self.device = resolve_device(device)
             self.model = model if isinstance(model, LoadedModel) else load_model(Path(model))
-            self.backend = choose_backend(backend, self.device, self.model.info.architecture.reconstruction_width)
+            self.backend = choose_backend(backend, self.device)
             if self.backend == "onnx":
                 self.runner = OnnxBackend(onnx_bytes(self.model), threads)
+                if not isinstance(model, LoadedModel):
+                    # Nobody else holds these weights and onnxruntime has its
+                    # own copy: at `paper` this frees 400 MB.
+                    self.model.network = None
             else:
                 self.runner = TorchBackend(self.model.network, self.device)
         self.input_size = self.model.info.architecture.input_size

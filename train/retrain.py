@@ -410,8 +410,8 @@ def measure(model: LoadedModel | os.PathLike | str, examples: list[tuple[np.ndar
                                    tolerance=SUGGESTION_TOLERANCE)
         suggested = rasterise_shapes([{"points": region.points} for region in regions], *score_map.shape)
         if mask is not None:
-            union = np.count_nonzero(suggested | truth)
-            ious.append(np.count_nonzero(suggested & truth) / union if union else 1.0)
+            if truth.any():  # a defect image with an empty mask has no outline to match
+                ious.append(np.count_nonzero(suggested & truth) / np.count_nonzero(suggested | truth))
         else:
             flagged_normals += bool(regions)
         flagged = score_map >= SUGGESTION_THRESHOLD

@@ -417,7 +417,8 @@ class Trainer:
         return trainer
 
 
-def train_model(config: TrainConfig, run_dir: Path, output: Path, resume: bool = False, version: int = 1) -> Path:
+def train_model(config: TrainConfig, run_dir: Path, output: Path, resume: bool = False, version: int = 1,
+                storage: str = "fp16") -> Path:
     """Train (or resume) and write the model file; returns its path."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -426,6 +427,6 @@ def train_model(config: TrainConfig, run_dir: Path, output: Path, resume: bool =
     if trainer.phase != "done":
         trainer.train()
     if trainer.rank == 0:
-        trainer.export(Path(output), version=version)
+        trainer.export(Path(output), version=version, storage=storage)
         (run_dir / "history.json").write_text(json.dumps(trainer.history, indent=1))
     return Path(output)
