@@ -69,7 +69,7 @@ def save_small(source: Path, target: Path) -> None:
 
     target.parent.mkdir(parents=True, exist_ok=True)
     with Image.open(source) as image:
-        image.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+        image.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT, kmeans=2, dither=Image.Dither.NONE).save(
             target, optimize=True)
     print(f"{target} ({target.stat().st_size // 1024} KB)")
 

@@ -44,8 +44,8 @@ DEFAULT_MIN_AREA = 20
 THRESHOLD_STEPS = 100  # slider units per 1.0 of normalised score
 CACHE_SIZE = 6  # anomaly maps kept; a 2000 x 2000 map is 16 MB
 # The heat map is clear below this fraction of the slider's threshold and
-# opaque from the threshold up: it shows what is near the cut being made,
-# and leaves normal surface (which scores far lower) readable.
+# opaque from the threshold up, which leaves normal surface (scoring far
+# lower) readable under it.
 HEAT_CLEAR_BELOW = 0.5
 
 
@@ -114,27 +114,41 @@ def guarded(method: Callable) -> Callable:
 
 
 class HeatMap:
-    """RGBA overlay of a normalised map: jet colours, alpha ramping up to the threshold.
+    """RGBA overlay of a normalised map, drawn relative to the threshold.
 
-    Colours are computed once per map; a threshold change rewrites only the
-    alpha channel through a lookup table (a few ms for 2000 x 2000), so the
-    overlay can follow the slider. The QImage shares this object's pixels:
-    keep the HeatMap alive while its image is shown.
+    Colours put the threshold at the middle of the jet scale (red: well
+    beyond it) and alpha ramps up to it, so the overlay shows what is near
+    the cut being made whatever the slider says. Both come from 256-entry
+    lookup tables over the map's 8-bit levels: the alpha channel takes a few
+    ms for 2000 x 2000 and follows the slider live; the colours take a few
+    tens of ms and are redone when the slider rests (``recolour``). The
+    QImage shares this object's pixels: keep the HeatMap alive while shown.
     """
 
-    def __init__(self, score_map: np.ndarray):
-        self.levels = (np.clip(score_map, 0.0, 1.0) * 255).astype(np.uint8)
-        bgr = cv2.applyColorMap(self.levels, cv2.COLORMAP_JET)
-        self.rgba = np.empty(score_map.shape + (4,), dtype=np.uint8)
-        self.rgba[..., :3] = bgr[..., ::-1]
-        self._threshold: float | None = None
+    JET = cv2.applyColorMap(np.arange(256, dtype=np.uint8).reshape(1, 256), cv2.COLORMAP_JET)[0, :, ::-1].copy()
 
-    def image(self, threshold: float) -> QtGui.QImage:
-        if threshold != self._threshold:
+    def __init__(self, score_map: np.ndarray, threshold: float):
+        levels = (np.clip(score_map, 0.0, 1.0) * 255).astype(np.uint8)
+        self.levels = levels
+        self.rgba = np.empty(score_map.shape + (4,), dtype=np.uint8)
+        self._colour_threshold: float | None = None
+        self._alpha_threshold: float | None = None
+        self._recolour(threshold)
+
+    def _recolour(self, threshold: float) -> None:
+        relative = np.clip(np.round(np.arange(256) * (0.5 / threshold)), 0, 255).astype(np.intp)
+        palette = self.JET[relative].reshape(1, 256, 3)
+        self.rgba[..., :3] = cv2.LUT(cv2.merge([self.levels] * 3), palette)
+        self._colour_threshold = threshold
+
+    def image(self, threshold: float, recolour: bool = True) -> QtGui.QImage:
+        if recolour and threshold != self._colour_threshold:
+            self._recolour(threshold)
+        if threshold != self._alpha_threshold:
             low = threshold * HEAT_CLEAR_BELOW
             ramp = np.clip((np.arange(256) / 255.0 - low) / max(threshold - low, 1e-6), 0.0, 1.0)
             self.rgba[..., 3] = cv2.LUT(self.levels, (ramp * 255).astype(np.uint8))
-            self._threshold = threshold
+            self._alpha_threshold = threshold
         height, width = self.levels.shape
         return QtGui.QImage(self.rgba.data, width, height, 4 * width, QtGui.QImage.Format_RGBA8888)
 
@@ -170,6 +184,10 @@ class DefectPanel(QtWidgets.QWidget):
         self._shut_down = False
         self._shown_heat: HeatMap | None = None
         self._shown_heat_of: CachedMap | None = None
+        self._recolour_timer = QtCore.QTimer(self)
+        self._recolour_timer.setSingleShot(True)
+        self._recolour_timer.setInterval(150)
+        self._recolour_timer.timeout.connect(self._recolour_heat_map)
 
         self.worker = DetectionWorker()
         self.worker.model_ready.connect(self._on_model_ready)
@@ -359,7 +377,7 @@ class DefectPanel(QtWidgets.QWidget):
         if entry is None:
             return
         if self.heat_map_action.isChecked():
-            self._show_map(entry)  # the overlay's ramp follows the threshold
+            self._show_map(entry, recolour=False)  # transparency now, colours once the slider rests
         if self._derived_for == self._current or review.pending(self.adapter.shapes()):
             self._derive(entry, ahead_note=False)
 
@@ -508,12 +526,21 @@ class DefectPanel(QtWidgets.QWidget):
         else:
             self.show_message(self._timing_text(entry, "anomaly map ready"))
 
-    def _show_map(self, entry: CachedMap) -> None:
+    def _show_map(self, entry: CachedMap, recolour: bool = True) -> None:
         if self.heat_map_action.isChecked():
-            # One heat map at a time (a 2000 x 2000 one is 20 MB); it owns the overlay's pixels.
+            # One heat map at a time (a 2000 x 2000 one is 32 MB); it owns the overlay's pixels.
             if self._shown_heat is None or self._shown_heat_of is not entry:
-                self._shown_heat, self._shown_heat_of = HeatMap(entry.prediction.score_map), entry
-            self.adapter.set_overlay(self._shown_heat.image(self.threshold), self.opacity_slider.value() / 100)
+                self._shown_heat, self._shown_heat_of = HeatMap(entry.prediction.score_map, self.threshold), entry
+            image = self._shown_heat.image(self.threshold, recolour)
+            self.adapter.set_overlay(image, self.opacity_slider.value() / 100)
+            if not recolour:
+                self._recolour_timer.start()
+
+    @guarded
+    def _recolour_heat_map(self) -> None:
+        entry = self.current_map()
+        if entry is not None and entry is self._shown_heat_of:
+            self._show_map(entry)
 
     def _hide_map(self) -> None:
         self.adapter.set_overlay(None)
