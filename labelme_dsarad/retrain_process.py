@@ -37,6 +37,7 @@ SHOWN_METRICS = (
     ("image_f1_at_threshold", "image F1 at threshold"),
     ("pixel_f1_at_threshold", "pixel F1 at threshold"),
     ("suggestion_iou", "suggestion IoU"),
+    ("normal_images_with_suggestions", "normals with suggestions"),
 )
 
 
@@ -275,7 +276,8 @@ class RetrainDialog(QtWidgets.QDialog):
                 self._busy(str(event.get("message", "")))
             self.log.appendPlainText(str(event.get("message", "")))
         elif kind == "problem":
-            self.log.appendPlainText(f"skipped: {event.get('message', '')}")
+            message = str(event.get("message", ""))
+            self.log.appendPlainText(message if message.startswith("warning:") else f"skipped: {message}")
 
     def _on_finished(self, result: dict) -> None:
         self.result = result

@@ -131,6 +131,7 @@ def test_thresholds_separate_defects_from_normals_at_the_best_f1():
     assert "best F1" in normaliser.statistics["method"]
     normalised = normaliser.image(scores)
     assert (normalised[labels] >= 0.5).all() and (normalised[~labels] < 0.5).all()
+    assert normaliser.statistics["calibration_normals_flagged"] == 0.0
     pixels = normaliser.pixel(maps)
     assert (pixels[masks] >= 0.5).all() and (pixels[~masks] < 0.5).all()
 

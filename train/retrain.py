@@ -82,6 +82,7 @@ MASK_COVERAGE = 0.25
 SUGGESTION_THRESHOLD, SUGGESTION_MIN_AREA, SUGGESTION_TOLERANCE = 0.5, 20, 1.0
 METRICS_MAX_SIDE = 256  # pixel metrics on maps at most this big, as evaluation.evaluate
 PROGRESS_EVERY_SECONDS = 1.0
+FLAGGED_NORMALS_WARNING = 0.5  # share of calibration normals above the new image threshold worth a warning
 
 Progress = Callable[[dict], None]
 
@@ -382,6 +383,9 @@ def f1_thresholds(maps: np.ndarray, scores: np.ndarray, masks: np.ndarray, label
         pixel_threshold = fallback.pixel_threshold
         statistics["pixel_method"] = "the starting model's (nothing held back for calibration)"
     statistics["method"] = f"image: {statistics['image_method']}; pixel: {statistics['pixel_method']}"
+    if normals.any():
+        # Where the model separates the defects poorly, the best F1 can be "flag everything": say so.
+        statistics["calibration_normals_flagged"] = float(np.mean(scores[normals] >= image_threshold))
     return ScoreNormaliser(clamp_threshold(image_threshold), clamp_threshold(pixel_threshold), statistics)
 
 
@@ -523,6 +527,10 @@ def retrain(config: RetrainConfig, progress: Progress | None = None) -> RetrainR
     maps, scores = trainer.raw_outputs(calibration.images)
     labels = np.array([item.is_defect for item in split.calibration], dtype=bool)
     normaliser = f1_thresholds(maps, scores, calibration.masks[:, 0].numpy() > 0.5, labels, base.info.normaliser)
+    flagged = normaliser.statistics.get("calibration_normals_flagged", 0.0)
+    if flagged > FLAGGED_NORMALS_WARNING:
+        progress({"event": "problem", "message": f"warning: the best-F1 image threshold flags {flagged:.0%} of the "
+                  "held-back normal images: the model separates these defects poorly"})
 
     version, final_path = store.next_path(config.product)
     # Written under a name the store does not list, renamed once complete, so
@@ -581,7 +589,8 @@ def rollback(product: str, version: int, store_root: os.PathLike | str | None = 
 # -- reporting --------------------------------------------------------------------------
 
 REPORTED_METRICS = ("image_auroc", "pixel_auroc", "aupro", "image_best_f1", "pixel_best_f1",
-                    "image_f1_at_threshold", "pixel_f1_at_threshold", "suggestion_iou")
+                    "image_f1_at_threshold", "pixel_f1_at_threshold", "suggestion_iou",
+                    "normal_images_with_suggestions")
 
 
 def json_progress(event: dict, stream=None) -> None:
@@ -596,7 +605,8 @@ def human_progress(event: dict, stream=None) -> None:
     if event["event"] == "stage":
         stream.write(f"{event['message']}\n")
     elif event["event"] == "problem":
-        stream.write(f"skipped: {event['message']}\n")
+        message = event["message"]
+        stream.write(f"{message}\n" if message.startswith("warning:") else f"skipped: {message}\n")
     elif event["event"] == "progress":
         losses = " ".join(f"{key} {value:.3f}" for key, value in event["losses"].items())
         stream.write(f"  {event['fraction']:6.1%}  step {event['step']}  {event['seconds']:.0f} s  {losses}\n")
