@@ -260,6 +260,10 @@ class DefectPanel(QtWidgets.QWidget):
                                         "Accept every pending suggestion on this image")
         self.reject_all_action = action("Reject all", lambda: self.reject_all(), None,
                                         "Reject (delete) every pending suggestion on this image")
+        self.retrain_action = action(
+            "Retrain from labels…", lambda: self.retrain_from_labels(), None,
+            "Retrain this product's model from the reviewed images (image flag 'ok') of the open folder",
+        )
 
     def _build_widgets(self) -> None:
         self.model_box = QtWidgets.QComboBox()
@@ -348,9 +352,32 @@ class DefectPanel(QtWidgets.QWidget):
         layout.addWidget(self.review_label)
         layout.addLayout(row(button(self.accept_action), button(self.reject_action)))
         layout.addLayout(row(button(self.accept_all_action), button(self.reject_all_action)))
+        layout.addWidget(button(self.retrain_action))
         layout.addWidget(self.message_label)
         layout.addStretch(1)
         self._show_setting_labels()
+
+    # --- retraining ---
+
+    def retrain_from_labels(self) -> "RetrainDialog | None":
+        """Open the retrain dialog for the model's product on the open image's folder."""
+        from labelme_dsarad.retrain_process import RetrainDialog
+
+        info = self.model.info if self.model is not None else None
+        image = self.adapter.image_path()
+        if info is None or image is None:
+            self.show_message("Open an image and load a model first: retraining reads the open folder's labels.")
+            return None
+        dialog = RetrainDialog(self, info.product, Path(image).parent)
+        dialog.switched.connect(self._use_retrained_model)
+        dialog.show()
+        self.retrain_dialog = dialog
+        return dialog
+
+    def _use_retrained_model(self, product: str, version: int, path: str) -> None:
+        self.models.append(ModelOption(f"{product} v{version} (current)", Path(path)))
+        self.model_box.addItem(self.models[-1].title)
+        self.model_box.setCurrentIndex(len(self.models) - 1)
 
     # --- settings ---
 

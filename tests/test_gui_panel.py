@@ -339,8 +339,8 @@ def test_detect_all_writes_label_files_and_keeps_people_shapes(qtbot, tmp_path, 
         shapes = json.loads(image.with_suffix(".json").read_text())["shapes"]
         labels = sorted(shape["label"] for shape in shapes)
         assert labels == (["defect", "defect", "scratch"] if index == 1 else ["defect", "defect"])
-    # The open image was reloaded from its new file.
-    assert len(review.pending(panel.adapter.shapes())) == 2
+    # The open image is reloaded from its new file (through the event loop).
+    qtbot.waitUntil(lambda: len(review.pending(panel.adapter.shapes())) == 2, timeout=WAIT)
 
 
 def test_detect_all_can_be_cancelled(qtbot, tmp_path, make_window):
@@ -355,3 +355,21 @@ def test_detect_all_can_be_cancelled(qtbot, tmp_path, make_window):
     qtbot.waitUntil(lambda: panel._batch is None, timeout=WAIT)
     assert "(cancelled)" in panel.message_label.text()
     assert sum(image.with_suffix(".json").exists() for image in images) < 8
+
+
+def test_retrain_from_labels_opens_the_dialog_for_this_product_and_folder_and_switches(
+        qtbot, tmp_path, make_window, tiny_model_path):
+    write_sample_images(tmp_path / "images", 1)
+    window, panel = make_window([ModelOption("tiny", tiny_model_path)], open_path=tmp_path / "images")
+    ready(qtbot, panel)
+    dialog = panel.retrain_from_labels()
+    assert dialog is not None and dialog.isVisible()
+    assert dialog.product == "widget" and dialog.labels_dir == tmp_path / "images"
+    dialog.close()
+    # The dialog reports a new current version: the panel offers and loads it.
+    retrained = tmp_path / "v2.safetensors"
+    retrained.write_bytes(tiny_model_path.read_bytes())
+    dialog.switched.emit("widget", 2, str(retrained))
+    assert panel.model_box.currentText() == "widget v2 (current)"
+    assert panel.models[-1].path == retrained
+    qtbot.waitUntil(lambda: panel.model is not None and "widget" in panel.model_info.text(), timeout=WAIT)
