@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from labelme_dsarad.panel import ModelOption
+from labelme_dsarad.train.labels import REVIEWED_FLAG
 
 EXIT_ERROR = 2
 
@@ -84,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     from labelme_dsarad._labelme_adapter import run_labelme
     from labelme_dsarad.panel import attach_panel
 
+    if not any(argument == "--flags" or argument.startswith("--flags=") for argument in labelme_args):
+        # The image flag 'ok' marks an image as reviewed, which is what
+        # 'dsarad retrain' and 'dsarad stats' read; give it a tick box.
+        labelme_args += ["--flags", REVIEWED_FLAG]
     panels = []
     try:
         run_labelme(lambda window: panels.append(attach_panel(window, options)), labelme_args)

@@ -164,7 +164,10 @@ def write_results(image_path: Path, image_shape: tuple, prediction: Prediction, 
     label_path = label_path_for(image_path, options.out_dir)
     update_label_file(
         label_path, image_path, image_shape[0], image_shape[1], suggestions,
-        run_record={**record, "image_score": round(prediction.image_score, 4)},
+        # The fingerprints written let 'dsarad stats' count rejections: LabelMe
+        # deletes a rejected shape without a trace.
+        run_record={**record, "image_score": round(prediction.image_score, 4),
+                    "suggested": [shape["dsarad"]["fingerprint"] for shape in suggestions]},
     )
     if options.maps_dir is not None:
         map_path = options.maps_dir / f"{image_path.stem}_anomaly.png"
