@@ -208,10 +208,8 @@ def dataset_train_images(kind: str, roots: list[str]) -> list[Path]:
 
 
 def run_train(args) -> int:
-    import torch
-
     from labelme_dsarad.model.store import ModelStore, check_product_name
-    from labelme_dsarad.train.trainer import TrainConfig, Trainer, train_model
+    from labelme_dsarad.train.trainer import TrainConfig, train_model
 
     try:
         check_product_name(args.product)

@@ -359,7 +359,7 @@ class DefectPanel(QtWidgets.QWidget):
 
     # --- retraining ---
 
-    def retrain_from_labels(self) -> "RetrainDialog | None":
+    def retrain_from_labels(self) -> QtWidgets.QDialog | None:
         """Open the retrain dialog for the model's product on the open image's folder."""
         from labelme_dsarad.retrain_process import RetrainDialog
 

@@ -40,6 +40,8 @@ from typing import BinaryIO
 import numpy as np
 import PIL.Image
 
+from .errors import FileProblem
+
 MAX_PIXELS = 10_000 * 10_000
 
 # What LabelMe lists in its file dialog and folder scan (Qt's readable formats,
@@ -78,17 +80,8 @@ _HIGH_DEPTH_GREY_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
 _LABELME_PIL_MODES = {"1", "L", "P", "RGB", "RGBA", "LA", "PA"}
 
 
-class ImageReadError(Exception):
-    """An image that cannot be used; ``str()`` is one line: file and problem."""
-
-    def __init__(self, path: str | os.PathLike, problem: str) -> None:
-        self.path = str(path)
-        self.problem = " ".join(str(problem).split())
-        super().__init__(f"{self.path}: {self.problem}")
-
-    def __reduce__(self):
-        # Rebuild from both parts, so the error survives a trip between processes.
-        return type(self), (self.path, self.problem)
+class ImageReadError(FileProblem):
+    """An image that cannot be used."""
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:

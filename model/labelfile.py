@@ -42,6 +42,8 @@ from contextlib import contextmanager
 from pathlib import Path, PureWindowsPath
 from typing import TYPE_CHECKING, Any
 
+from .errors import FileProblem
+
 try:
     import fcntl
 except ImportError:  # Windows
@@ -73,17 +75,8 @@ except importlib.metadata.PackageNotFoundError:
     LABELME_VERSION = "6.3.1"
 
 
-class LabelFileError(Exception):
-    """A label file we cannot use; ``str()`` is one line: file and problem."""
-
-    def __init__(self, path: str | os.PathLike, problem: str) -> None:
-        self.path = str(path)
-        self.problem = " ".join(str(problem).split())
-        super().__init__(f"{self.path}: {self.problem}")
-
-    def __reduce__(self):
-        # Rebuild from both parts, so the error survives a trip between processes.
-        return type(self), (self.path, self.problem)
+class LabelFileError(FileProblem):
+    """A label file we cannot use."""
 
 
 # -- reading -----------------------------------------------------------------

@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
+from .errors import FileProblem
 from .networks import DSARAD, PRESETS, Architecture
 from .scoring import ScoreNormaliser
 
@@ -34,13 +35,8 @@ FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin"}
 
 
-class ModelFileError(Exception):
-    """A model file that cannot be used; the message is one line naming the file."""
-
-    def __init__(self, path: os.PathLike | str, problem: str):
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{path}: {problem}")
+class ModelFileError(FileProblem):
+    """A model file that cannot be used."""
 
 
 @dataclass

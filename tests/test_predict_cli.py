@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import pytest
-import torch
 
 from labelme_dsarad.cli import main
 from labelme_dsarad.model.inference import Predictor
@@ -43,14 +42,6 @@ PERSON_SHAPE = {
 SUMMARY = re.compile(r"(\d+) images: (\d+) predicted, (\d+) already done, (\d+) failed")
 # The CLI in a real process; one thread each, the machine is shared.
 SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-@pytest.fixture(autouse=True)
-def restore_denormals():
-    yield
-    # Predictor turns on flush-to-zero for the thread; later tests (hypothesis
-    # floats) need subnormal numbers back.
-    torch.set_flush_denormal(False)
 
 
 @pytest.fixture(scope="module")

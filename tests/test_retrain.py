@@ -32,13 +32,6 @@ SIZE = 40
 SQUARE = 8
 
 
-@pytest.fixture(autouse=True)
-def denormals_restored():
-    """Training and Predictor flush denormals process-wide; hypothesis tests later in the run refuse that."""
-    yield
-    torch.set_flush_denormal(False)
-
-
 def write_tiny_labels(folder: Path, count: int = 8) -> Path:
     """Reviewed stripes images, every other one with a bright square a person outlined."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -42,14 +41,6 @@ PERSON_SHAPE = {
     "flags": {},
     "mask": None,
 }
-
-
-@pytest.fixture(autouse=True)
-def restore_denormals():
-    yield
-    # Predictor turns on flush-to-zero for the thread; later tests (hypothesis
-    # floats) need subnormal numbers back.
-    torch.set_flush_denormal(False)
 
 
 @pytest.fixture(scope="module")
