@@ -58,7 +58,8 @@ def test_encoder_returns_four_distillation_levels():
 
 def test_dsarad_outputs_probability_map_and_pooled_score():
     network = DSARAD(PRESETS["tiny"]).eval()
-    raw_map, score = network(torch.rand(2, 3, 64, 64))
+    with torch.no_grad():
+        raw_map, score = network(torch.rand(2, 3, 64, 64))
     assert raw_map.shape == (2, 64, 64) and score.shape == (2,)
     assert float(raw_map.min()) >= 0.0 and float(raw_map.max()) <= 1.0
     torch.testing.assert_close(score, image_score(raw_map))
