@@ -26,19 +26,10 @@ from labelme_dsarad.cli import main
 from labelme_dsarad.model.inference import Predictor
 from labelme_dsarad.model.labelfile import load_label_file, shape_fingerprint
 from labelme_dsarad.pipeline import PredictOptions, predict_paths
-from tests.conftest import REPO, make_tiny_model
+from tests.conftest import PERSON_SHAPE, REPO, make_tiny_model
 
 from labelme._label_file import LabelFile  # noqa: E402 - LabelMe's own reader, the one that matters
 
-PERSON_SHAPE = {
-    "label": "scratch",
-    "points": [[1.0, 2.0], [9.0, 7.0]],
-    "group_id": None,
-    "description": "drawn by a person",
-    "shape_type": "rectangle",
-    "flags": {},
-    "mask": None,
-}
 SUMMARY = re.compile(r"(\d+) images: (\d+) predicted, (\d+) already done, (\d+) failed")
 # The CLI in a real process; one thread each, the machine is shared.
 SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -201,7 +192,7 @@ def test_bad_files_in_a_batch_are_listed_the_rest_is_done_and_exit_1(tmp_path, c
     (folder / "empty.png").write_bytes(b"")
     cut = save_image(folder / "cut.png", height=200, width=200)
     cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
-    kept = save_image(folder / "kept.png")
+    save_image(folder / "kept.png")
     unparsable = b'{"shapes": [{"label": "crack", "points": [[1, 2]'  # LabelMe crashed mid-save, say
     (folder / "kept.json").write_bytes(unparsable)
 
@@ -224,7 +215,8 @@ def test_bad_files_in_a_batch_are_listed_the_rest_is_done_and_exit_1(tmp_path, c
 
 def test_ctrl_c_mid_batch_keeps_whole_files_and_says_how_to_finish(tmp_path, capsys, model, monkeypatch):
     folder = tmp_path / "batch"
-    images = [save_image(folder / f"part{i}.png", seed=i) for i in range(6)]
+    for i in range(6):
+        save_image(folder / f"part{i}.png", seed=i)
     real_predict_batch = Predictor.predict_batch
     calls = []
 

@@ -28,19 +28,10 @@ from labelme_dsarad.model.inference import Predictor
 from labelme_dsarad.model.labelfile import load_label_file
 from labelme_dsarad.model.model_file import ModelFileError, ModelInfo, parse_header, read_safetensors
 from labelme_dsarad.pipeline import PredictOptions, predict_paths
-from tests.conftest import REPO, make_tiny_model
+from tests.conftest import PERSON_SHAPE, REPO, make_tiny_model
 
 from labelme._label_file import LabelFile  # noqa: E402 - LabelMe's own reader, the one that matters
 
-PERSON_SHAPE = {
-    "label": "scratch",
-    "points": [[1.0, 2.0], [9.0, 7.0]],
-    "group_id": None,
-    "description": "drawn by a person",
-    "shape_type": "rectangle",
-    "flags": {},
-    "mask": None,
-}
 
 
 @pytest.fixture(scope="module")
