@@ -120,9 +120,7 @@ def save_model(path: os.PathLike | str, network: DSARAD, info: ModelInfo, storag
             if storage != "fp32" and value.is_floating_point():
                 value = value.half()
             tensors[name] = value
-    payload = save_safetensors_bytes(tensors, metadata={HEADER_KEY: json.dumps(info.to_header())})
-    write_atomically(Path(path), payload)
-    return hashlib.sha256(payload).hexdigest()
+    return write_model_file(Path(path), tensors, info)
 
 
 def rewrite_header(path: os.PathLike | str, info: ModelInfo) -> str:
@@ -130,6 +128,11 @@ def rewrite_header(path: os.PathLike | str, info: ModelInfo) -> str:
     path = Path(path)
     metadata, tensors = read_safetensors(path)
     parse_header(path, metadata)
+    return write_model_file(path, tensors, info)
+
+
+def write_model_file(path: Path, tensors: dict[str, torch.Tensor], info: ModelInfo) -> str:
+    """Tensors plus the header as one safetensors file, written atomically; returns its SHA-256."""
     payload = save_safetensors_bytes(tensors, metadata={HEADER_KEY: json.dumps(info.to_header())})
     write_atomically(path, payload)
     return hashlib.sha256(payload).hexdigest()
