@@ -176,10 +176,7 @@ def expand_image_arguments(patterns: list[str]) -> list[Path]:
         matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
         if not matches:
             raise CommandError(f"{pattern}: no file matches")
-        try:
-            paths.extend(list_images([Path(match) for match in matches]))
-        except FileNotFoundError as missing:
-            raise CommandError(str(missing).strip("'\"")) from None
+        paths.extend(list_images([Path(match) for match in matches]))
     return paths
 
 
@@ -201,10 +198,7 @@ def dataset_train_images(kind: str, roots: list[str]) -> list[Path]:
     if len(roots) != 1:
         raise CommandError("with --dataset, --images names exactly one dataset folder")
     reader = {"mtd": mtd_train_images, "mvtec": mvtec_train_images}[kind]
-    try:
-        return reader(Path(roots[0]))
-    except FileNotFoundError as problem:
-        raise CommandError(str(problem).strip("'\"")) from None
+    return reader(Path(roots[0]))
 
 
 def run_train(args) -> int:
@@ -288,10 +282,7 @@ def run_evaluate(args) -> int:
     if kind not in ("mtd", "mvtec", "folder"):
         raise CommandError(f"--dataset {kind}: use mtd, mvtec or folder")
     model_path = resolve_model_path(args)
-    try:
-        samples = load_samples(kind, Path(root))
-    except FileNotFoundError as problem:
-        raise CommandError(str(problem).strip("'\"")) from None
+    samples = load_samples(kind, Path(root))
     predictor = Predictor(model_path, device=args.device)
 
     def predict(path: Path):
@@ -465,7 +456,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.handler(args)
-    except (CommandError, ModelFileError, ImageReadError, ValueError) as problem:
+    # FileNotFoundError: our readers raise it with a one-line message naming the path.
+    except (CommandError, ModelFileError, ImageReadError, FileNotFoundError, ValueError) as problem:
         print(f"dsarad {args.command}: error: {problem}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
