@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
-MT_FREE = Path(os.environ.get("DSARAD_MT_FREE", "/work/shared/datasets/magnetic_tile/MT_Free/Imgs"))
 
 
 def machine_line() -> str:
@@ -73,8 +72,15 @@ def stderr(message: str) -> None:
 
 
 def magnetic_tile_images(count: int) -> list[Path]:
-    """The first ``count`` defect-free Magnetic Tile images, or [] when the data set is absent."""
-    return sorted(MT_FREE.glob("*.jpg"))[:count] if MT_FREE.is_dir() else []
+    """The first ``count`` train-split Magnetic Tile normals, or [] when the data set is absent.
+
+    Train split only: benchmarks take training steps on these, and the test
+    split is never trained on (DATASET.md).
+    """
+    from labelme_dsarad.train.datasets import default_mtd_root, mtd_train_images
+
+    root = default_mtd_root()
+    return mtd_train_images(root)[:count] if root is not None else []
 
 
 def random_model(preset: str, input_size: int = 256, seed: int = 0):

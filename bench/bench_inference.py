@@ -5,7 +5,9 @@
 Baseline: eager PyTorch as the paper's code runs it, with the explicit
 16k x 4k attention matrix and unfused BatchNorm. Candidates: our PyTorch path
 (BatchNorm folded into the convs, channels-last, SDPA) and the ONNX export in
-onnxruntime, the two backends ``Predictor`` chooses between. All take the
+onnxruntime, the two backends ``Predictor`` chooses between, and for
+comparison the same export with the standard MatMul-Softmax-MatMul lowering
+of the attention instead of onnxruntime's fused op. All take the
 same preprocessed 256x256 tensor (a Magnetic Tile image when the data set is
 there), so resizing, which all share, is left out. Maps are compared against
 the baseline's.
@@ -14,12 +16,15 @@ the baseline's.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
+from unittest import mock
 
 import numpy as np
 import torch
 
 from _common import interleaved, machine_line, magnetic_tile_images, median, print_table, random_model, stderr
+from labelme_dsarad.model import export
 from labelme_dsarad.model.export import onnx_bytes
 from labelme_dsarad.model.images import read_image
 from labelme_dsarad.model.inference import OnnxBackend, TorchBackend, inference_threads, resize_for_model, to_tensor
@@ -51,10 +56,13 @@ def bench_preset(preset: str, size: int, rounds: int) -> list[list[str]]:
     started = time.perf_counter()
     fast_onnx = OnnxBackend(onnx_bytes(loaded), inference_threads())
     export_seconds = time.perf_counter() - started
+    with mock.patch.object(export, "fused_attention_export", contextlib.nullcontext):
+        standard_onnx = OnnxBackend(onnx_bytes(loaded), inference_threads())
     runs = {
         "eager, explicit attention, unfused BN (baseline)": run_baseline,
         "torch: fused BN, channels-last, SDPA": lambda: fast_torch(tensor),
         "onnxruntime (fused export)": lambda: fast_onnx(tensor),
+        "onnxruntime, standard attention lowering": lambda: standard_onnx(tensor),
     }
     reference = run_baseline()[0]
     differences = {name: float(np.abs(run()[0] - reference).max()) for name, run in runs.items()}

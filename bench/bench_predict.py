@@ -38,7 +38,7 @@ def main() -> None:
     count, chunk = (40, 20) if args.quick else (args.images, args.chunk)
     sources = magnetic_tile_images(count)
     if len(sources) < count:
-        raise SystemExit(f"need {count} Magnetic Tile images, found {len(sources)}; set DSARAD_MT_FREE")
+        raise SystemExit(f"need {count} Magnetic Tile images, found {len(sources)}; set DSARAD_MTD_ROOT")
 
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)

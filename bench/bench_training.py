@@ -1,20 +1,20 @@
-"""Training steps per second at `compact` on the CPU: reference-style synthesis against ours.
+"""Training steps per second at `compact` on the CPU: the reference code's step against ours.
 
-    .venv/bin/python bench/bench_training.py [--input-size 256] [--steps 3] [--batch-size 8]
+    .venv/bin/python bench/bench_training.py [--input-size 256] [--steps 3] [--batch-size 8] [--compile]
 
-Both sides run ``Trainer.student_step`` (same networks, same losses, same
-optimizer, same image draw); only the synthetic batch differs:
-- baseline: per-sample NumPy/OpenCV synthesis like the DSARAD reference code
-  (bench/_reference_synthesis.py), stacked into a batch, with denormal floats
-  left on, as the reference code leaves them;
-- ours: ``Trainer`` as it is, batched synthesis on the device and denormals
-  flushed.
-Denormal flushing alone can be worth a large factor on dark images, so the
-table also shows the baseline with flushing on, and synthesis alone, to say
-where the gain comes from. The images are Magnetic Tile normals (dark) when
-the data set is there. Both sides start from images already decoded at the
-training size; the reference code also decodes from disk every step, which
-is left out here (it would only slow the baseline).
+Every variant runs ``Trainer.student_step`` (same networks, same losses, same
+optimizer, same image draw); they differ in what the DSARAD reference code
+does another way:
+- baseline: per-sample NumPy/OpenCV synthesis (bench/_reference_synthesis.py)
+  stacked into a batch, the explicit attention matrix (at 256 px, 16k x 4k
+  per image, kept for the backward pass), and denormal floats left on;
+- then each of our changes added in turn, so the table says where the gain
+  comes from: denormal flushing, the fused attention (SDPA), and last
+  ``Trainer`` as it is, with batched synthesis on the device.
+The table also times synthesis alone. The images are Magnetic Tile normals
+(dark) when the data set is there. Every variant starts from images already
+decoded at the training size; the reference code also decodes from disk
+every step, which is left out here (it would only slow the baseline).
 """
 
 from __future__ import annotations
@@ -74,19 +74,26 @@ def reference_synthesise(normal: torch.Tensor, sources: list[np.ndarray], genera
     return SyntheticBatch(clean=tensor(clean), augmented=tensor(augmented), mask=tensor(mask))
 
 
+def set_explicit_attention(trainer: Trainer, explicit: bool) -> None:
+    trainer.network.set_explicit_attention(explicit)
+    trainer.teacher.encoder.attention.explicit_attention = explicit
+
+
 @contextlib.contextmanager
-def reference_style(trainer: Trainer, sources: ReferenceSources, flush_denormal: bool):
-    """Run the trainer's own step with the reference synthesis swapped in."""
+def reference_style(trainer: Trainer, sources: ReferenceSources, flush_denormal: bool, explicit_attention: bool):
+    """Run the trainer's own step with the reference code's synthesis, attention and float mode swapped in."""
     rng = np.random.default_rng(1)
     saved_sources, saved_synthesise = trainer.sources, trainer_module.synthesise
     trainer.sources = sources
     trainer_module.synthesise = lambda normal, drawn, generator: reference_synthesise(normal, drawn, generator, rng)
     torch.set_flush_denormal(flush_denormal)
+    set_explicit_attention(trainer, explicit_attention)
     try:
         yield
     finally:
         trainer.sources, trainer_module.synthesise = saved_sources, saved_synthesise
         torch.set_flush_denormal(True)
+        set_explicit_attention(trainer, False)
 
 
 def main() -> None:
@@ -97,33 +104,45 @@ def main() -> None:
     parser.add_argument("--preset", default="compact", choices=["tiny", "compact", "paper"])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda: the GPU comparison at paper")
     parser.add_argument("--threads", type=int, help="PyTorch threads (default: PyTorch's); 1 is steadier on a shared machine")
+    parser.add_argument("--compile", action="store_true",
+                        help="add a row with the networks under torch.compile (compiling takes minutes)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    with tempfile.TemporaryDirectory() as scratch:
+    def student_trainer(scratch: str) -> Trainer:
         config = TrainConfig(product="bench", images=training_images(Path(scratch) / "images", args.input_size),
                              preset=args.preset, input_size=args.input_size, epochs=1, batch_size=args.batch_size,
                              device=args.device, validation_fraction=0.0)
-        trainer = Trainer(config, Path(scratch) / "run", log=stderr)
-        trainer.prepare_data()
-    trainer.phase = "student"
-    trainer.set_mode()
+        built = Trainer(config, Path(scratch) / "run", log=stderr)
+        built.prepare_data()
+        built.phase = "student"
+        built.set_mode()
+        return built
+
+    with tempfile.TemporaryDirectory() as scratch:
+        trainer = student_trainer(scratch)
+        compiled = student_trainer(scratch) if args.compile else None
+    if compiled is not None:
+        compiled.student_trained = torch.compile(compiled.student_trained)
+        compiled.segmentation_trained = torch.compile(compiled.segmentation_trained)
+        compiled.teacher.encoder = torch.compile(compiled.teacher.encoder)
     sources = ReferenceSources(trainer.images, seed=2)
 
-    def baseline_step():
-        with reference_style(trainer, sources, flush_denormal=False):
-            trainer.student_step()
-
-    def baseline_flushed_step():
-        with reference_style(trainer, sources, flush_denormal=True):
-            trainer.student_step()
+    def reference_step(flush_denormal: bool, explicit_attention: bool):
+        def step():
+            with reference_style(trainer, sources, flush_denormal, explicit_attention):
+                trainer.student_step()
+        return step
 
     steps = {
-        "baseline: per-sample NumPy synthesis, no denormal flush": baseline_step,
-        "baseline with denormal flush": baseline_flushed_step,
-        "ours: Trainer (batched synthesis on device, flush)": trainer.student_step,
+        "baseline: per-sample NumPy synthesis, explicit attention, no denormal flush": reference_step(False, True),
+        "baseline + denormal flush": reference_step(True, True),
+        "baseline + denormal flush + fused attention (SDPA)": reference_step(True, False),
+        "ours: Trainer (all that, and batched synthesis on the device)": trainer.student_step,
     }
+    if compiled is not None:
+        steps["ours + torch.compile (first call, which compiles, not timed)"] = compiled.student_step
     stderr(f"student steps: batch {args.batch_size}, {args.input_size}px, {args.preset}; {args.steps} interleaved rounds")
     step_seconds = interleaved(steps, args.steps, log=stderr)
 

@@ -95,18 +95,17 @@ def choose_backend(backend: str, device: torch.device) -> str:
 
     Measured with bench/bench_inference.py (256x256, batch 1, medians of
     interleaved runs, all cores as Predictor uses them) on the 2-core AMD
-    EPYC (AVX2) development machine while a training job and other tests
-    shared it (load average 4-8):
-    - `compact`: eager baseline 3.5 s, our torch path 1.8 s (2.0x),
-      onnxruntime 0.65 s (5.4x);
-    - `paper`: baseline 13.0 s, torch 6.9 s (1.9x), onnxruntime 5.9 s (2.2x);
-      a separate 5-round run: torch 6.5 s, onnxruntime 5.3 s.
-    With one thread each the two are even (`compact` 1.08 s against 1.11 s;
-    `paper` 8.8 s against 10.3 s): onnxruntime wins by keeping its speed
-    when other work competes for the cores, as decoding and writing do in
-    ``dsarad predict``, where PyTorch's threads stall. Both give the eager
-    maps within 2e-7. The price is the export when a Predictor starts:
-    about 2 s at `compact` and 9 s at `paper` on that machine.
+    EPYC (AVX2) development machine:
+    - idle, with the attention exported as onnxruntime's fused op:
+      `compact` eager baseline 912 ms, our torch path 385 ms (2.37x),
+      onnxruntime 294 ms (3.10x); `paper` 4.5 s, 3.6 s, 3.2 s;
+    - loaded by a training job and tests (load average 4-8), with the
+      earlier MatMul-Softmax export: `compact` baseline 3.5 s, torch 1.8 s,
+      onnxruntime 0.65 s; `paper` 13.0 s, 6.9 s, 5.9 s.
+    onnxruntime keeps its speed when other work competes for the cores, as
+    decoding and writing do in ``dsarad predict``, where PyTorch's threads
+    stall. Both give the eager maps within 2e-7. The price is the export
+    when a Predictor starts: about 2 s at `compact` and 9 s at `paper`.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")

@@ -82,6 +82,13 @@ def test_onnxruntime_maps_equal_pytorch(compact, exported):
     np.testing.assert_allclose(raw_score, expected_score, atol=MAP_TOLERANCE, rtol=0)
 
 
+def test_the_attention_is_exported_fused(exported):
+    """The standard lowering would make onnxruntime hold the whole attention matrix."""
+    operators = [node.op_type for node in onnx.load(str(exported)).graph.node]
+    assert operators.count("MultiHeadAttention") == 1
+    assert "MatMul" not in operators
+
+
 def test_onnx_metadata_carries_the_model_header(compact, exported):
     metadata = {entry.key: entry.value for entry in onnx.load(str(exported)).metadata_props}
     assert json.loads(metadata[HEADER_KEY]) == compact.info.to_header()

@@ -199,7 +199,8 @@ class Trainer:
     def student_step(self) -> dict:
         synthetic = synthesise(self.batch(), self.sources.sample(self.config.batch_size, self.generator, self.device), self.generator)
         with torch.no_grad(), self.autocast():
-            _, teacher_features = self.teacher(synthetic.clean)
+            # Distillation reads only the encoder: the teacher's decoder would be wasted work.
+            _, teacher_features = self.teacher.encoder(synthetic.clean)
         with self.autocast():
             reconstruction, student_features = self.student_trained(synthetic.augmented)
             logits = self.segmentation_trained(torch.cat([reconstruction, synthetic.augmented], dim=1))
