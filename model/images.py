@@ -32,6 +32,7 @@ file is an error, never a partial image: this module does not touch PIL's
 from __future__ import annotations
 
 import os
+import stat
 import struct
 from collections.abc import Iterable
 from pathlib import Path
@@ -151,6 +152,9 @@ def _is_listed_image(entry: Path) -> bool:
 
 def _open_file(path: str | os.PathLike) -> BinaryIO:
     try:
+        # Opening a pipe or device would wait for a writer forever; stat does not.
+        if not stat.S_ISDIR(mode := os.stat(path).st_mode) and not stat.S_ISREG(mode):
+            raise ImageReadError(path, "not a regular file (a pipe, socket or device)")
         file = open(path, "rb")  # noqa: SIM115 - the caller closes it
     except FileNotFoundError as exc:
         raise ImageReadError(path, "no such file") from exc

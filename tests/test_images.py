@@ -6,6 +6,7 @@ import io
 import os
 import pickle
 import struct
+import threading
 import zlib
 from pathlib import Path
 
@@ -282,6 +283,29 @@ def test_missing_file_is_refused(tmp_path):
 
 def test_folder_is_refused(tmp_path):
     assert_refused(tmp_path, "folder")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_named_pipe_is_refused_without_waiting_for_a_writer(tmp_path):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    outcome = []
+    # Opening a pipe blocks until a writer comes; a thread keeps a regression from hanging the suite.
+    reader = threading.Thread(target=lambda: outcome.append(refusal(fifo)), daemon=True)
+    reader.start()
+    reader.join(timeout=10)
+    if reader.is_alive():
+        os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # let the blocked open return
+        pytest.fail("reading a named pipe blocked")
+    assert outcome == [f"{fifo}: not a regular file (a pipe, socket or device)"]
+
+
+def refusal(path: Path) -> str:
+    try:
+        read_image(path)
+    except ImageReadError as error:
+        return str(error)
+    return "read"
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads any file")
