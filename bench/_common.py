@@ -84,29 +84,14 @@ def magnetic_tile_images(count: int) -> list[Path]:
 
 
 def random_model(preset: str, input_size: int = 256, seed: int = 0):
-    """A LoadedModel with random weights whose BatchNorms and attention are not at their identity start.
-
-    Speed does not depend on the weights; the map comparison does, and fresh
-    BatchNorms or the zero-initialised attention would hide a broken path.
-    """
-    import torch
-
+    """A LoadedModel of the tests' comparison network (tests/comparison_network.py)."""
     from labelme_dsarad.model.model_file import LoadedModel, ModelInfo
-    from labelme_dsarad.model.networks import DSARAD, PRESETS, Architecture
     from labelme_dsarad.model.scoring import ScoreNormaliser
 
-    torch.manual_seed(seed)
-    base = PRESETS[preset]
-    architecture = Architecture(base.preset, base.reconstruction_width, base.segmentation_width, input_size)
-    network = DSARAD(architecture).eval()
-    with torch.no_grad():
-        for module in network.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.2, 0.2)
-                module.running_var.uniform_(0.5, 2.0)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.2, 0.2)
-        torch.nn.init.normal_(network.student.encoder.attention.out.weight, std=0.05)
-    info = ModelInfo(architecture=architecture, product="bench", labels=["defect"],
+    sys.path.insert(0, str(REPO))  # tests/ is a package at the repository root
+    from tests.comparison_network import perturbed_network
+
+    network = perturbed_network(preset, input_size, seed)
+    info = ModelInfo(architecture=network.architecture, product="bench", labels=["defect"],
                      normaliser=ScoreNormaliser(0.5, 0.5, {"method": "benchmark"}))
     return LoadedModel(network=network, info=info, path=None, sha256="")

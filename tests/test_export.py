@@ -15,32 +15,18 @@ from labelme_dsarad.cli import main
 from labelme_dsarad.model.export import SOURCE_SHA256_KEY, export_onnx
 from labelme_dsarad.model.inference import Predictor
 from labelme_dsarad.model.model_file import HEADER_KEY, LoadedModel, ModelFileError, ModelInfo, load_model, save_model
-from labelme_dsarad.model.networks import DSARAD, PRESETS, Architecture
 from labelme_dsarad.model.scoring import ScoreNormaliser
+
+from .comparison_network import perturbed_network
 
 MAP_TOLERANCE = 1e-4  # fp32, from the issue
 
 
 def perturbed_model(path: Path, preset: str = "compact", input_size: int = 64, seed: int = 0) -> LoadedModel:
-    """A saved model whose BatchNorms and attention are not at their identity start.
-
-    Fresh BatchNorms (mean 0, variance 1) and the zero-initialised attention
-    output would let a broken fusion or attention pass unnoticed.
-    """
-    torch.manual_seed(seed)
-    base = PRESETS[preset]
-    architecture = Architecture(base.preset, base.reconstruction_width, base.segmentation_width, input_size)
-    network = DSARAD(architecture).eval()
-    with torch.no_grad():
-        for module in network.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.2, 0.2)
-                module.running_var.uniform_(0.5, 2.0)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.2, 0.2)
-        torch.nn.init.normal_(network.student.encoder.attention.out.weight, std=0.05)
+    """A saved and reloaded model of the shared comparison network."""
+    network = perturbed_network(preset, input_size, seed)
     info = ModelInfo(
-        architecture=architecture,
+        architecture=network.architecture,
         product="widget",
         labels=["defect"],
         normaliser=ScoreNormaliser(0.4, 0.6, {"method": "set by the test"}),
