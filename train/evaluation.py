@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Polygon
 from sklearn.metrics import roc_curve
 from tqdm import tqdm
+
+from labelme_dsarad.model.model_file import write_atomically
 
 from .datasets import Sample, read_mask
 from .metrics import METRIC_KEYS, PixelCurves, compute_metrics, pixel_curves
@@ -121,29 +122,18 @@ def _downsample(
 def _write_report(report_dir: Path, evaluated: list[_Evaluated], metrics: dict, has_polygons: bool) -> None:
     report_dir.mkdir(parents=True, exist_ok=True)
     curves = pixel_curves([e.score_map for e in evaluated], [e.mask for e in evaluated])
-    _write_atomic(report_dir / "metrics.json", json.dumps(metrics, indent=2, allow_nan=False).encode())
+    write_atomically(report_dir / "metrics.json", json.dumps(metrics, indent=2, allow_nan=False).encode())
     _save_figure(_roc_figure(evaluated, metrics, curves), report_dir / "roc.png")
     _save_figure(_pro_figure(evaluated, metrics, curves), report_dir / "pro.png")
     _save_figure(_grid_figure(evaluated, has_polygons), report_dir / "grid.png")
-    _write_atomic(report_dir / "report.md", _markdown(evaluated, metrics).encode())
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    # Temporary file then rename: a reader never sees half a report.
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    write_atomically(report_dir / "report.md", _markdown(evaluated, metrics).encode())
 
 
 def _save_figure(figure: Figure, path: Path) -> None:
     # Figure + Agg canvas, not pyplot: no global backend switch inside the GUI.
     buffer = io.BytesIO()
     FigureCanvasAgg(figure).print_png(buffer)
-    _write_atomic(path, buffer.getvalue())
+    write_atomically(path, buffer.getvalue())
 
 
 def _fmt(value: float | None) -> str:
