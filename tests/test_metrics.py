@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from labelme_dsarad.train.metrics import (
+    DEFAULT_FPR_LIMIT,
     METRIC_KEYS,
     aupro,
-    aupro_reference,
     best_f1,
     compute_metrics,
     image_auroc,
@@ -26,6 +26,57 @@ from labelme_dsarad.train.metrics import (
 # Both AUPROs are exact (every distinct score is a threshold), so they differ
 # by floating-point rounding only.
 EXACT = 1e-9
+
+
+def aupro_reference(maps, masks, fpr_limit: float = DEFAULT_FPR_LIMIT) -> float:
+    """AUPRO the slow and plain way, to check ``aupro`` against. Tiny inputs only.
+
+    Tries every distinct score as a threshold, labels regions by flood fill and
+    counts overlaps directly.
+    """
+    maps = [np.asarray(m, dtype=np.float32) for m in maps]
+    masks = [np.asarray(m, dtype=bool) for m in masks]
+    regions = [(i, region) for i, mask in enumerate(masks) for region in _flood_fill_regions(mask)]
+    negatives = sum(int((~mask).sum()) for mask in masks)
+    points = [(0.0, 0.0)]
+    for threshold in sorted({float(s) for m in maps for s in m.ravel()}, reverse=True):
+        predicted = [m >= threshold for m in maps]
+        false_positives = sum(int((p & ~mask).sum()) for p, mask in zip(predicted, masks))
+        overlaps = [(predicted[i] & region).sum() / region.sum() for i, region in regions]
+        points.append((false_positives / negatives, float(np.mean(overlaps))))
+    area = 0.0
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        if x0 >= fpr_limit:
+            break
+        if x1 > fpr_limit:
+            y1 = y0 + (y1 - y0) * (fpr_limit - x0) / (x1 - x0)
+            x1 = fpr_limit
+        area += (x1 - x0) * (y0 + y1) / 2
+    return area / fpr_limit
+
+
+def _flood_fill_regions(mask: np.ndarray) -> list[np.ndarray]:
+    """The 8-connected regions of a bool mask, one bool mask each."""
+    height, width = mask.shape
+    seen = np.zeros_like(mask)
+    regions = []
+    for start in zip(*np.nonzero(mask)):
+        if seen[start]:
+            continue
+        region = np.zeros_like(mask)
+        stack = [start]
+        seen[start] = True
+        while stack:
+            y, x = stack.pop()
+            region[y, x] = True
+            for dy in (-1, 0, 1):
+                for dx in (-1, 0, 1):
+                    ny, nx = y + dy, x + dx
+                    if 0 <= ny < height and 0 <= nx < width and mask[ny, nx] and not seen[ny, nx]:
+                        seen[ny, nx] = True
+                        stack.append((ny, nx))
+        regions.append(region)
+    return regions
 
 
 @st.composite

@@ -10,7 +10,7 @@ hundreds of maps mean tens of millions of pixels, where scikit-learn takes
 tens of seconds per metric (input checks, an argsort each time), so all pixel
 metrics here come from one exact set of curve vertices (``PixelCurves``,
 about 1 s for 500 maps of 256x256); the tests check them against
-scikit-learn and against a slow, plain ``aupro_reference``. Every pixel is
+scikit-learn and against a slow, plain AUPRO of their own. Every pixel is
 used: nothing is subsampled. To bound memory, a caller may downsample maps
 (area) and masks (nearest) first, as ``evaluation.evaluate`` does.
 """
@@ -247,56 +247,6 @@ def aupro(maps, masks, fpr_limit: float = DEFAULT_FPR_LIMIT) -> float:
     interpolation). 1 is perfect; a random map gives about fpr_limit / 2.
     """
     return pixel_curves(maps, masks).aupro(fpr_limit)
-
-
-def aupro_reference(maps, masks, fpr_limit: float = DEFAULT_FPR_LIMIT) -> float:
-    """AUPRO the slow and plain way, to check ``aupro`` against. Tiny inputs only.
-
-    Tries every distinct score as a threshold, labels regions by flood fill and
-    counts overlaps directly.
-    """
-    maps, masks = _as_pairs(maps, masks)
-    regions = [(i, region) for i, mask in enumerate(masks) for region in _flood_fill_regions(mask)]
-    negatives = sum(int((~mask).sum()) for mask in masks)
-    points = [(0.0, 0.0)]
-    for threshold in sorted({float(s) for m in maps for s in m.ravel()}, reverse=True):
-        predicted = [m >= threshold for m in maps]
-        false_positives = sum(int((p & ~mask).sum()) for p, mask in zip(predicted, masks))
-        overlaps = [(predicted[i] & region).sum() / region.sum() for i, region in regions]
-        points.append((false_positives / negatives, float(np.mean(overlaps))))
-    area = 0.0
-    for (x0, y0), (x1, y1) in zip(points, points[1:]):
-        if x0 >= fpr_limit:
-            break
-        if x1 > fpr_limit:
-            y1 = y0 + (y1 - y0) * (fpr_limit - x0) / (x1 - x0)
-            x1 = fpr_limit
-        area += (x1 - x0) * (y0 + y1) / 2
-    return area / fpr_limit
-
-
-def _flood_fill_regions(mask: np.ndarray) -> list[np.ndarray]:
-    """The 8-connected regions of a bool mask, one bool mask each."""
-    height, width = mask.shape
-    seen = np.zeros_like(mask)
-    regions = []
-    for start in zip(*np.nonzero(mask)):
-        if seen[start]:
-            continue
-        region = np.zeros_like(mask)
-        stack = [start]
-        seen[start] = True
-        while stack:
-            y, x = stack.pop()
-            region[y, x] = True
-            for dy in (-1, 0, 1):
-                for dx in (-1, 0, 1):
-                    ny, nx = y + dy, x + dx
-                    if 0 <= ny < height and 0 <= nx < width and mask[ny, nx] and not seen[ny, nx]:
-                        seen[ny, nx] = True
-                        stack.append((ny, nx))
-        regions.append(region)
-    return regions
 
 
 # --- Everything at once -------------------------------------------------------
