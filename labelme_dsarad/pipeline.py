@@ -30,6 +30,7 @@ from labelme_dsarad.model.labelfile import (
     suggestion_shape,
     update_label_file,
 )
+from labelme_dsarad.model.model_file import write_atomically
 from labelme_dsarad.model.polygons import mask_to_polygons
 
 DEFAULT_THRESHOLD = 0.5
@@ -135,7 +136,7 @@ def one_line_failure(image_path: Path, problem: BaseException) -> str:
     return " ".join(text.split())
 
 
-def suggestions_for(prediction: Prediction, predictor: Predictor, options: PredictOptions) -> list[dict]:
+def suggestions_for(prediction: Prediction, predictor: Predictor, options: PredictOptions, record: dict) -> list[dict]:
     regions = mask_to_polygons(
         prediction.score_map,
         threshold=options.effective_threshold,
@@ -143,11 +144,8 @@ def suggestions_for(prediction: Prediction, predictor: Predictor, options: Predi
         tolerance=options.tolerance,
         opening=options.opening,
     )
-    provenance = {
-        "model": predictor.name,
-        "model_sha256": predictor.model.sha256,
-        "threshold": options.effective_threshold,
-    }
+    # Each shape carries the part of the run record that says where it came from.
+    provenance = {key: record[key] for key in ("model", "model_sha256", "threshold")}
     label = predictor.model.info.labels[0]
     return [suggestion_shape(region, label, provenance) for region in regions]
 
@@ -160,7 +158,7 @@ def heat_map_png(score_map: np.ndarray) -> np.ndarray:
 
 def write_results(image_path: Path, image_shape: tuple, prediction: Prediction, predictor: Predictor,
                   options: PredictOptions, record: dict) -> int:
-    suggestions = suggestions_for(prediction, predictor, options)
+    suggestions = suggestions_for(prediction, predictor, options, record)
     label_path = label_path_for(image_path, options.out_dir)
     update_label_file(
         label_path, image_path, image_shape[0], image_shape[1], suggestions,
@@ -173,8 +171,6 @@ def write_results(image_path: Path, image_shape: tuple, prediction: Prediction, 
         map_path = options.maps_dir / f"{image_path.stem}_anomaly.png"
         ok, encoded = cv2.imencode(".png", heat_map_png(prediction.score_map))
         if ok:
-            from labelme_dsarad.model.model_file import write_atomically
-
             write_atomically(map_path, encoded.tobytes())
     return len(suggestions)
 
