@@ -24,15 +24,13 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .model_file import HEADER_KEY, MAX_FILE_BYTES, LoadedModel, ModelFileError, write_atomically
-from .networks import DSARAD, SpatialAttention
+from .networks import DSARAD, SIDE_MULTIPLE, SpatialAttention, check_input_size
 
 # 17 is the newest opset the TorchScript exporter covers fully and that every
 # onnxruntime since 1.11 runs on the CPU.
 ONNX_OPSET = 17
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("raw_map", "raw_image_score")
-# The smallest side the networks take (five 2x poolings); every side is a multiple.
-TRACE_SIZE = 32
 SOURCE_SHA256_KEY = "dsarad_source_sha256"
 
 
@@ -104,8 +102,7 @@ def onnx_bytes(loaded: LoadedModel, input_size: int | None = None) -> bytes:
     import onnx
 
     size = input_size or loaded.info.architecture.input_size
-    if size % TRACE_SIZE:
-        raise ValueError(f"input size must be a multiple of {TRACE_SIZE} (five 2x poolings), got {size}")
+    check_input_size(size)
     network = inference_network(loaded.network)
     buffer = io.BytesIO()
     with warnings.catch_warnings(), fused_attention_export():
@@ -114,7 +111,7 @@ def onnx_bytes(loaded: LoadedModel, input_size: int | None = None) -> bytes:
         warnings.simplefilter("ignore")
         torch.onnx.export(
             network,
-            (torch.zeros(1, 3, TRACE_SIZE, TRACE_SIZE),),
+            (torch.zeros(1, 3, SIDE_MULTIPLE, SIDE_MULTIPLE),),
             buffer,
             dynamo=False,
             opset_version=ONNX_OPSET,

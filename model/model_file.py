@@ -20,7 +20,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
 from .errors import FileProblem
-from .networks import DSARAD, PRESETS, Architecture
+from .networks import DSARAD, PRESETS, Architecture, check_input_size
 from .scoring import ScoreNormaliser
 
 FORMAT_NAME = "dsarad-model"
@@ -226,8 +226,7 @@ def parse_header(path: os.PathLike | str, metadata: dict) -> ModelInfo:
             segmentation_width=_bounded_int(arch["segmentation_width"], WIDTH_RANGE, "segmentation_width"),
             input_size=_bounded_int(arch["input_size"], INPUT_SIZE_RANGE, "input_size"),
         )
-        if architecture.input_size % 32:
-            raise ValueError("input_size must be a multiple of 32 (five 2x poolings)")
+        check_input_size(architecture.input_size)
         labels = header["labels"]
         if not isinstance(labels, list) or not labels or not all(isinstance(label, str) and label for label in labels):
             raise ValueError("labels must be a non-empty list of names")

@@ -26,6 +26,16 @@ class Architecture:
         return asdict(self)
 
 
+# Five 2x poolings: every side the networks take is a multiple of this.
+SIDE_MULTIPLE = 32
+
+
+def check_input_size(size: int) -> None:
+    """ValueError unless the networks can take ``size`` x ``size`` images."""
+    if size < SIDE_MULTIPLE or size % SIDE_MULTIPLE:
+        raise ValueError(f"input size must be a multiple of {SIDE_MULTIPLE} (five 2x poolings), got {size}")
+
+
 PRESETS = {
     "paper": Architecture("paper", 128, 64, 256),
     "compact": Architecture("compact", 32, 16, 256),

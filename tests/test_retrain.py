@@ -65,6 +65,11 @@ def labelled(name: str, defect: bool, pending: bool = False) -> LabelledImage:
     return LabelledImage(Path(f"{name}.json"), Path(f"{name}.png"), [shape] if defect else [], [shape] if pending else [])
 
 
+def test_a_zero_batch_is_refused_before_retraining():
+    with pytest.raises(ValueError, match=r"^batch size must be 1 or more, got 0$"):
+        RetrainConfig("widget", "labels", steps=1, batch_size=0)
+
+
 def test_split_is_per_class_deterministic_and_keeps_pending_images_in_training():
     images = [labelled(f"n{i:02d}", False) for i in range(8)] + [labelled(f"d{i:02d}", True) for i in range(12)]
     images.append(labelled("d_pending", True, pending=True))

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
+from labelme_dsarad.cli import main
 from labelme_dsarad.model.inference import Predictor
 from labelme_dsarad.model.model_file import load_model
 from labelme_dsarad.train.trainer import TrainConfig, learning_rate_at, split_validation, train_model
@@ -54,6 +55,24 @@ def test_tiny_training_lowers_losses_and_writes_a_usable_model(tmp_path):
     assert statistics["validation_images"] == loaded.info.training["validation_images"]
     prediction = Predictor(loaded).predict(cv2.imread(images[0])[:, :, ::-1])
     assert prediction.score_map.shape == (48, 48) and np.isfinite(prediction.score_map).all()
+
+
+@pytest.mark.parametrize(("override", "problem"), [
+    ({"batch_size": 0}, "batch size must be 1 or more, got 0"),
+    ({"input_size": 100}, "input size must be a multiple of 32 (five 2x poolings), got 100"),
+    ({"input_size": 0}, "input size must be a multiple of 32 (five 2x poolings), got 0"),
+])
+def test_settings_no_run_can_use_are_refused_before_training(override, problem):
+    with pytest.raises(ValueError) as refusal:
+        config(["unused.png"], **override)
+    assert str(refusal.value) == problem
+
+
+def test_train_command_refuses_a_zero_batch_in_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_status:
+        main(["train", "--product", "widget", "--images", str(tmp_path), "--epochs", "1", "--batch-size", "0"])
+    assert exit_status.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "dsarad train: error: argument --batch-size: must be 1 or more, got 0"
 
 
 def test_validation_split_is_deterministic_and_disjoint():

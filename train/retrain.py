@@ -112,6 +112,8 @@ class RetrainConfig:
             self.minutes = DEFAULT_MINUTES
         if (self.minutes is not None and self.minutes <= 0) or (self.steps is not None and self.steps <= 0):
             raise ValueError("the retraining budget must be positive")
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be 1 or more, got {self.batch_size}")
         # real_share below 1: the synthetic samples carry the reconstruction and distillation terms.
         for name in ("holdout", "calibration", "real_share"):
             if not 0.0 <= getattr(self, name) < 1.0:

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from labelme_dsarad.model.images import read_image
 from labelme_dsarad.model.inference import resize_for_model, resolve_device
 from labelme_dsarad.model.model_file import ModelInfo, preset_architecture, read_safetensors, save_model, write_atomically
-from labelme_dsarad.model.networks import DSARAD, ReconstructionNetwork, image_score
+from labelme_dsarad.model.networks import DSARAD, ReconstructionNetwork, check_input_size, image_score
 from labelme_dsarad.model.scoring import ScoreNormaliser, clamp_threshold
 
 from .losses import distillation_loss, focal_loss, reconstruction_loss
@@ -66,6 +66,10 @@ class TrainConfig:
             raise ValueError("give exactly one of epochs or minutes")
         if (self.epochs is not None and self.epochs <= 0) or (self.minutes is not None and self.minutes <= 0):
             raise ValueError("the training budget must be positive")
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be 1 or more, got {self.batch_size}")
+        if self.input_size is not None:
+            check_input_size(self.input_size)
 
 
 def decode_images(paths: list[str], size: int, description: str = "decoding") -> torch.Tensor:
