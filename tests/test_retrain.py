@@ -23,7 +23,6 @@ from labelme_dsarad.train.retrain import (
     Retrainer,
     f1_thresholds,
     split_labels,
-    weighted_focal_loss,
 )
 
 from .conftest import make_tiny_model
@@ -91,10 +90,10 @@ def test_weighted_focal_loss_is_the_focal_loss_over_weighted_pixels():
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 2, 6, 6, generator=generator)
     mask = (torch.rand(2, 1, 6, 6, generator=generator) > 0.7).float()
-    assert weighted_focal_loss(logits, mask, torch.ones_like(mask)) == pytest.approx(focal_loss(logits, mask).item())
+    assert focal_loss(logits, mask, weight=torch.ones_like(mask)) == pytest.approx(focal_loss(logits, mask).item())
     weight = torch.ones_like(mask)
     weight[0] = 0.0  # the first sample is ignored entirely
-    assert weighted_focal_loss(logits, mask, weight) == pytest.approx(focal_loss(logits[1:], mask[1:]).item())
+    assert focal_loss(logits, mask, weight=weight) == pytest.approx(focal_loss(logits[1:], mask[1:]).item())
 
 
 def test_real_defects_are_pasted_with_their_masks(tmp_path):

@@ -27,9 +27,17 @@ def distillation_loss(student_features: list[torch.Tensor], teacher_features: li
     return total
 
 
-def focal_loss(logits: torch.Tensor, mask: torch.Tensor, gamma: float = FOCAL_GAMMA) -> torch.Tensor:
-    """Focal loss on the softmax output; ``mask`` is (B, 1, H, W) in {0, 1}."""
+def focal_loss(logits: torch.Tensor, mask: torch.Tensor, gamma: float = FOCAL_GAMMA,
+               weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Focal loss on the softmax output; ``mask`` is (B, 1, H, W) in {0, 1}.
+
+    With ``weight`` (B, 1, H, W), the weighted mean: pixels of weight 0 (what
+    a person left unlabelled) do not count at all.
+    """
     log_probabilities = F.log_softmax(logits.float(), dim=1)
-    target = mask.squeeze(1).long()
-    log_p = log_probabilities.gather(1, target.unsqueeze(1)).squeeze(1)
-    return (-((1 - log_p.exp()) ** gamma) * log_p).mean()
+    log_p = log_probabilities.gather(1, mask.long()).squeeze(1)
+    per_pixel = -((1 - log_p.exp()) ** gamma) * log_p
+    if weight is None:
+        return per_pixel.mean()
+    weight = weight.squeeze(1)
+    return (per_pixel * weight).sum() / weight.sum().clamp(min=1.0)

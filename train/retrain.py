@@ -58,7 +58,6 @@ from typing import Callable
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from labelme_dsarad.model.inference import Predictor, resize_for_model, resolve_device
 from labelme_dsarad.model.model_file import LoadedModel, ModelInfo, load_model, rewrite_header, save_model
@@ -68,7 +67,7 @@ from labelme_dsarad.model.scoring import ScoreNormaliser, clamp_threshold
 from labelme_dsarad.model.store import ModelStore, StoredModel, check_product_name
 
 from .labels import LabelledImage, read_label_folder, rasterise_shapes
-from .losses import FOCAL_GAMMA, distillation_loss, reconstruction_loss
+from .losses import distillation_loss, focal_loss, reconstruction_loss
 from .metrics import best_f1, compute_metrics, pixel_curves
 from .sources import AnomalySources
 from .synthesis import synthesise
@@ -219,16 +218,6 @@ def load_examples(images: list[LabelledImage], size: int) -> Examples:
 # -- training ---------------------------------------------------------------------
 
 
-def weighted_focal_loss(logits: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor,
-                        gamma: float = FOCAL_GAMMA) -> torch.Tensor:
-    """``losses.focal_loss`` averaged over the pixels of non-zero weight only."""
-    log_probabilities = F.log_softmax(logits.float(), dim=1)
-    log_p = log_probabilities.gather(1, mask.long()).squeeze(1)
-    per_pixel = -((1 - log_p.exp()) ** gamma) * log_p
-    weight = weight.squeeze(1)
-    return (per_pixel * weight).sum() / weight.sum().clamp(min=1.0)
-
-
 def random_flips(images: torch.Tensor, masks: list[torch.Tensor], generator: torch.Generator):
     """Flip each sample left-right and/or up-down, its masks alike."""
     batch, device = images.shape[0], images.device
@@ -246,7 +235,8 @@ class Retrainer:
         self.config = config
         self.device = device
         self.network = copy.deepcopy(base.network).to(device)
-        self.anchor = copy.deepcopy(base.network.student).to(device).eval()
+        # Distillation reads only encoder features: the anchor is the starting student's encoder.
+        self.anchor = copy.deepcopy(base.network.student.encoder).to(device).eval()
         for parameter in self.anchor.parameters():
             parameter.requires_grad_(False)
         self.optimizer = torch.optim.Adam(
@@ -294,7 +284,7 @@ class Retrainer:
         logits = self.network.segmentation(torch.cat([reconstruction, batch], dim=1))
         reconstruction_term = reconstruction_loss(reconstruction[:synthetic_count].float(), synthetic.clean)
         distillation_term = distillation_loss([f[:synthetic_count].float() for f in features], anchor_features)
-        segmentation_term = weighted_focal_loss(logits, torch.cat(masks), torch.cat(weights))
+        segmentation_term = focal_loss(logits, torch.cat(masks), weight=torch.cat(weights))
         loss = reconstruction_term + distillation_term + segmentation_term
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
