@@ -12,7 +12,8 @@ import pytest
 
 from labelme_dsarad.train import evaluation
 from labelme_dsarad.train.datasets import Sample, folder_test_samples
-from labelme_dsarad.train.evaluation import _downsample, _Evaluated, _grid_rows, evaluate
+from labelme_dsarad.train.evaluation import _Evaluated, _grid_rows, evaluate
+from labelme_dsarad.train.metrics import downsample_for_metrics
 
 DEFECT_GRAY = 230  # defects are bright boxes on a ~100 gray background
 
@@ -123,13 +124,13 @@ def test_downsample_bounds_the_longer_side():
     score_map = np.random.default_rng(0).random((300, 200), dtype=np.float32)
     mask = np.zeros((300, 200), dtype=bool)
     mask[100:160, 50:90] = True
-    small_map, small_mask = _downsample(score_map, mask, 64)
+    small_map, small_mask = downsample_for_metrics(score_map, mask, 64)
     assert small_map.shape == small_mask.shape == (64, 43)
     assert small_mask.dtype == bool and 0.9 < small_mask.sum() / (mask.mean() * 64 * 43) < 1.1
     # Area interpolation averages, it does not pick pixels.
     assert small_map.std() < score_map.std() / 2
-    assert _downsample(score_map, mask, None)[0] is score_map
-    assert _downsample(score_map, mask, 300)[0] is score_map
+    assert downsample_for_metrics(score_map, mask, None)[0] is score_map
+    assert downsample_for_metrics(score_map, mask, 300)[0] is score_map
 
 
 def test_evaluate_downsamples_big_images(tmp_path, monkeypatch):

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from labelme_dsarad.model.model_file import write_atomically
 
 from .datasets import Sample, read_mask
-from .metrics import METRIC_KEYS, PixelCurves, compute_metrics, pixel_curves
+from .metrics import METRIC_KEYS, PixelCurves, compute_metrics, downsample_for_metrics, pixel_curves
 
 Predict = Callable[[Path], tuple[np.ndarray, float]]
 PolygonsFn = Callable[[np.ndarray], list]  # point lists [(x, y), ...] or objects with .points
@@ -99,21 +99,8 @@ def _evaluate_one(
     if polygons_fn is not None:
         # A bare point list, or a region object carrying one (model/polygons.py's Region).
         polygons = [getattr(polygon, "points", polygon) for polygon in polygons_fn(score_map)]
-    small_map, small_mask = _downsample(score_map, mask, max_pixels_side)
+    small_map, small_mask = downsample_for_metrics(score_map, mask, max_pixels_side)
     return _Evaluated(sample, float(score), small_map, small_mask, polygons, score_map.shape)
-
-
-def _downsample(
-    score_map: np.ndarray, mask: np.ndarray, max_side: int | None
-) -> tuple[np.ndarray, np.ndarray]:
-    height, width = score_map.shape
-    if max_side is None or max(height, width) <= max_side:
-        return score_map, mask
-    scale = max_side / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    small_map = cv2.resize(score_map, size, interpolation=cv2.INTER_AREA)
-    small_mask = cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
-    return small_map, small_mask
 
 
 # --- Report ------------------------------------------------------------------

@@ -11,8 +11,8 @@ tens of seconds per metric (input checks, an argsort each time), so all pixel
 metrics here come from one exact set of curve vertices (``PixelCurves``,
 about 1 s for 500 maps of 256x256); the tests check them against
 scikit-learn and against a slow, plain AUPRO of their own. Every pixel is
-used: nothing is subsampled. To bound memory, a caller may downsample maps
-(area) and masks (nearest) first, as ``evaluation.evaluate`` does.
+used: nothing is subsampled. To bound memory, a caller may shrink maps and
+masks first with ``downsample_for_metrics``, as ``evaluation.evaluate`` does.
 """
 
 from __future__ import annotations
@@ -78,6 +78,20 @@ class _PixelGroup:
     positives: np.ndarray  # float32 scores of defect pixels
     overlap_gains: np.ndarray  # per defect pixel: 1 / size of its region
     regions: int  # ground-truth regions (connected components) in these images
+
+
+def downsample_for_metrics(
+    score_map: np.ndarray, mask: np.ndarray, max_side: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The map (area) and its mask (nearest) shrunk to at most ``max_side``; None keeps full size."""
+    height, width = score_map.shape
+    if max_side is None or max(height, width) <= max_side:
+        return score_map, mask
+    scale = max_side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    small_map = cv2.resize(score_map, size, interpolation=cv2.INTER_AREA)
+    small_mask = cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
+    return small_map, small_mask
 
 
 def _as_pairs(maps, masks) -> tuple[list[np.ndarray], list[np.ndarray]]:

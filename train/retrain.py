@@ -68,7 +68,7 @@ from labelme_dsarad.model.store import ModelStore, StoredModel, check_product_na
 
 from .labels import LabelledImage, read_label_folder, rasterise_shapes
 from .losses import distillation_loss, focal_loss, reconstruction_loss
-from .metrics import best_f1, compute_metrics, pixel_curves
+from .metrics import best_f1, compute_metrics, downsample_for_metrics, pixel_curves
 from .sources import AnomalySources
 from .synthesis import synthesise
 from .trainer import PIXEL_THRESHOLD_QUANTILE, Budget, learning_rate_at
@@ -414,7 +414,7 @@ def measure(model: LoadedModel | os.PathLike | str, examples: list[tuple[np.ndar
         true_positive += int(np.count_nonzero(flagged & truth))
         false_positive += int(np.count_nonzero(flagged & ~truth))
         defect_pixels += int(np.count_nonzero(truth))
-        small_map, small_mask = _shrunk(score_map, truth)
+        small_map, small_mask = downsample_for_metrics(score_map, truth, METRICS_MAX_SIDE)
         maps.append(small_map)
         masks.append(small_mask)
         scores.append(prediction.image_score)
@@ -440,16 +440,6 @@ def measure(model: LoadedModel | os.PathLike | str, examples: list[tuple[np.ndar
 
 def _f1(true_positive: int, false_positive: int, positives: int) -> float:
     return 2 * true_positive / (true_positive + false_positive + positives) if positives else 0.0
-
-
-def _shrunk(score_map: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    height, width = score_map.shape
-    if max(height, width) <= METRICS_MAX_SIDE:
-        return score_map, mask
-    scale = METRICS_MAX_SIDE / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return (cv2.resize(score_map, size, interpolation=cv2.INTER_AREA),
-            cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool))
 
 
 def holdout_examples(images: list[LabelledImage]) -> list[tuple[np.ndarray, np.ndarray | None]]:
