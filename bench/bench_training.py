@@ -114,7 +114,7 @@ def main() -> None:
         config = TrainConfig(product="bench", images=training_images(Path(scratch) / "images", args.input_size),
                              preset=args.preset, input_size=args.input_size, epochs=1, batch_size=args.batch_size,
                              device=args.device, validation_fraction=0.0)
-        built = Trainer(config, Path(scratch) / "run", log=stderr)
+        built = Trainer(config, Path(scratch) / "run")
         built.prepare_data()
         built.phase = "student"
         built.set_mode()
@@ -124,9 +124,10 @@ def main() -> None:
         trainer = student_trainer(scratch)
         compiled = student_trainer(scratch) if args.compile else None
     if compiled is not None:
-        compiled.student_trained = torch.compile(compiled.student_trained)
-        compiled.segmentation_trained = torch.compile(compiled.segmentation_trained)
-        compiled.teacher.encoder = torch.compile(compiled.teacher.encoder)
+        training = compiled.student_training
+        training.student = torch.compile(training.student)
+        training.segmentation = torch.compile(training.segmentation)
+        training.target_encoder = torch.compile(training.target_encoder)
     sources = ReferenceSources(trainer.images, seed=2)
 
     def reference_step(flush_denormal: bool, explicit_attention: bool):

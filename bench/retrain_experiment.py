@@ -49,7 +49,12 @@ from labelme_dsarad.train.datasets import (  # noqa: E402
     mtd_train_images,
     read_mask,
 )
-from labelme_dsarad.train.retrain import REPORTED_METRICS, RetrainConfig, human_progress, measure, retrain  # noqa: E402
+from labelme_dsarad.model.inference import Predictor  # noqa: E402
+from labelme_dsarad.model.polygons import SuggestionSettings  # noqa: E402
+from labelme_dsarad.train.evaluation import evaluate_predictor  # noqa: E402
+from labelme_dsarad.train.metric_names import REPORTED_METRICS  # noqa: E402
+from labelme_dsarad.train.progress import TerminalProgress  # noqa: E402
+from labelme_dsarad.train.retrain import RetrainConfig, retrain  # noqa: E402
 
 # A person's outline follows the defect closely: half-pixel simplification,
 # and every region kept, however small.
@@ -111,13 +116,11 @@ def _write(path: Path, image: Path, shape: tuple[int, int], shapes: list[dict]) 
     })
 
 
-def measurement_examples(samples: list[Sample]) -> tuple[list, list[str]]:
-    examples, types = [], []
-    for sample in samples:
-        image = read_image(sample.image_path)
-        examples.append((image, read_mask(sample.mask_path, *image.shape[:2]) if sample.is_anomalous else None))
-        types.append(sample.defect_type)
-    return examples, types
+def measure(model: Path, samples: list[Sample], device: str) -> dict:
+    metrics = evaluate_predictor(Predictor(model, device=device), samples, suggestions=SuggestionSettings())
+    return {**metrics["overall"], "per_type_image_auroc": {name: values["image_auroc"]
+                                                           for name, values in metrics["per_type"].items()},
+            "images": len(samples), "defect_images": sum(sample.is_anomalous for sample in samples)}
 
 
 def main() -> int:
@@ -158,14 +161,13 @@ def main() -> int:
     result = retrain(RetrainConfig(
         product=product, labels_dir=str(labels_dir), store_root=str(store_root), minutes=args.minutes,
         steps=args.steps, holdout=args.holdout, batch_size=args.batch_size, device=args.device, seed=args.seed,
-    ), human_progress)
+    ), TerminalProgress())
 
     stderr(f"measuring on {len(measurement)} images (measurement half + test-split normals)")
-    examples, types = measurement_examples(measurement)
-    before = measure(args.base, examples, args.device, types)
-    after = measure(result.path, examples, args.device, types)
+    before = measure(args.base, measurement, args.device)
+    after = measure(result.path, measurement, args.device)
 
-    rows = [[key, _fmt(before.get(key)), _fmt(after.get(key))] for key in REPORTED_METRICS]
+    rows = [[title, _fmt(before.get(key)), _fmt(after.get(key))] for key, title in REPORTED_METRICS]
     rows += [[f"image_auroc {name}", _fmt(before["per_type_image_auroc"].get(name)),
               _fmt(after["per_type_image_auroc"].get(name))] for name in after["per_type_image_auroc"]]
     print(f"\nMagnetic Tile, {before['defect_images']} defect + {before['images'] - before['defect_images']} normal "

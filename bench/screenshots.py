@@ -124,33 +124,33 @@ def main(argv: list[str] | None = None) -> int:
             window.resizeDocks(docks, [150, 110, 600], QtCore.Qt.Vertical)
         panel.adapter.open_folder(str(folder))
         panel.adapter.open_file(str(folder / args.image[0].name))
-        if not wait_until(app, lambda: panel.model is not None or "Model:" in panel.message_label.text()):
+        if not wait_until(app, lambda: panel.model is not None or "Model:" in panel.view.message_label.text()):
             raise SystemExit("the model did not load")
         if panel.model is None:
-            raise SystemExit(panel.message_label.text())
-        panel.threshold_slider.setValue(round(args.threshold * 100))
+            raise SystemExit(panel.view.message_label.text())
+        panel.view.threshold_slider.setValue(round(args.threshold * 100))
         shown = []
         panel.suggestions_shown.connect(lambda path, count: shown.append(count))
-        panel.detect_action.trigger()
+        panel.view.detect_action.trigger()
         if not wait_until(app, lambda: bool(shown)):
-            raise SystemExit(f"no result: {panel.message_label.text()}")
+            raise SystemExit(f"no result: {panel.view.message_label.text()}")
         wait_until(app, lambda: False, 0.3)  # let the canvas and status bar settle
         save(window, args.out_dir / "1_suggestions_heat_map.png")
         if args.readme is not None:
             save_small(args.out_dir / "1_suggestions_heat_map.png", args.readme)
 
-        panel.heat_map_box.setChecked(False)
+        panel.view.heat_map_box.setChecked(False)
         wait_until(app, lambda: False, 0.1)
         save(window, args.out_dir / "2_suggestions.png")
 
         pending = panel.adapter.shapes()
         if pending:
             panel.adapter.select([pending[0]])
-            panel.accept_action.trigger()
+            panel.view.accept_action.trigger()
         if len(pending) > 1:
             panel.adapter.select([pending[-1]])
-            panel.reject_action.trigger()
-        panel.heat_map_box.setChecked(True)
+            panel.view.reject_action.trigger()
+        panel.view.heat_map_box.setChecked(True)
         wait_until(app, lambda: False, 0.1)
         save(window, args.out_dir / "3_reviewed.png")
     finally:

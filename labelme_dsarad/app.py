@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from labelme_dsarad.panel import ModelOption
-from labelme_dsarad.train.labels import REVIEWED_FLAG
+from labelme_dsarad.model.labelfile import REVIEWED_FLAG
 
 EXIT_ERROR = 2
 

@@ -15,6 +15,9 @@ import sys
 import time
 from pathlib import Path
 
+from labelme_dsarad.model.polygons import SuggestionSettings
+
+DEFAULT_SUGGESTIONS = SuggestionSettings()
 EXIT_OK, EXIT_FAILURES, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
@@ -85,9 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="images or folders of images")
     add_model_arguments(predict)
     predict.add_argument("--out", type=Path, help="folder for the JSON files (default: next to each image)")
-    predict.add_argument("--threshold", type=threshold_value, help="normalised score threshold in [0, 1] (default 0.5, the model's)")
-    predict.add_argument("--min-area", type=non_negative_int, default=20, help="smallest region in pixels (default 20)")
-    predict.add_argument("--tolerance", type=non_negative_float, default=1.0, help="polygon simplification in pixels (default 1.0)")
+    predict.add_argument("--threshold", type=threshold_value, default=DEFAULT_SUGGESTIONS.threshold,
+                         help=f"normalised score threshold in [0, 1] (default {DEFAULT_SUGGESTIONS.threshold}, the model's)")
+    predict.add_argument("--min-area", type=non_negative_int, default=DEFAULT_SUGGESTIONS.min_area,
+                         help=f"smallest region in pixels (default {DEFAULT_SUGGESTIONS.min_area})")
+    predict.add_argument("--tolerance", type=non_negative_float, default=DEFAULT_SUGGESTIONS.tolerance,
+                         help=f"polygon simplification in pixels (default {DEFAULT_SUGGESTIONS.tolerance})")
     predict.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     predict.add_argument("--save-maps", type=Path, metavar="DIR", help="also write each anomaly map as a PNG heat map")
     predict.add_argument("--batch-size", type=positive_int, default=1, help="images per forward pass (helps on a GPU)")
@@ -271,12 +277,10 @@ def run_train(args) -> int:
 def run_evaluate(args) -> int:
     from dataclasses import replace
 
-    from labelme_dsarad.model.images import read_image
     from labelme_dsarad.model.inference import Predictor
     from labelme_dsarad.model.model_file import rewrite_header
-    from labelme_dsarad.model.polygons import mask_to_polygons
     from labelme_dsarad.train.datasets import load_samples
-    from labelme_dsarad.train.evaluation import evaluate
+    from labelme_dsarad.train.evaluation import evaluate_predictor
 
     kind, root = args.dataset
     if kind not in ("mtd", "mvtec", "folder"):
@@ -285,11 +289,7 @@ def run_evaluate(args) -> int:
     samples = load_samples(kind, Path(root))
     predictor = Predictor(model_path, device=args.device)
 
-    def predict(path: Path):
-        prediction = predictor.predict(read_image(path))
-        return prediction.score_map, prediction.image_score
-
-    metrics = evaluate(predict, samples, report_dir=args.report, polygons_fn=mask_to_polygons)
+    metrics = evaluate_predictor(predictor, samples, report_dir=args.report, suggestions=DEFAULT_SUGGESTIONS)
     overall = metrics["overall"]
     print(" ".join(f"{key}={value:.4f}" for key, value in overall.items() if isinstance(value, float)))
     for defect_type, values in sorted(metrics.get("per_type", {}).items()):
@@ -367,9 +367,7 @@ def run_predict(args) -> int:
     if args.save_maps is not None:
         check_writable_folder(args.save_maps)
     options = PredictOptions(
-        threshold=args.threshold,
-        min_area=args.min_area,
-        tolerance=args.tolerance,
+        suggestions=SuggestionSettings(threshold=args.threshold, min_area=args.min_area, tolerance=args.tolerance),
         out_dir=args.out,
         maps_dir=args.save_maps,
         batch_size=args.batch_size,
@@ -387,8 +385,8 @@ def run_predict(args) -> int:
 def run_retrain(args) -> int:
     import signal
 
-    from labelme_dsarad.train.retrain import (RetrainConfig, format_result, human_progress, json_progress, retrain,
-                                              rollback)
+    from labelme_dsarad.train.progress import TerminalProgress, format_retrain_result, json_progress
+    from labelme_dsarad.train.retrain import RetrainConfig, retrain, rollback
 
     if args.rollback is not None:
         stored = rollback(args.product, args.rollback, args.store)
@@ -411,11 +409,11 @@ def run_retrain(args) -> int:
         raise KeyboardInterrupt  # the plugin's Cancel: unwind, so nothing half-written stays
 
     signal.signal(signal.SIGTERM, cancelled)
-    result = retrain(config, json_progress if args.progress_json else human_progress)
+    result = retrain(config, json_progress if args.progress_json else TerminalProgress())
     if args.progress_json:
         json_progress({"event": "done", **result.to_dict()})
     else:
-        print(format_result(result))
+        print(format_retrain_result(result))
     return EXIT_OK
 
 

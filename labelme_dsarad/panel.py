@@ -1,11 +1,13 @@
-"""The "Defect detection" dock: run the model, show its map, review its suggestions.
+"""The "Defect detection" dock's controller: run the model, show its map, review its suggestions.
 
-The panel wires three things together and draws nothing itself:
-``DetectionWorker`` (the model, in its thread), the per-image cache of
-anomaly maps (the sliders re-derive polygons from it without the model), and
-LabelMe's window through ``LabelMeAdapter``. It never holds on to LabelMe
-shapes between events, because LabelMe replaces them with copies on undo:
-suggestions are found on the canvas each time by the record they carry.
+``DefectPanel`` holds the state and the actions and draws nothing itself. It
+wires four things together: its view (``panel_view.PanelView``, the dock's
+widgets), ``DetectionWorker`` (the model, in its thread), the per-image cache
+of anomaly maps (``heat_map``; the sliders re-derive polygons from it without
+the model), and LabelMe's window through ``LabelMeAdapter``. It never holds
+on to LabelMe shapes between events, because LabelMe replaces them with
+copies on undo: suggestions are found on the canvas each time by the record
+they carry.
 """
 
 from __future__ import annotations
@@ -13,17 +15,16 @@ from __future__ import annotations
 import functools
 import time
 import traceback
-from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
 
-import cv2
-import numpy as np
-from qtpy import QtCore, QtGui, QtWidgets
+from qtpy import QtCore, QtWidgets
 
 from labelme_dsarad import review
 from labelme_dsarad._labelme_adapter import LabelMeAdapter
+from labelme_dsarad.heat_map import CachedMap, HeatMap, MapCache
+from labelme_dsarad.panel_view import PanelView, plural
 from labelme_dsarad.worker import (
     PRIORITY_CURRENT,
     PRIORITY_LOOKAHEAD,
@@ -36,17 +37,6 @@ from labelme_dsarad.worker import (
     default_factory,
 )
 
-# Douglas-Peucker tolerance (pixels) per step of the polygon-detail slider:
-# left is coarse, right follows the map pixel by pixel.
-DETAIL_TOLERANCES = (4.0, 3.0, 2.0, 1.5, 1.0, 0.5, 0.25, 0.0)
-DEFAULT_DETAIL = DETAIL_TOLERANCES.index(1.0)
-DEFAULT_MIN_AREA = 20
-THRESHOLD_STEPS = 100  # slider units per 1.0 of normalised score
-CACHE_SIZE = 6  # anomaly maps kept; a 2000 x 2000 map is 16 MB
-# The heat map is clear below this fraction of the slider's threshold and
-# opaque from the threshold up, which leaves normal surface (scoring far
-# lower) readable under it.
-HEAT_CLEAR_BELOW = 0.5
 
 
 @dataclass
@@ -61,41 +51,6 @@ class ModelOption:
         if self.factory is not None:
             return self.factory
         return default_factory(self.path) if self.path is not None else None
-
-
-@dataclass
-class CachedMap:
-    path: str
-    model_key: str
-    prediction: Any
-    image_shape: tuple[int, int]
-    ahead: bool  # computed before the user opened the image
-
-
-class MapCache:
-    """The last few anomaly maps, per (image, model)."""
-
-    def __init__(self, size: int = CACHE_SIZE):
-        self._size = size
-        self._entries: OrderedDict[tuple[str, str], CachedMap] = OrderedDict()
-
-    def get(self, path: str, model_key: str) -> CachedMap | None:
-        entry = self._entries.get((path, model_key))
-        if entry is not None:
-            self._entries.move_to_end((path, model_key))
-        return entry
-
-    def put(self, entry: CachedMap) -> None:
-        self._entries[(entry.path, entry.model_key)] = entry
-        self._entries.move_to_end((entry.path, entry.model_key))
-        while len(self._entries) > self._size:
-            self._entries.popitem(last=False)
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-    def __len__(self) -> int:
-        return len(self._entries)
 
 
 def guarded(method: Callable) -> Callable:
@@ -113,58 +68,15 @@ def guarded(method: Callable) -> Callable:
     return wrapper
 
 
-class HeatMap:
-    """RGBA overlay of a normalised map, drawn relative to the threshold.
-
-    Colours put the threshold at the middle of the jet scale (red: well
-    beyond it) and alpha ramps up to it, so the overlay shows what is near
-    the cut being made whatever the slider says. Both come from 256-entry
-    lookup tables over the map's 8-bit levels: the alpha channel takes a few
-    ms for 2000 x 2000 and follows the slider live; the colours take a few
-    tens of ms and are redone when the slider rests (``recolour``). The
-    QImage shares this object's pixels: keep the HeatMap alive while shown.
-    """
-
-    JET = cv2.applyColorMap(np.arange(256, dtype=np.uint8).reshape(1, 256), cv2.COLORMAP_JET)[0, :, ::-1].copy()
-
-    def __init__(self, score_map: np.ndarray, threshold: float):
-        levels = (np.clip(score_map, 0.0, 1.0) * 255).astype(np.uint8)
-        self.levels = levels
-        self.rgba = np.empty(score_map.shape + (4,), dtype=np.uint8)
-        self._colour_threshold: float | None = None
-        self._alpha_threshold: float | None = None
-        self._recolour(threshold)
-
-    def _recolour(self, threshold: float) -> None:
-        relative = np.clip(np.round(np.arange(256) * (0.5 / threshold)), 0, 255).astype(np.intp)
-        palette = self.JET[relative].reshape(1, 256, 3)
-        self.rgba[..., :3] = cv2.LUT(cv2.merge([self.levels] * 3), palette)
-        self._colour_threshold = threshold
-
-    def image(self, threshold: float, recolour: bool = True) -> QtGui.QImage:
-        if recolour and threshold != self._colour_threshold:
-            self._recolour(threshold)
-        if threshold != self._alpha_threshold:
-            low = threshold * HEAT_CLEAR_BELOW
-            ramp = np.clip((np.arange(256) / 255.0 - low) / max(threshold - low, 1e-6), 0.0, 1.0)
-            self.rgba[..., 3] = cv2.LUT(self.levels, (ramp * 255).astype(np.uint8))
-            self._alpha_threshold = threshold
-        height, width = self.levels.shape
-        return QtGui.QImage(self.rgba.data, width, height, 4 * width, QtGui.QImage.Format_RGBA8888)
-
-
-def plural(count: int, word: str) -> str:
-    return f"{count} {word}" + ("" if count == 1 else "s")
-
-
-class DefectPanel(QtWidgets.QWidget):
-    """Dock contents plus the controller behind them; one per main window."""
+class DefectPanel(QtCore.QObject):
+    """The controller behind the dock's view; one per main window."""
 
     # For tests and the timing script: (image path, number of suggestions).
     suggestions_shown = QtCore.Signal(str, int)
 
     def __init__(self, adapter: LabelMeAdapter, models: list[ModelOption], parent: QtWidgets.QWidget | None = None):
         super().__init__(parent)
+        self.view = PanelView([option.title for option in models], parent)
         self.adapter = adapter
         self.models = models
         self.cache = MapCache()
@@ -199,8 +111,7 @@ class DefectPanel(QtWidgets.QWidget):
         self.worker.batch_finished.connect(self._on_batch_finished)
         self.worker.batch_failed.connect(self._on_batch_failed)
 
-        self._build_actions()
-        self._build_widgets()
+        self._connect_view()
         adapter.install_hooks(
             is_pending=review.is_pending,
             shape_suffix=review.list_suffix,
@@ -220,142 +131,21 @@ class DefectPanel(QtWidgets.QWidget):
             self._on_image_opened(adapter.image_path())
         self._update_review_actions()
 
-    # --- building ---
-
-    def _build_actions(self) -> None:
-        def action(text, slot, shortcut=None, tip=None, checkable=False, checked=False):
-            created = QtWidgets.QAction(text, self)
-            if shortcut:
-                created.setShortcut(QtGui.QKeySequence(shortcut))
-            if tip:
-                created.setToolTip(f"{tip} ({shortcut})" if shortcut else tip)
-                created.setStatusTip(tip)
-            created.setCheckable(checkable)
-            created.setChecked(checked)
-            # Toggles follow ``toggled``: it also fires when the dock's checkbox sets them.
-            (created.toggled if checkable else created.triggered).connect(slot)
-            return created
-
-        self.detect_action = action("Detect", lambda: self.detect(), "Ctrl+I", "Find defects in this image")
-        icon = self.style().standardIcon(QtWidgets.QStyle.SP_FileDialogContentsView)
-        self.detect_action.setIcon(icon)
-        self.detect_action.setIconText("Detect\nDefects")
-        self.detect_on_open_action = action(
-            "Detect on open", lambda checked: self._set_detect_on_open(checked), None,
-            "Detect defects in every image you open, and compute the next one ahead", checkable=True,
-        )
-        self.detect_all_action = action(
-            "Detect all…", lambda: self.detect_all(), None,
-            "Detect defects in every image of the folder and write their label files",
-        )
-        self.heat_map_action = action(
-            "Heat map", lambda checked: self._set_heat_map(checked), "Ctrl+Shift+H",
-            "Show the anomaly map over the image (never saved)", checkable=True, checked=True,
-        )
-        self.accept_action = action("Accept", lambda: self.accept_selected(), "Ctrl+Return",
-                                    "Accept the selected suggestions")
-        self.reject_action = action("Reject", lambda: self.reject_selected(), "Ctrl+Shift+Return",
-                                    "Reject (delete) the selected suggestions")
-        self.accept_all_action = action("Accept all", lambda: self.accept_all(), None,
-                                        "Accept every pending suggestion on this image")
-        self.reject_all_action = action("Reject all", lambda: self.reject_all(), None,
-                                        "Reject (delete) every pending suggestion on this image")
-        self.retrain_action = action(
-            "Retrain from labels…", lambda: self.retrain_from_labels(), None,
-            "Retrain this product's model from the reviewed images (image flag 'ok') of the open folder",
-        )
-
-    def _build_widgets(self) -> None:
-        self.model_box = QtWidgets.QComboBox()
-        # Long model titles must not widen the dock: they elide instead.
-        self.model_box.setSizeAdjustPolicy(QtWidgets.QComboBox.AdjustToMinimumContentsLengthWithIcon)
-        self.model_box.setMinimumContentsLength(16)
-        for option in self.models:
-            self.model_box.addItem(option.title)
-        self.model_box.currentIndexChanged.connect(lambda index: self.select_model(index))
-        self.model_info = QtWidgets.QLabel("Loading the model…")
-        self.model_info.setWordWrap(True)
-        self.model_info.setTextInteractionFlags(QtCore.Qt.TextSelectableByMouse)
-
-        self.threshold_slider = QtWidgets.QSlider(QtCore.Qt.Horizontal)
-        self.threshold_slider.setRange(1, THRESHOLD_STEPS - 1)
-        self.threshold_slider.setValue(THRESHOLD_STEPS // 2)
-        self.threshold_slider.setToolTip("Normalised anomaly score; 0.50 (the middle mark) is the model's own threshold")
-        self.threshold_slider.setTickPosition(QtWidgets.QSlider.TicksBelow)
-        self.threshold_slider.setTickInterval(THRESHOLD_STEPS // 2)
-        self.threshold_label = QtWidgets.QLabel()
-        self.threshold_slider.valueChanged.connect(lambda _value: self._on_setting_changed())
-
-        self.min_area_box = QtWidgets.QSpinBox()
-        self.min_area_box.setRange(0, 10_000_000)
-        self.min_area_box.setValue(DEFAULT_MIN_AREA)
-        self.min_area_box.setSuffix(" px")
-        self.min_area_box.setToolTip("Smallest region that becomes a suggestion, in image pixels")
-        self.min_area_box.valueChanged.connect(lambda _value: self._on_setting_changed())
-
-        self.detail_slider = QtWidgets.QSlider(QtCore.Qt.Horizontal)
-        self.detail_slider.setRange(0, len(DETAIL_TOLERANCES) - 1)
-        self.detail_slider.setValue(DEFAULT_DETAIL)
-        self.detail_slider.setToolTip("Polygon detail: left simplifies outlines, right follows every pixel")
-        self.detail_label = QtWidgets.QLabel()
-        self.detail_slider.valueChanged.connect(lambda _value: self._on_setting_changed())
-
-        self.opacity_slider = QtWidgets.QSlider(QtCore.Qt.Horizontal)
-        self.opacity_slider.setRange(0, 100)
-        self.opacity_slider.setValue(60)
-        self.opacity_slider.setToolTip("Heat-map opacity")
-        self.opacity_slider.valueChanged.connect(lambda value: self.adapter.set_overlay(self.adapter.overlay(), value / 100))
-
-        self.review_label = QtWidgets.QLabel()
-        self.message_label = QtWidgets.QLabel()
-        self.message_label.setWordWrap(True)
-        self.message_label.setTextInteractionFlags(QtCore.Qt.TextSelectableByMouse)
-
-        def button(action: QtWidgets.QAction) -> QtWidgets.QPushButton:
-            # A push button mirroring the action: one line of text, the action's state.
-            created = QtWidgets.QPushButton(action.text())
-            created.setToolTip(action.toolTip())
-            created.setEnabled(action.isEnabled())
-            created.clicked.connect(action.trigger)
-            action.changed.connect(lambda: created.setEnabled(action.isEnabled()))
-            return created
-
-        def row(*widgets) -> QtWidgets.QHBoxLayout:
-            layout = QtWidgets.QHBoxLayout()
-            for widget in widgets:
-                layout.addWidget(widget)
-            return layout
-
-        self.heat_map_box = QtWidgets.QCheckBox("Heat map")
-        self.heat_map_box.setChecked(True)
-        self.heat_map_box.toggled.connect(self.heat_map_action.setChecked)
-        self.heat_map_action.toggled.connect(self.heat_map_box.setChecked)
-        self.detect_on_open_box = QtWidgets.QCheckBox("Detect on open")
-        self.detect_on_open_box.setToolTip(self.detect_on_open_action.toolTip())
-        self.detect_on_open_box.toggled.connect(self.detect_on_open_action.setChecked)
-        self.detect_on_open_action.toggled.connect(self.detect_on_open_box.setChecked)
-
-        form = QtWidgets.QFormLayout()
-        form.setFieldGrowthPolicy(QtWidgets.QFormLayout.AllNonFixedFieldsGrow)
-        form.addRow("Threshold", row(self.threshold_slider, self.threshold_label))
-        form.addRow("Min. area", self.min_area_box)
-        form.addRow("Detail", row(self.detail_slider, self.detail_label))
-        form.addRow(self.heat_map_box, self.opacity_slider)
-
-        layout = QtWidgets.QVBoxLayout(self)
-        layout.setSpacing(4)
-        layout.addWidget(self.model_box)
-        layout.addWidget(self.model_info)
-        layout.addLayout(row(button(self.detect_action), button(self.detect_all_action)))
-        layout.addWidget(self.detect_on_open_box)
-        layout.addLayout(form)
-        layout.addWidget(self.review_label)
-        layout.addLayout(row(button(self.accept_action), button(self.reject_action)))
-        layout.addLayout(row(button(self.accept_all_action), button(self.reject_all_action)))
-        layout.addWidget(button(self.retrain_action))
-        layout.addWidget(self.message_label)
-        layout.addStretch(1)
-        self._show_setting_labels()
+    def _connect_view(self) -> None:
+        view = self.view
+        view.detect_action.triggered.connect(lambda: self.detect())
+        view.detect_on_open_action.toggled.connect(lambda checked: self._set_detect_on_open(checked))
+        view.detect_all_action.triggered.connect(lambda: self.detect_all())
+        view.heat_map_action.toggled.connect(lambda checked: self._set_heat_map(checked))
+        view.accept_action.triggered.connect(lambda: self.accept_selected())
+        view.reject_action.triggered.connect(lambda: self.reject_selected())
+        view.accept_all_action.triggered.connect(lambda: self.accept_all())
+        view.reject_all_action.triggered.connect(lambda: self.reject_all())
+        view.retrain_action.triggered.connect(lambda: self.retrain_from_labels())
+        view.model_box.currentIndexChanged.connect(lambda index: self.select_model(index))
+        view.on_settings_changed(self._on_setting_changed)
+        view.opacity_slider.valueChanged.connect(
+            lambda value: self.adapter.set_overlay(self.adapter.overlay(), value / 100))
 
     # --- retraining ---
 
@@ -368,7 +158,7 @@ class DefectPanel(QtWidgets.QWidget):
         if info is None or image is None:
             self.show_message("Open an image and load a model first: retraining reads the open folder's labels.")
             return None
-        dialog = RetrainDialog(self, info.product, Path(image).parent)
+        dialog = RetrainDialog(self.view, info.product, Path(image).parent)
         dialog.switched.connect(self._use_retrained_model)
         dialog.show()
         self.retrain_dialog = dialog
@@ -376,34 +166,18 @@ class DefectPanel(QtWidgets.QWidget):
 
     def _use_retrained_model(self, product: str, version: int, path: str) -> None:
         self.models.append(ModelOption(f"{product} v{version} (current)", Path(path)))
-        self.model_box.addItem(self.models[-1].title)
-        self.model_box.setCurrentIndex(len(self.models) - 1)
+        self.view.model_box.addItem(self.models[-1].title)
+        self.view.model_box.setCurrentIndex(len(self.models) - 1)
 
     # --- settings ---
 
-    @property
-    def threshold(self) -> float:
-        return self.threshold_slider.value() / THRESHOLD_STEPS
-
-    @property
-    def min_area(self) -> int:
-        return self.min_area_box.value()
-
-    @property
-    def tolerance(self) -> float:
-        return DETAIL_TOLERANCES[self.detail_slider.value()]
-
-    def _show_setting_labels(self) -> None:
-        self.threshold_label.setText(f"{self.threshold:.2f}")
-        self.detail_label.setText(f"{self.tolerance:g} px")
-
     @guarded
     def _on_setting_changed(self) -> None:
-        self._show_setting_labels()
+        self.view.show_setting_labels()
         entry = self.current_map()
         if entry is None:
             return
-        if self.heat_map_action.isChecked():
+        if self.view.heat_map_action.isChecked():
             self._show_map(entry, recolour=False)  # transparency now, colours once the slider rests
         if self._derived_for == self._current or review.pending(self.adapter.shapes()):
             self._derive(entry, ahead_note=False)
@@ -428,36 +202,32 @@ class DefectPanel(QtWidgets.QWidget):
         if not 0 <= index < len(self.models):
             return
         option = self.models[index]
-        if self.model_box.currentIndex() != index:
-            self.model_box.setCurrentIndex(index)  # re-enters through the signal
+        if self.view.model_box.currentIndex() != index:
+            self.view.model_box.setCurrentIndex(index)  # re-enters through the signal
             return
         self.model = None
         self.cache.clear()
-        self._set_ready(False)
-        self.model_info.setText(f"Loading {option.title}…")
+        self.view.set_ready(False)
+        self.view.model_info.setText(f"Loading {option.title}…")
         self.worker.set_model(option.predictor_factory())
-
-    def _set_ready(self, ready: bool) -> None:
-        for action in (self.detect_action, self.detect_all_action):
-            action.setEnabled(ready)
 
     @guarded
     def _on_model_ready(self, description: ModelDescription) -> None:
         changed = self.model is None or self.model.key != description.key
         self.model = description
-        self.model_info.setText(describe_model(description))
-        self._set_ready(True)
+        self.view.model_info.setText(describe_model(description))
+        self.view.set_ready(True)
         if not changed:
             return  # the same weights on another device (GPU out of memory)
         self.cache.clear()
-        if self.detect_on_open_action.isChecked() and self._current is not None:
+        if self.view.detect_on_open_action.isChecked() and self._current is not None:
             self._detect_on_open(self._current)
 
     @guarded
     def _on_model_failed(self, message: str) -> None:
         self.model = None
-        self._set_ready(False)
-        self.model_info.setText("No model in use.")
+        self.view.set_ready(False)
+        self.view.model_info.setText("No model in use.")
         self.show_message(f"Model: {message}", error=True)
 
     # --- opening images ---
@@ -481,7 +251,7 @@ class DefectPanel(QtWidgets.QWidget):
         self._update_review_actions()
         if self.model is None:
             return
-        if self.detect_on_open_action.isChecked():
+        if self.view.detect_on_open_action.isChecked():
             self._detect_on_open(path)
         else:
             entry = self.current_map()
@@ -518,7 +288,7 @@ class DefectPanel(QtWidgets.QWidget):
             return
         self._want_suggestions.add(path)
         self._request(path, PRIORITY_CURRENT)
-        if self.detect_on_open_action.isChecked():
+        if self.view.detect_on_open_action.isChecked():
             self._look_ahead()
 
     def _request(self, path: str, priority: int) -> None:
@@ -554,12 +324,12 @@ class DefectPanel(QtWidgets.QWidget):
             self.show_message(self._timing_text(entry, "anomaly map ready"))
 
     def _show_map(self, entry: CachedMap, recolour: bool = True) -> None:
-        if self.heat_map_action.isChecked():
+        if self.view.heat_map_action.isChecked():
             # One heat map at a time (a 2000 x 2000 one is 32 MB); it owns the overlay's pixels.
             if self._shown_heat is None or self._shown_heat_of is not entry:
-                self._shown_heat, self._shown_heat_of = HeatMap(entry.prediction.score_map, self.threshold), entry
-            image = self._shown_heat.image(self.threshold, recolour)
-            self.adapter.set_overlay(image, self.opacity_slider.value() / 100)
+                self._shown_heat, self._shown_heat_of = HeatMap(entry.prediction.score_map, self.view.threshold), entry
+            image = self._shown_heat.image(self.view.threshold, recolour)
+            self.adapter.set_overlay(image, self.view.opacity_slider.value() / 100)
             if not recolour:
                 self._recolour_timer.start()
 
@@ -584,10 +354,10 @@ class DefectPanel(QtWidgets.QWidget):
     def _derive(self, entry: CachedMap, ahead_note: bool) -> None:
         """Turn the cached map into pending suggestions, replacing the pending ones."""
         shapes = self.adapter.shapes()
-        regions = review.regions_from_map(entry.prediction.score_map, self.threshold, self.min_area, self.tolerance)
+        regions = self.view.suggestion_settings().regions(entry.prediction.score_map)
         kept = review.drop_covered(regions, review.reviewed_outlines(shapes)
                                    + self._rejected.get(entry.path, []))
-        provenance = review.provenance(self.model, self.threshold)
+        provenance = review.provenance(self.model, self.view.threshold)
         label = self.model.info.labels[0] if self.model.info is not None else "defect"
         new_shapes = [self.adapter.make_shape(review.suggestion_dict(region, label, provenance)) for region in kept]
         old = review.pending(shapes)
@@ -684,12 +454,7 @@ class DefectPanel(QtWidgets.QWidget):
         shapes = self.adapter.shapes()
         pending = review.pending(shapes)
         accepted = sum(review.state(shape) == review.ACCEPTED for shape in shapes)
-        selected = self._selected_pending()
-        self.accept_action.setEnabled(bool(selected))
-        self.reject_action.setEnabled(bool(selected))
-        self.accept_all_action.setEnabled(bool(pending))
-        self.reject_all_action.setEnabled(bool(pending))
-        self.review_label.setText(f"Suggestions: {len(pending)} pending, {accepted} accepted")
+        self.view.show_review_state(len(pending), accepted, len(self._selected_pending()))
 
     # --- Detect all ---
 
@@ -708,13 +473,10 @@ class DefectPanel(QtWidgets.QWidget):
         if not images:
             self.show_message("No images to detect: open a folder first.")
             return
-        options = PredictOptions(
-            threshold=self.threshold, min_area=self.min_area, tolerance=self.tolerance,
-            out_dir=self.adapter.output_dir(),
-        )
+        options = PredictOptions(suggestions=self.view.suggestion_settings(), out_dir=self.adapter.output_dir())
         self._batch = BatchJob([Path(image) for image in images], options)
         dialog = QtWidgets.QProgressDialog(
-            f"Detecting defects in {plural(len(images), 'image')}…", "Cancel", 0, len(images), self.window()
+            f"Detecting defects in {plural(len(images), 'image')}…", "Cancel", 0, len(images), self.view.window()
         )
         dialog.setWindowTitle("Detect all")
         dialog.setWindowModality(QtCore.Qt.WindowModal)
@@ -760,8 +522,7 @@ class DefectPanel(QtWidgets.QWidget):
     # --- messages and shutdown ---
 
     def show_message(self, text: str, error: bool = False) -> None:
-        self.message_label.setStyleSheet("color: #b00020;" if error else "")
-        self.message_label.setText(text)
+        self.view.show_message(text, error)
         self.adapter.show_status(text.splitlines()[0] if text else "")
 
     def shutdown(self) -> None:
@@ -801,16 +562,16 @@ def attach_panel(window: QtWidgets.QMainWindow, models: list[ModelOption]) -> De
     scroll.setFrameShape(QtWidgets.QFrame.NoFrame)
     scroll.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarAlwaysOff)
     panel = DefectPanel(adapter, models, scroll)
-    scroll.setWidget(panel)
+    scroll.setWidget(panel.view)
     # Scroll only vertically: the dock column is made wide enough for the panel.
-    scroll.setMinimumWidth(panel.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width())
+    scroll.setMinimumWidth(panel.view.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width())
     dock.setWidget(scroll)
     adapter.add_dock(dock)
-    adapter.add_toolbar_actions([panel.detect_action])
-    actions = [panel.detect_action, panel.detect_on_open_action, panel.detect_all_action, panel.heat_map_action,
-               panel.accept_action, panel.reject_action, panel.accept_all_action, panel.reject_all_action]
+    adapter.add_toolbar_actions([panel.view.detect_action])
+    actions = [panel.view.detect_action, panel.view.detect_on_open_action, panel.view.detect_all_action, panel.view.heat_map_action,
+               panel.view.accept_action, panel.view.reject_action, panel.view.accept_all_action, panel.view.reject_all_action]
     window.addActions(actions)  # shortcuts work wherever the focus is in the window
-    adapter.add_canvas_menu_actions([panel.accept_action, panel.reject_action])
+    adapter.add_canvas_menu_actions([panel.view.accept_action, panel.view.reject_action])
     adapter.add_view_menu_action(dock.toggleViewAction())
     app = QtWidgets.QApplication.instance()
     if app is not None:

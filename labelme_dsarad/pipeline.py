@@ -9,7 +9,6 @@ goes on; only a problem with the whole run (the model, the options) stops it.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import time
 from collections import deque
@@ -30,19 +29,15 @@ from labelme_dsarad.model.labelfile import (
     suggestion_shape,
     update_label_file,
 )
-from labelme_dsarad.model.model_file import write_atomically
-from labelme_dsarad.model.polygons import mask_to_polygons
+from labelme_dsarad.model.atomic_write import write_atomically
+from labelme_dsarad.model.polygons import SuggestionSettings
 
-DEFAULT_THRESHOLD = 0.5
 DECODE_AHEAD = 4
 
 
 @dataclass
 class PredictOptions:
-    threshold: float | None = None  # normalised score; None means the model's own (0.5)
-    min_area: int = 20
-    tolerance: float = 1.0
-    opening: int = 0
+    suggestions: SuggestionSettings = field(default_factory=SuggestionSettings)
     out_dir: Path | None = None
     maps_dir: Path | None = None
     batch_size: int = 1
@@ -50,20 +45,9 @@ class PredictOptions:
     # these settings, so a rerun after an interruption finishes the rest.
     skip_done: bool = True
 
-    @property
-    def effective_threshold(self) -> float:
-        return DEFAULT_THRESHOLD if self.threshold is None else self.threshold
-
     def check(self) -> None:
-        """ValueError for settings no run can use. A NaN would even end up in
-        the label file as ``NaN``, which is not JSON to most readers."""
-        if self.threshold is not None and not (math.isfinite(self.threshold) and 0.0 <= self.threshold <= 1.0):
-            raise ValueError(f"threshold must be within [0, 1], got {self.threshold}")
-        if not (math.isfinite(self.tolerance) and self.tolerance >= 0):
-            raise ValueError(f"tolerance must be a finite number of pixels, 0 or more, got {self.tolerance}")
-        for name in ("min_area", "opening"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        """ValueError for settings no run can use."""
+        self.suggestions.check()
         if self.batch_size < 1:
             # 0 would never fill a batch: the run would spin for ever.
             raise ValueError(f"batch size must be 1 or more, got {self.batch_size}")
@@ -100,10 +84,10 @@ def run_record(predictor: Predictor, options: PredictOptions) -> dict:
     return {
         "model": predictor.name,
         "model_sha256": predictor.model.sha256,
-        "threshold": options.effective_threshold,
-        "min_area": options.min_area,
-        "tolerance": options.tolerance,
-        "opening": options.opening,
+        "threshold": options.suggestions.threshold,
+        "min_area": options.suggestions.min_area,
+        "tolerance": options.suggestions.tolerance,
+        "opening": options.suggestions.opening,
     }
 
 
@@ -137,13 +121,7 @@ def one_line_failure(image_path: Path, problem: BaseException) -> str:
 
 
 def suggestions_for(prediction: Prediction, predictor: Predictor, options: PredictOptions, record: dict) -> list[dict]:
-    regions = mask_to_polygons(
-        prediction.score_map,
-        threshold=options.effective_threshold,
-        min_area=options.min_area,
-        tolerance=options.tolerance,
-        opening=options.opening,
-    )
+    regions = options.suggestions.regions(prediction.score_map)
     # Each shape carries the part of the run record that says where it came from.
     provenance = {key: record[key] for key in ("model", "model_sha256", "threshold")}
     label = predictor.model.info.labels[0]

@@ -26,19 +26,10 @@ from pathlib import Path
 from qtpy import QtCore, QtWidgets
 
 from labelme_dsarad.model.store import ModelStore
+from labelme_dsarad.train.metric_names import REPORTED_METRICS
 
 CANCEL_GRACE_MS = 5000  # after SIGTERM, how long the command may take to unwind before it is killed
 STDERR_KEEP_LINES = 20
-SHOWN_METRICS = (
-    ("image_auroc", "image AUROC"),
-    ("pixel_auroc", "pixel AUROC"),
-    ("image_best_f1", "image best F1"),
-    ("pixel_best_f1", "pixel best F1"),
-    ("image_f1_at_threshold", "image F1 at threshold"),
-    ("pixel_f1_at_threshold", "pixel F1 at threshold"),
-    ("suggestion_iou", "suggestion IoU"),
-    ("normal_images_with_suggestions", "normals with suggestions"),
-)
 
 
 def retrain_arguments(product: str, labels_dir, store_root=None, minutes: float | None = None,
@@ -193,9 +184,9 @@ class RetrainDialog(QtWidgets.QDialog):
         self.log.setReadOnly(True)
         self.log.setMaximumBlockCount(500)
         self.log.setMaximumHeight(110)
-        self.results = QtWidgets.QTableWidget(len(SHOWN_METRICS), 2)
+        self.results = QtWidgets.QTableWidget(len(REPORTED_METRICS), 2)
         self.results.setHorizontalHeaderLabels(["before", "after"])
-        self.results.setVerticalHeaderLabels([title for _, title in SHOWN_METRICS])
+        self.results.setVerticalHeaderLabels([title for _, title in REPORTED_METRICS])
         self.results.setEditTriggers(QtWidgets.QAbstractItemView.NoEditTriggers)
         self.results.horizontalHeader().setSectionResizeMode(QtWidgets.QHeaderView.Stretch)
         self.results.hide()
@@ -292,7 +283,7 @@ class RetrainDialog(QtWidgets.QDialog):
         self.retrained.emit(result)
 
     def _show_results(self, result: dict) -> None:
-        for row, (key, _) in enumerate(SHOWN_METRICS):
+        for row, (key, _) in enumerate(REPORTED_METRICS):
             for column, side in enumerate(("before", "after")):
                 value = result.get(side, {}).get(key)
                 text = "–" if value is None else f"{value:.3f}"

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from labelme_dsarad.model import labelfile
-from labelme_dsarad.model.polygons import Region, mask_to_polygons
+from labelme_dsarad.model.polygons import Region
 
 PENDING, ACCEPTED = "pending", "accepted"  # a rejected suggestion is deleted
 PENDING_FLAG = labelfile.PENDING_FLAG
@@ -97,10 +97,6 @@ def accept_edited(shapes: Iterable) -> list:
             set_state(shape, ACCEPTED)
             accepted.append(shape)
     return accepted
-
-
-def regions_from_map(score_map: np.ndarray, threshold: float, min_area: int, tolerance: float) -> list[Region]:
-    return mask_to_polygons(score_map, threshold=threshold, min_area=min_area, tolerance=tolerance)
 
 
 def reviewed_outlines(shapes: Iterable) -> list[list[tuple[float, float]]]:

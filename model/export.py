@@ -23,7 +23,8 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .model_file import HEADER_KEY, MAX_FILE_BYTES, LoadedModel, ModelFileError, write_atomically
+from .atomic_write import write_atomically
+from .model_file import HEADER_KEY, MAX_FILE_BYTES, LoadedModel, ModelFileError
 from .networks import DSARAD, SIDE_MULTIPLE, SpatialAttention, check_input_size
 
 # 17 is the newest opset the TorchScript exporter covers fully and that every
@@ -148,6 +149,7 @@ def set_metadata(proto, values: dict[str, str]) -> None:
 def export_onnx(loaded: LoadedModel, path: os.PathLike | str, input_size: int | None = None) -> Path:
     """Write ``loaded`` as a self-describing ONNX file, atomically; return the path."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, onnx_bytes(loaded, input_size))
     return path
 

@@ -34,14 +34,12 @@ import hashlib
 import importlib.metadata
 import json
 import os
-import re
-import secrets
-import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PureWindowsPath
 from typing import TYPE_CHECKING, Any
 
+from .atomic_write import TEMPORARY_NAME, write_atomically
 from .errors import FileProblem
 
 try:
@@ -54,6 +52,8 @@ if TYPE_CHECKING:
     from labelme_dsarad.model.polygons import Region
 
 PENDING_FLAG = "dsarad_pending"
+# The image-level LabelMe flag that marks an image as reviewed by a person.
+REVIEWED_FLAG = "ok"
 RECORD_KEY = "dsarad"
 STATES = ("pending", "accepted")
 PROVENANCE_KEYS = ("model", "model_sha256", "threshold")
@@ -63,7 +63,6 @@ PROVENANCE_KEYS = ("model", "model_sha256", "threshold")
 LOCK_FILE_NAME = ".dsarad.lock"
 
 # write_label_file's temporaries: ".<name>.json.<8 hex>.tmp".
-_TEMPORARY_NAME = re.compile(r"\..+\.json\.[0-9a-f]{8}\.tmp", re.IGNORECASE)
 
 _FINGERPRINT_DECIMALS = 3
 _POINT_DECIMALS = 2
@@ -311,52 +310,10 @@ def write_label_file(path: str | os.PathLike, data: dict) -> None:
         # As \u escapes it is valid UTF-8 JSON, and reads back to the same string.
         payload = json.dumps(data, ensure_ascii=True, indent=2).encode("ascii")
     # Through a symlink, replace the file it points to, as LabelMe's open(..., "w") does.
-    target = Path(os.path.realpath(path))
-    temporary = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
     try:
-        # Mode 0o666 lets the umask decide, as for any new file; mkstemp's
-        # 0o600 would hide the labels from the rest of the team.
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        write_atomically(path, payload, follow_symlinks=True)
     except OSError as exc:
         raise LabelFileError(path, f"cannot write ({exc.strerror or exc})") from exc
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(payload)
-            file.flush()
-            os.fsync(file.fileno())
-        try:
-            os.chmod(temporary, stat.S_IMODE(os.stat(target).st_mode))  # keep the old file's permissions
-        except FileNotFoundError:
-            pass
-        os.replace(temporary, target)
-    except OSError as exc:
-        _remove_quietly(temporary)
-        raise LabelFileError(path, f"cannot write ({exc.strerror or exc})") from exc
-    except BaseException:
-        _remove_quietly(temporary)
-        raise
-    _sync_directory(target.parent)
-
-
-def _remove_quietly(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def _sync_directory(directory: Path) -> None:
-    """Make the rename itself durable (POSIX); best effort elsewhere."""
-    try:
-        descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
 
 
 def update_label_file(
@@ -407,8 +364,11 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> int:
         except OSError:
             return 0
         for entry in entries:
-            if _TEMPORARY_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
-                _remove_quietly(Path(entry.path))
+            if TEMPORARY_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                try:
+                    os.unlink(entry.path)
+                except OSError:
+                    continue
                 removed += 1
     return removed
 

@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import torch
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
+from .atomic_write import write_atomically
 from .errors import FileProblem
 from .networks import DSARAD, PRESETS, Architecture, check_input_size
 from .scoring import ScoreNormaliser
@@ -134,26 +134,9 @@ def rewrite_header(path: os.PathLike | str, info: ModelInfo) -> str:
 def write_model_file(path: Path, tensors: dict[str, torch.Tensor], info: ModelInfo) -> str:
     """Tensors plus the header as one safetensors file, written atomically; returns its SHA-256."""
     payload = save_safetensors_bytes(tensors, metadata={HEADER_KEY: json.dumps(info.to_header())})
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, payload)
     return hashlib.sha256(payload).hexdigest()
-
-
-def write_atomically(path: Path, payload: bytes) -> None:
-    """Temporary file in the same folder, fsync, rename: readers see old or new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    # mkstemp makes the file private (0600); a model or checkpoint should
-    # keep the permissions it had, or get the usual 0644.
-    os.chmod(temporary, path.stat().st_mode & 0o777 if path.exists() else 0o644)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(payload)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def read_safetensors(path: os.PathLike | str) -> tuple[dict, dict[str, torch.Tensor]]:

@@ -26,6 +26,7 @@ Small regions are never dropped in favour of large ones: the only filter is
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -48,6 +49,31 @@ _NEGLIGIBLE = 1e-6  # pixels
 
 
 @dataclass(frozen=True)
+class SuggestionSettings:
+    """How a normalised map becomes suggestions. The defaults are the CLI's,
+    the plugin's and every evaluation's: the one place they are written."""
+
+    threshold: float = 0.5  # normalised score: 0.5 is the model's own threshold
+    min_area: int = 20  # pixels
+    tolerance: float = 1.0  # Douglas-Peucker, pixels
+    opening: int = 0  # radius of a morphological opening before labelling; 0: none
+
+    def check(self) -> None:
+        """ValueError for settings no run can use. A NaN would even end up in
+        the label file as ``NaN``, which is not JSON to most readers."""
+        if not (math.isfinite(self.threshold) and 0.0 <= self.threshold <= 1.0):
+            raise ValueError(f"threshold must be within [0, 1], got {self.threshold}")
+        if not (math.isfinite(self.tolerance) and self.tolerance >= 0):
+            raise ValueError(f"tolerance must be a finite number of pixels, 0 or more, got {self.tolerance}")
+        for name in ("min_area", "opening"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
+
+    def regions(self, score_map: np.ndarray) -> list[Region]:
+        return mask_to_polygons(score_map, self.threshold, self.min_area, self.tolerance, self.opening)
+
+
+@dataclass(frozen=True)
 class Region:
     """One connected region above the threshold, as a LabelMe polygon."""
 
@@ -60,10 +86,10 @@ class Region:
 
 def mask_to_polygons(
     score_map: np.ndarray,
-    threshold: float = 0.5,
-    min_area: int = 20,
-    tolerance: float = 1.0,
-    opening: int = 0,
+    threshold: float = SuggestionSettings.threshold,
+    min_area: int = SuggestionSettings.min_area,
+    tolerance: float = SuggestionSettings.tolerance,
+    opening: int = SuggestionSettings.opening,
 ) -> list[Region]:
     """One Region per 8-connected region of ``score_map >= threshold``.
 

@@ -17,7 +17,8 @@ from platformdirs import user_data_dir
 
 from labelme_dsarad.resources import DEFAULT_MODEL
 
-from .model_file import ModelFileError, ModelInfo, parse_header, read_safetensors, write_atomically
+from .atomic_write import write_atomically
+from .model_file import ModelFileError, ModelInfo, parse_header, read_safetensors
 
 VERSION_PATTERN = re.compile(r"^v(\d+)\.safetensors$")
 PRODUCT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

@@ -10,10 +10,12 @@ import cv2
 import numpy as np
 import pytest
 
+from labelme_dsarad.model.polygons import SuggestionSettings
 from labelme_dsarad.train import evaluation
 from labelme_dsarad.train.datasets import Sample, folder_test_samples
-from labelme_dsarad.train.evaluation import _Evaluated, _grid_rows, evaluate
+from labelme_dsarad.train.evaluation import Evaluated, evaluate
 from labelme_dsarad.train.metrics import downsample_for_metrics
+from labelme_dsarad.train.report import _grid_rows
 
 DEFECT_GRAY = 230  # defects are bright boxes on a ~100 gray background
 
@@ -39,26 +41,11 @@ def make_folder_dataset(root: Path, normals: int = 5, defects: int = 5) -> Path:
     return root
 
 
-def brightness_predict(path: Path) -> tuple[np.ndarray, float]:
+def brightness_predict(image: np.ndarray) -> tuple[np.ndarray, float]:
     """A fake model that is perfect here: the defects are the bright pixels."""
-    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE).astype(np.float32)
-    score_map = (image - 100.0) / (2 * (DEFECT_GRAY - 100.0)) + 0.5 - 0.1
+    grey = image[:, :, 0].astype(np.float32)
+    score_map = (grey - 100.0) / (2 * (DEFECT_GRAY - 100.0)) + 0.5 - 0.1
     return score_map, float(score_map.max())
-
-
-@dataclass
-class FakeRegion:
-    points: list[tuple[float, float]]
-
-
-def box_polygons(score_map: np.ndarray) -> list[FakeRegion]:
-    """Stands in for model/polygons.py: one box, in LabelMe pixel-corner
-    coordinates, around the pixels above 0.5."""
-    ys, xs = np.nonzero(score_map >= 0.5)
-    if not len(xs):
-        return []
-    left, right, top, bottom = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
-    return [FakeRegion([(left, top), (right, top), (right, bottom), (left, bottom)])]
 
 
 @pytest.fixture(scope="module")
@@ -68,13 +55,19 @@ def samples(tmp_path_factory) -> list[Sample]:
 
 def test_perfect_predictor_writes_a_full_report(samples, tmp_path):
     report = tmp_path / "report"
-    metrics = evaluate(brightness_predict, samples, report_dir=report, polygons_fn=box_polygons)
+    metrics = evaluate(brightness_predict, samples, report_dir=report, suggestions=SuggestionSettings(min_area=1))
 
     assert metrics["overall"]["image_auroc"] == 1.0
     assert metrics["overall"]["pixel_auroc"] == 1.0
     assert metrics["overall"]["aupro"] == pytest.approx(1.0)
     assert metrics["per_type"]["defect"]["image_auroc"] == 1.0
     assert metrics["num_images"] == {"good": 5, "defect": 5}
+    # The suggestions a person would see are exactly the defects.
+    overall = metrics["overall"]
+    assert overall["labelled_defects"] == 5
+    assert overall["defect_best_iou"] == pytest.approx(1.0) and overall["defects_touched"] == 1.0
+    assert overall["false_suggestions_per_normal"] == 0.0 and overall["false_suggestions"] == 0.0
+    assert overall["normal_images_with_suggestions"] == 0.0 and overall["image_f1_at_threshold"] == 1.0
     assert json.loads((report / "metrics.json").read_text()) == metrics
     for name in ("roc.png", "pro.png", "grid.png"):
         image = cv2.imread(str(report / name))
@@ -87,17 +80,17 @@ def test_perfect_predictor_writes_a_full_report(samples, tmp_path):
 
 def test_scores_outside_0_1_are_not_clipped(samples):
     # Normalised scores may exceed [0, 1]: stretching them must change nothing.
-    def stretched(path):
-        score_map, score = brightness_predict(path)
+    def stretched(image):
+        score_map, score = brightness_predict(image)
         return (score_map - 0.5) * 50, (score - 0.5) * 50
 
-    def noisy(path):  # imperfect, so that clipping would show
-        score_map, score = brightness_predict(path)
-        noise = np.random.default_rng(len(path.name)).normal(0, 0.2, score_map.shape)
+    def noisy(image):  # imperfect, so that clipping would show
+        score_map, score = brightness_predict(image)
+        noise = np.random.default_rng(int(image.sum())).normal(0, 0.2, score_map.shape)
         return (score_map + noise).astype(np.float32), score + noise.max()
 
-    def noisy_stretched(path):
-        score_map, score = noisy(path)
+    def noisy_stretched(image):
+        score_map, score = noisy(image)
         return (score_map - 0.5) * 50, (score - 0.5) * 50
 
     assert evaluate(stretched, samples)["overall"]["pixel_auroc"] == 1.0
@@ -107,17 +100,21 @@ def test_scores_outside_0_1_are_not_clipped(samples):
         assert wide["overall"][key] == pytest.approx(plain["overall"][key], abs=1e-9)
 
 
-def test_without_report_dir_nothing_is_drawn(samples):
-    def no_polygons(score_map):
-        raise AssertionError("polygons are only needed for the report")
+def test_suggestion_metrics_count_misses_and_false_alarms(samples):
+    def shifted(image):  # every map a little too high: normals light up as well
+        score_map, score = brightness_predict(image)
+        return score_map + 0.12, score + 0.12
 
-    metrics = evaluate(brightness_predict, samples, polygons_fn=no_polygons)
-    assert metrics["overall"]["image_auroc"] == 1.0
+    overall = evaluate(shifted, samples, suggestions=SuggestionSettings(min_area=1))["overall"]
+    assert overall["normal_images_with_suggestions"] == 1.0 and overall["false_suggestions_per_normal"] >= 1.0
+    assert overall["defect_best_iou"] < 0.5  # a defect's best suggestion is now most of its image
+    assert overall["defects_touched"] == 1.0
+    assert "defect_best_iou" not in evaluate(brightness_predict, samples)["overall"]
 
 
 def test_predict_must_return_a_2d_map(samples):
     with pytest.raises(ValueError, match="not HxW"):
-        evaluate(lambda path: (np.zeros((4, 4, 3)), 0.0), samples)
+        evaluate(lambda image: (np.zeros((4, 4, 3)), 0.0), samples)
 
 
 def test_downsample_bounds_the_longer_side():
@@ -150,7 +147,7 @@ def test_evaluate_downsamples_big_images(tmp_path, monkeypatch):
 def test_grid_shows_worst_cases_first():
     def item(name, anomalous, score):
         sample = Sample(Path(name), None, "x" if anomalous else "good", anomalous)
-        return _Evaluated(sample, score, np.zeros((2, 2)), np.zeros((2, 2), bool), None, (2, 2))
+        return Evaluated(sample, score, np.zeros((2, 2)), np.zeros((2, 2), bool), None, (2, 2))
 
     normals = [item(f"n{i}", False, score) for i, score in enumerate([0.1, 0.9, 0.3, 0.2, 0.4, 0.05])]
     defects = [item(f"d{i}", True, score) for i, score in enumerate([0.8, 0.2, 0.95, 0.6, 0.7, 0.99])]

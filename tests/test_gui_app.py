@@ -31,9 +31,9 @@ def test_the_console_script_opens_labelme_with_the_panel(tmp_path, tiny_model_pa
         def attach_and_quit(window, models):
             panel = attach(window, models)
             def report():
-                print("model:", panel.model.name if panel.model else panel.message_label.text())
+                print("model:", panel.model.name if panel.model else panel.view.message_label.text())
                 print("image:", panel.adapter.image_path())
-                print("toolbar:", panel.detect_action.associatedWidgets() != [])
+                print("toolbar:", panel.view.detect_action.associatedWidgets() != [])
                 QtWidgets.QApplication.instance().quit()
             timer = QtCore.QTimer(window)
             timer.timeout.connect(lambda: report() if panel.model is not None else None)

@@ -37,7 +37,7 @@ def ready(qtbot, panel):
 
 def detect(qtbot, panel) -> int:
     with qtbot.waitSignal(panel.suggestions_shown, timeout=WAIT) as shown:
-        panel.detect_action.trigger()
+        panel.view.detect_action.trigger()
     return shown.args[1]
 
 
@@ -61,7 +61,7 @@ def test_detect_with_tiny_model_and_slider_rederives_without_inference(qtbot, tm
     images = write_sample_images(tmp_path / "images", 2)
     window, panel = make_window([ModelOption("tiny", tiny_model_path)], open_path=tmp_path / "images")
     ready(qtbot, panel)
-    assert "widget v1" in panel.model_info.text() and "tiny, 64 px" in panel.model_info.text()
+    assert "widget v1" in panel.view.model_info.text() and "tiny, 64 px" in panel.view.model_info.text()
 
     shown = detect(qtbot, panel)
     # A random tiny model scores everything a little above its threshold: one region.
@@ -77,11 +77,11 @@ def test_detect_with_tiny_model_and_slider_rederives_without_inference(qtbot, tm
 
     score_map = panel.current_map().prediction.score_map
     assert score_map.shape == (72, 80)  # image_00's own size, not the model's 64 x 64
-    panel.threshold_slider.setValue(99)
+    panel.view.threshold_slider.setValue(99)
     assert review.pending(panel.adapter.shapes()) == []
-    panel.threshold_slider.setValue(50)
+    panel.view.threshold_slider.setValue(50)
     assert len(review.pending(panel.adapter.shapes())) == shown
-    panel.min_area_box.setValue(72 * 80 + 1)  # larger than the image: nothing can qualify
+    panel.view.min_area_box.setValue(72 * 80 + 1)  # larger than the image: nothing can qualify
     assert review.pending(panel.adapter.shapes()) == []
     assert panel.inference_runs == 1, "the sliders re-derive from the cached map"
     assert images[0].with_suffix(".json").exists()
@@ -96,25 +96,25 @@ def test_accept_and_reject_each_and_all(qtbot, tmp_path, make_window):
     first, second, third = review.pending(adapter.shapes())
 
     adapter.select([first])
-    assert panel.accept_action.isEnabled()
-    panel.accept_action.trigger()
+    assert panel.view.accept_action.isEnabled()
+    panel.view.accept_action.trigger()
     assert review.state(first) == review.ACCEPTED and first.flags["dsarad_pending"] is False
     assert first.line_color.getRgb()[:3] != PENDING_COLOUR
 
     adapter.select([second])
-    panel.reject_action.trigger()
+    panel.view.reject_action.trigger()
     assert second not in adapter.shapes()
-    assert panel.review_label.text() == "Suggestions: 1 pending, 1 accepted"
+    assert panel.view.review_label.text() == "Suggestions: 1 pending, 1 accepted"
 
-    panel.accept_all_action.trigger()
+    panel.view.accept_all_action.trigger()
     assert review.pending(adapter.shapes()) == [] and review.state(third) == review.ACCEPTED
-    assert not panel.accept_all_action.isEnabled() and not panel.reject_all_action.isEnabled()
+    assert not panel.view.accept_all_action.isEnabled() and not panel.view.reject_all_action.isEnabled()
 
     # Detect again: the accepted ones are not repeated, the rejected one stays rejected.
     assert detect(qtbot, panel) == 0
     assert len(adapter.shapes()) == 2
 
-    panel.threshold_slider.setValue(40)  # re-derives, still nothing new
+    panel.view.threshold_slider.setValue(40)  # re-derives, still nothing new
     assert review.pending(adapter.shapes()) == []
 
 
@@ -129,7 +129,7 @@ def test_editing_a_suggestion_accepts_it_and_reject_all_keeps_it(qtbot, tmp_path
     adapter.canvas.shape_moved.emit()  # what LabelMe's canvas says after a vertex drag
     assert review.state(moved) == review.ACCEPTED
 
-    panel.reject_all_action.trigger()
+    panel.view.reject_all_action.trigger()
     assert adapter.shapes() == [moved]
     saved = json.loads((tmp_path / "image_00.json").read_text())  # autosave
     assert [shape["dsarad"]["state"] for shape in saved["shapes"]] == ["accepted"]
@@ -142,7 +142,7 @@ def test_one_undo_removes_a_whole_batch_and_keeps_people_shapes(qtbot, tmp_path,
     ready(qtbot, panel)
     assert detect(qtbot, panel) == 3
     for value in (60, 45, 55):  # slider moves replace the batch, they do not stack
-        panel.threshold_slider.setValue(value)
+        panel.view.threshold_slider.setValue(value)
     assert len(panel.adapter.shapes()) == 4
     panel.adapter.undo()
     assert [shape.label for shape in panel.adapter.shapes()] == ["scratch"]
@@ -157,7 +157,7 @@ def test_pending_state_survives_save_and_reopen_and_labelme_reads_it(qtbot, tmp_
     assert detect(qtbot, panel) == 3
     accepted = review.pending(panel.adapter.shapes())[0]
     panel.adapter.select([accepted])
-    panel.accept_action.trigger()
+    panel.view.accept_action.trigger()
     saved = panel.adapter.save()
     assert saved == images[0].with_suffix(".json")
 
@@ -178,7 +178,7 @@ def test_pending_state_survives_save_and_reopen_and_labelme_reads_it(qtbot, tmp_
     assert all(shape.fill_color.getRgb()[:3] == PENDING_COLOUR for shape in pending)
     texts = [item.text() for item in panel.adapter.window._docks.label_list]
     assert sum("pending 0.8" in text for text in texts) == 2
-    assert panel.review_label.text() == "Suggestions: 2 pending, 1 accepted"
+    assert panel.view.review_label.text() == "Suggestions: 2 pending, 1 accepted"
 
 
 def test_heat_map_overlay_toggles_and_is_drawn_under_the_shapes(qtbot, tmp_path, make_window):
@@ -191,11 +191,11 @@ def test_heat_map_overlay_toggles_and_is_drawn_under_the_shapes(qtbot, tmp_path,
     assert overlay is not None and (overlay.height(), overlay.width()) == (72, 80)
     canvas = panel.adapter.canvas
     with_map = canvas.grab().toImage()
-    panel.heat_map_box.setChecked(False)
-    assert panel.adapter.overlay() is None and not panel.heat_map_action.isChecked()
+    panel.view.heat_map_box.setChecked(False)
+    assert panel.adapter.overlay() is None and not panel.view.heat_map_action.isChecked()
     without_map = canvas.grab().toImage()
     assert with_map != without_map
-    panel.heat_map_action.setChecked(True)
+    panel.view.heat_map_action.setChecked(True)
     assert panel.adapter.overlay() is not None
 
 
@@ -204,7 +204,7 @@ def test_hundred_fast_switches_never_put_a_shape_on_the_wrong_image(qtbot, tmp_p
     predictor = FakePredictor(delay=0.02)
     window, panel = make_window([fake_option(predictor)], open_path=tmp_path)
     ready(qtbot, panel)
-    panel.detect_on_open_box.setChecked(True)
+    panel.view.detect_on_open_box.setChecked(True)
     wrong = []
 
     def check(path: str, count: int) -> None:
@@ -274,7 +274,7 @@ def test_event_loop_keeps_answering_during_a_slow_inference(qtbot, tmp_path, mak
     timer.start(int(interval * 1000))
     started = time.perf_counter()
     with qtbot.waitSignal(panel.suggestions_shown, timeout=WAIT):
-        panel.detect_action.trigger()
+        panel.view.detect_action.trigger()
     timer.stop()
     assert time.perf_counter() - started >= 2.0
     assert len(lateness) > 50
@@ -287,7 +287,7 @@ def test_look_ahead_shows_the_next_image_without_waiting(qtbot, tmp_path, make_w
     window, panel = make_window([fake_option(predictor)], open_path=tmp_path)
     ready(qtbot, panel)
     with qtbot.waitSignal(panel.suggestions_shown, timeout=WAIT):
-        panel.detect_on_open_box.setChecked(True)
+        panel.view.detect_on_open_box.setChecked(True)
     qtbot.waitUntil(lambda: panel.cache.get(images[1], panel.model.key) is not None, timeout=WAIT)
     shown = []
     panel.suggestions_shown.connect(lambda path, count: shown.append(path))
@@ -310,14 +310,14 @@ def test_failures_are_messages_and_no_label_is_lost(qtbot, tmp_path, make_window
         [ModelOption("broken", broken_model), fake_option(failing, "failing"), fake_option(working, "working")],
         open_path=tmp_path,
     )
-    qtbot.waitUntil(lambda: "broken.safetensors" in panel.message_label.text(), timeout=WAIT)
-    assert not panel.detect_action.isEnabled()
+    qtbot.waitUntil(lambda: "broken.safetensors" in panel.view.message_label.text(), timeout=WAIT)
+    assert not panel.view.detect_action.isEnabled()
 
     panel.select_model(1)
     ready(qtbot, panel)
     with qtbot.waitSignal(panel.worker.job_failed, timeout=WAIT):
-        panel.detect_action.trigger()
-    assert "inference failed (kernel exploded)" in panel.message_label.text()
+        panel.view.detect_action.trigger()
+    assert "inference failed (kernel exploded)" in panel.view.message_label.text()
     assert [shape.label for shape in panel.adapter.shapes()] == ["scratch"]
 
     panel.select_model(2)
@@ -332,9 +332,9 @@ def test_detect_all_writes_label_files_and_keeps_people_shapes(qtbot, tmp_path, 
     write_person_labels(images[1], [person_shape("scratch", (60, 60, 70, 70))])
     window, panel = make_window([fake_option(FakePredictor())], open_path=tmp_path)
     ready(qtbot, panel)
-    panel.detect_all_action.trigger()
+    panel.view.detect_all_action.trigger()
     qtbot.waitUntil(lambda: panel._batch is None, timeout=WAIT)
-    assert "3 images: 3 predicted" in panel.message_label.text()
+    assert "3 images: 3 predicted" in panel.view.message_label.text()
     for index, image in enumerate(images):
         shapes = json.loads(image.with_suffix(".json").read_text())["shapes"]
         labels = sorted(shape["label"] for shape in shapes)
@@ -347,13 +347,13 @@ def test_detect_all_can_be_cancelled(qtbot, tmp_path, make_window):
     images = write_sample_images(tmp_path, 8)
     window, panel = make_window([fake_option(FakePredictor(delay=0.2))], open_path=tmp_path)
     ready(qtbot, panel)
-    panel.detect_all_action.trigger()
+    panel.view.detect_all_action.trigger()
     dialog = panel._batch_dialog
     assert dialog is not None and dialog.maximum() == 8
     qtbot.waitUntil(lambda: dialog.value() >= 1, timeout=WAIT)
     dialog.findChild(QtWidgets.QPushButton).click()  # the dialog's Cancel button
     qtbot.waitUntil(lambda: panel._batch is None, timeout=WAIT)
-    assert "(cancelled)" in panel.message_label.text()
+    assert "(cancelled)" in panel.view.message_label.text()
     assert sum(image.with_suffix(".json").exists() for image in images) < 8
 
 
@@ -370,6 +370,6 @@ def test_retrain_from_labels_opens_the_dialog_for_this_product_and_folder_and_sw
     retrained = tmp_path / "v2.safetensors"
     retrained.write_bytes(tiny_model_path.read_bytes())
     dialog.switched.emit("widget", 2, str(retrained))
-    assert panel.model_box.currentText() == "widget v2 (current)"
+    assert panel.view.model_box.currentText() == "widget v2 (current)"
     assert panel.models[-1].path == retrained
-    qtbot.waitUntil(lambda: panel.model is not None and "widget" in panel.model_info.text(), timeout=WAIT)
+    qtbot.waitUntil(lambda: panel.model is not None and "widget" in panel.view.model_info.text(), timeout=WAIT)

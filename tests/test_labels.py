@@ -87,7 +87,7 @@ def test_reviewed_images_sort_into_normal_defect_and_skipped(tmp_path):
     assert defect.sum() == 36 and ignore.sum() == 100 and not (defect & ignore).any()
     defect, ignore = by_name["d_edited"].masks(SIZE, SIZE)
     assert defect.sum() == 16 * 8 and not ignore.any()
-    assert by_name["d_edited"].read().shape == (SIZE, SIZE, 3)
+    assert by_name["d_edited"].read_image().shape == (SIZE, SIZE, 3)
 
 
 def test_malformed_files_are_reported_in_one_line_and_skipped(tmp_path):
@@ -120,7 +120,7 @@ def test_image_is_found_through_a_windows_style_relative_path_or_embedded_data(t
     (labels / "embedded.json").write_text(json.dumps({"flags": OK, "shapes": [], "imagePath": "gone.png",
                                                       "imageData": base64.b64encode(buffer.getvalue()).decode()}))
     folder = read_label_folder(labels)
-    read = {image.label_path.stem: image.read() for image in folder.images}
+    read = {image.label_path.stem: image.read_image() for image in folder.images}
     assert read["tile"].mean() == 50 and read["embedded"].mean() == 70
 
 

@@ -17,13 +17,9 @@ from labelme_dsarad.model.scoring import ScoreNormaliser
 from labelme_dsarad.model.store import ModelStore
 from labelme_dsarad.train.labels import LabelledImage
 from labelme_dsarad.train.losses import focal_loss
-from labelme_dsarad.train.retrain import (
-    Examples,
-    RetrainConfig,
-    Retrainer,
-    f1_thresholds,
-    split_labels,
-)
+from labelme_dsarad.train.calibration import f1_thresholds
+from labelme_dsarad.train.corrections import Examples, split_labels
+from labelme_dsarad.train.retrain import RetrainConfig, Retrainer
 
 from .conftest import make_tiny_model
 
@@ -107,7 +103,7 @@ def test_real_defects_are_pasted_with_their_masks(tmp_path):
     retrainer.set_data(Examples(torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.zeros(4, 1, 32, 32),
                                 torch.zeros(4, 1, 32, 32)), Examples(white, masks, torch.zeros_like(masks)))
     clean = torch.zeros(5, 3, 32, 32)  # black normals: only pasted pixels can be white
-    augmented, target = retrainer._paste_real(clean, torch.rand(5, 3, 32, 32), torch.zeros(5, 1, 32, 32))
+    augmented, target = retrainer.batches.paste_real(clean, torch.rand(5, 3, 32, 32), torch.zeros(5, 1, 32, 32))
     assert torch.equal(augmented, target.expand(-1, 3, -1, -1))
     assert set(target.sum(dim=(1, 2, 3)).tolist()) <= {42.0}  # one 6 x 7 region each, wherever flips put it
 

@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from labelme_dsarad.model.inference import Predictor
 from labelme_dsarad.model.labelfile import load_label_file
 from labelme_dsarad.model.model_file import ModelFileError, ModelInfo, parse_header, read_safetensors
+from labelme_dsarad.model.polygons import SuggestionSettings
 from labelme_dsarad.pipeline import PredictOptions, predict_paths
 from tests.conftest import PERSON_SHAPE, REPO, make_tiny_model
 
@@ -98,8 +99,9 @@ def test_model_that_throws_fails_only_its_images(tmp_path, predictor):
 
 @pytest.mark.parametrize(
     "options",
-    [PredictOptions(batch_size=0), PredictOptions(threshold=float("nan")), PredictOptions(threshold=1.5),
-     PredictOptions(tolerance=float("nan")), PredictOptions(tolerance=-1.0), PredictOptions(min_area=-1)],
+    [PredictOptions(batch_size=0)] + [PredictOptions(suggestions=SuggestionSettings(**bad)) for bad in (
+        {"threshold": float("nan")}, {"threshold": 1.5}, {"tolerance": float("nan")}, {"tolerance": -1.0},
+        {"min_area": -1})],
     ids=["batch 0 (spun for ever)", "threshold nan", "threshold 1.5", "tolerance nan (wrote NaN)", "tolerance -1", "min_area -1"],
 )
 @pytest.mark.timeout(60)  # batch size 0 used to spin for ever

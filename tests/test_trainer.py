@@ -14,7 +14,8 @@ from safetensors import safe_open
 from labelme_dsarad.cli import main
 from labelme_dsarad.model.inference import Predictor
 from labelme_dsarad.model.model_file import load_model
-from labelme_dsarad.train.trainer import TrainConfig, learning_rate_at, split_validation, train_model
+from labelme_dsarad.train.engine import learning_rate_at
+from labelme_dsarad.train.trainer import TrainConfig, split_validation, train_model
 
 
 def textured_images(folder: Path, count: int = 12, size: int = 48) -> list[str]:

@@ -16,7 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+from labelme_dsarad.model.images import IMAGE_SUFFIXES, read_image
+
 
 MTD_NORMAL_FOLDER = "MT_Free"
 MTD_DEFECT_FOLDERS = ("MT_Blowhole", "MT_Break", "MT_Crack", "MT_Fray", "MT_Uneven")
@@ -33,6 +34,12 @@ class Sample:
     mask_path: Path | None  # None for a normal image: nothing is defective
     defect_type: str  # "good" for a normal image
     is_anomalous: bool
+
+    def read_image(self) -> np.ndarray:
+        return read_image(self.image_path)
+
+    def mask(self, height: int, width: int) -> np.ndarray:
+        return read_mask(self.mask_path, height, width)
 
 
 def _byte_sorted(paths) -> list[Path]:

@@ -1,45 +1,58 @@
 """Run a predictor over test samples: metrics, and a report a person can read.
 
-``predict(image_path) -> (score_map, image_score)`` gives normalised scores
-(0.5 is the model's threshold; they may leave [0, 1] and are not clipped, so
-rankings are those of the raw scores). The report, when asked for, holds
-``metrics.json``, ``roc.png``, ``pro.png``, ``grid.png`` and ``report.md``.
+The one evaluator: ``dsarad evaluate``, the retraining's before/after and the
+benchmarks all measure through ``evaluate``. ``predict(image) -> (score_map,
+image_score)`` gives normalised scores (0.5 is the model's threshold; they may
+leave [0, 1] and are not clipped, so rankings are those of the raw scores).
+With ``suggestions``, the polygons a person would see at those settings are
+measured too (``suggestion_metrics``) and drawn in the report. The report,
+when asked for, holds ``metrics.json``, ``roc.png``, ``pro.png``, ``grid.png``
+and ``report.md`` (``report``).
 """
 
 from __future__ import annotations
 
-import io
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
-import cv2
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.patches import Polygon
-from sklearn.metrics import roc_curve
 from tqdm import tqdm
 
-from labelme_dsarad.model.model_file import write_atomically
+from labelme_dsarad.model.polygons import SuggestionSettings
 
-from .datasets import Sample, read_mask
-from .metrics import METRIC_KEYS, PixelCurves, compute_metrics, downsample_for_metrics, pixel_curves
+from .metrics import compute_metrics, downsample_for_metrics
+from .suggestion_metrics import SuggestionTally
 
-Predict = Callable[[Path], tuple[np.ndarray, float]]
-PolygonsFn = Callable[[np.ndarray], list]  # point lists [(x, y), ...] or objects with .points
+if TYPE_CHECKING:
+    from labelme_dsarad.model.inference import Predictor
+
+Predict = Callable[[np.ndarray], tuple[np.ndarray, float]]
 
 MODEL_THRESHOLD = 0.5  # the model's threshold in normalised scores (DESIGN.md)
-GRID_ROWS_PER_KIND = 4  # worst and best normals and defects: 16 rows at most
-CURVE_POINTS = 2000  # curves are drawn through this many points, not millions
+class EvaluationSample(Protocol):
+    """A test image and what is known about it (``datasets.Sample``, ``labels.LabelledImage``)."""
+
+    @property
+    def image_path(self) -> Path: ...
+
+    @property
+    def defect_type(self) -> str: ...  # "good" for a normal image
+
+    @property
+    def is_anomalous(self) -> bool: ...
+
+    def read_image(self) -> np.ndarray: ...
+
+    def mask(self, height: int, width: int) -> np.ndarray: ...
 
 
 @dataclass
-class _Evaluated:
+class Evaluated:
     """One sample after prediction, at the (downsampled) metric resolution."""
 
-    sample: Sample
+    sample: EvaluationSample
     score: float
     score_map: np.ndarray
     mask: np.ndarray
@@ -49,30 +62,28 @@ class _Evaluated:
 
 def evaluate(
     predict: Predict,
-    samples: Sequence[Sample],
+    samples: Sequence[EvaluationSample],
     report_dir: Path | None = None,
-    polygons_fn: PolygonsFn | None = None,
+    suggestions: SuggestionSettings | None = None,
     max_pixels_side: int | None = 256,
+    show_progress: bool = True,
 ) -> dict:
     """Metrics of ``predict`` on ``samples``: ``metrics.compute_metrics``'s dict
-    plus ``max_pixels_side``; also written to ``report_dir`` when given.
+    plus ``max_pixels_side``, with the suggestion metrics in ``overall`` when
+    ``suggestions`` is given; also written to ``report_dir`` when given.
 
     Masks are read at the size of each score map. For the pixel metrics, maps
     are then downsampled (area) and masks (nearest) so that neither side
     exceeds ``max_pixels_side`` (None keeps full size): this bounds memory on
     large images, at the price of defects thinner than the shrink factor
-    losing pixels. Image scores are untouched.
-
-    ``polygons_fn(score_map)``, when given, draws our polygons in the report's
-    grid. It returns point lists ``[(x, y), ...]`` or objects with such a
-    ``.points`` (as ``model.polygons.mask_to_polygons`` does), in LabelMe
-    coordinates of the full-size map: pixel (x, y) spans [x, x + 1).
+    losing pixels. Image scores and suggestions are untouched.
     """
     if not samples:
         raise ValueError("no samples to evaluate")
+    tally = SuggestionTally(suggestions.threshold) if suggestions is not None else None
     evaluated = [
-        _evaluate_one(predict, sample, polygons_fn if report_dir is not None else None, max_pixels_side)
-        for sample in tqdm(samples, desc="evaluating", unit="image")
+        _evaluate_one(predict, sample, suggestions, tally, max_pixels_side)
+        for sample in tqdm(samples, desc="evaluating", unit="image", disable=not show_progress, leave=False)
     ]
     metrics = compute_metrics(
         [e.score_map for e in evaluated],
@@ -82,284 +93,37 @@ def evaluate(
         [e.sample.defect_type for e in evaluated],
     )
     metrics["max_pixels_side"] = max_pixels_side
+    if tally is not None:
+        metrics["overall"].update(tally.summary())
     if report_dir is not None:
-        _write_report(Path(report_dir), evaluated, metrics, polygons_fn is not None)
+        from .report import write_report
+
+        write_report(Path(report_dir), evaluated, metrics, suggestions is not None)
     return metrics
 
 
-def _evaluate_one(
-    predict: Predict, sample: Sample, polygons_fn: PolygonsFn | None, max_pixels_side: int | None
-) -> _Evaluated:
-    score_map, score = predict(sample.image_path)
+def evaluate_predictor(predictor: Predictor, samples: Sequence[EvaluationSample], report_dir: Path | None = None,
+                       suggestions: SuggestionSettings | None = None, show_progress: bool = True) -> dict:
+    """``evaluate`` a model as the plugin and ``dsarad predict`` run it."""
+
+    def predict(image: np.ndarray) -> tuple[np.ndarray, float]:
+        prediction = predictor.predict(image)
+        return prediction.score_map, prediction.image_score
+
+    return evaluate(predict, samples, report_dir, suggestions, show_progress=show_progress)
+
+
+def _evaluate_one(predict: Predict, sample: EvaluationSample, suggestions: SuggestionSettings | None,
+                  tally: SuggestionTally | None, max_pixels_side: int | None) -> Evaluated:
+    score_map, score = predict(sample.read_image())
     score_map = np.asarray(score_map, dtype=np.float32)
     if score_map.ndim != 2:
         raise ValueError(f"predict({sample.image_path}) gave a map of shape {score_map.shape}, not HxW")
-    mask = read_mask(sample.mask_path, *score_map.shape)
+    mask = sample.mask(*score_map.shape)
     polygons = None
-    if polygons_fn is not None:
-        # A bare point list, or a region object carrying one (model/polygons.py's Region).
-        polygons = [getattr(polygon, "points", polygon) for polygon in polygons_fn(score_map)]
+    if suggestions is not None and tally is not None:
+        regions = suggestions.regions(score_map)
+        tally.add(score_map, float(score), regions, mask)
+        polygons = [region.points for region in regions]
     small_map, small_mask = downsample_for_metrics(score_map, mask, max_pixels_side)
-    return _Evaluated(sample, float(score), small_map, small_mask, polygons, score_map.shape)
-
-
-# --- Report ------------------------------------------------------------------
-
-
-def _write_report(report_dir: Path, evaluated: list[_Evaluated], metrics: dict, has_polygons: bool) -> None:
-    report_dir.mkdir(parents=True, exist_ok=True)
-    curves = pixel_curves([e.score_map for e in evaluated], [e.mask for e in evaluated])
-    write_atomically(report_dir / "metrics.json", json.dumps(metrics, indent=2, allow_nan=False).encode())
-    _save_figure(_roc_figure(evaluated, metrics, curves), report_dir / "roc.png")
-    _save_figure(_pro_figure(evaluated, metrics, curves), report_dir / "pro.png")
-    _save_figure(_grid_figure(evaluated, has_polygons), report_dir / "grid.png")
-    write_atomically(report_dir / "report.md", _markdown(evaluated, metrics).encode())
-
-
-def _save_figure(figure: Figure, path: Path) -> None:
-    # Figure + Agg canvas, not pyplot: no global backend switch inside the GUI.
-    buffer = io.BytesIO()
-    FigureCanvasAgg(figure).print_png(buffer)
-    write_atomically(path, buffer.getvalue())
-
-
-def _fmt(value: float | None) -> str:
-    return "–" if value is None else f"{value:.3f}"
-
-
-def _thinned(x: np.ndarray, y: np.ndarray, x_max: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """CURVE_POINTS points along the curve for x up to x_max, for drawing only.
-
-    Evenly spaced along the curve's length, not along x, so that the steep
-    start of a good curve keeps its shape.
-    """
-    end = min(int(np.searchsorted(x, x_max, side="right")) + 1, len(x))
-    x, y = x[:end], y[:end]
-    length = np.concatenate([[0.0], np.cumsum(np.hypot(np.diff(x) / x_max, np.diff(y)))])
-    along = np.linspace(0.0, length[-1], CURVE_POINTS)
-    return np.interp(along, length, x), np.interp(along, length, y)
-
-
-def _pixel_rates_at(evaluated: list[_Evaluated], threshold: float) -> tuple[float, float]:
-    """(pixel FPR, pixel TPR) at a score threshold."""
-    flagged_normal = sum(int(np.count_nonzero((e.score_map >= threshold) & ~e.mask)) for e in evaluated)
-    flagged_defect = sum(int(np.count_nonzero((e.score_map >= threshold) & e.mask)) for e in evaluated)
-    normal = sum(int(np.count_nonzero(~e.mask)) for e in evaluated)
-    defect = sum(int(np.count_nonzero(e.mask)) for e in evaluated)
-    return flagged_normal / max(normal, 1), flagged_defect / max(defect, 1)
-
-
-def _pro_at(curves: PixelCurves, threshold: float) -> float:
-    """PRO at a score threshold: that of the lowest vertex still >= it."""
-    above = int(np.searchsorted(-curves.thresholds, -threshold, side="right"))
-    return float(curves.pro[above - 1]) if above else 0.0
-
-
-def _both_pixel_classes(curves: PixelCurves) -> bool:
-    return curves.positives > 0 and curves.negatives > 0
-
-
-def _roc_figure(evaluated: list[_Evaluated], metrics: dict, curves: PixelCurves) -> Figure:
-    figure = Figure(figsize=(12, 5.5), layout="constrained")
-    image_ax, pixel_ax = figure.subplots(1, 2)
-    scores = np.array([e.score for e in evaluated])
-    labels = np.array([e.sample.is_anomalous for e in evaluated])
-    types = np.array([e.sample.defect_type for e in evaluated])
-    overall = metrics["overall"]
-    threshold_label = f"model threshold ({MODEL_THRESHOLD})"
-    if overall["image_auroc"] is not None:
-        fpr, tpr, _ = roc_curve(labels, scores)
-        label = f"all defects (AUROC {_fmt(overall['image_auroc'])})"
-        image_ax.plot(fpr, tpr, color="black", linewidth=2.5, label=label)
-        per_type = metrics["per_type"] if len(metrics["per_type"]) > 1 else {}  # else the same curve
-        for defect_type, values in per_type.items():
-            chosen = ~labels | (types == defect_type)
-            if values["image_auroc"] is not None:
-                fpr, tpr, _ = roc_curve(labels[chosen], scores[chosen])
-                label = f"{defect_type} (AUROC {_fmt(values['image_auroc'])})"
-                image_ax.plot(fpr, tpr, linewidth=1.2, label=label)
-        normal_rate = float(np.mean(scores[~labels] >= MODEL_THRESHOLD))
-        defect_rate = float(np.mean(scores[labels] >= MODEL_THRESHOLD))
-        image_ax.plot(normal_rate, defect_rate, "o", color="red", markersize=8, label=threshold_label)
-    else:
-        image_ax.text(0.5, 0.5, "needs normal and defective images", ha="center", transform=image_ax.transAxes)
-    image_ax.set_title("Image-level ROC (one score per image)")
-
-    if _both_pixel_classes(curves):
-        label = f"all pixels (AUROC {_fmt(overall['pixel_auroc'])})"
-        pixel_ax.plot(*_thinned(*curves.roc()), color="black", linewidth=2.5, label=label)
-        rates = _pixel_rates_at(evaluated, MODEL_THRESHOLD)
-        pixel_ax.plot(*rates, "o", color="red", markersize=8, label=threshold_label)
-    else:
-        pixel_ax.text(0.5, 0.5, "needs defect and normal pixels", ha="center", transform=pixel_ax.transAxes)
-    pixel_ax.set_title("Pixel-level ROC (every pixel of every map)")
-
-    for ax in (image_ax, pixel_ax):
-        ax.plot([0, 1], [0, 1], linestyle="--", color="gray", linewidth=1, label="chance")
-        ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate")
-        ax.set_aspect("equal")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower right", fontsize=9)
-    return figure
-
-
-def _pro_figure(evaluated: list[_Evaluated], metrics: dict, curves: PixelCurves) -> Figure:
-    fpr_limit = metrics["fpr_limit"]
-    figure = Figure(figsize=(7, 5.5), layout="constrained")
-    ax = figure.subplots()
-    if _both_pixel_classes(curves):
-        label = f"all defects (AUPRO@{fpr_limit:g} {_fmt(metrics['overall']['aupro'])})"
-        ax.plot(*_thinned(*curves.pro_curve(), x_max=fpr_limit), color="black", linewidth=2.5, label=label)
-        fpr_at_threshold, _ = _pixel_rates_at(evaluated, MODEL_THRESHOLD)
-        if fpr_at_threshold <= fpr_limit:
-            pro = _pro_at(curves, MODEL_THRESHOLD)
-            ax.plot(fpr_at_threshold, pro, "o", color="red", markersize=8, label=f"model threshold ({MODEL_THRESHOLD})")
-        ax.plot([0, fpr_limit], [0, fpr_limit], linestyle="--", color="gray", linewidth=1, label="chance")
-    else:
-        ax.text(0.5, 0.5, "needs defect and normal pixels", ha="center", transform=ax.transAxes)
-    ax.set(
-        xlim=(0, fpr_limit),
-        ylim=(0, 1.01),
-        xlabel="false positive rate (normal pixels)",
-        ylabel="per-region overlap (mean over defect regions)",
-    )
-    ax.set_title(f"PRO curve up to FPR {fpr_limit:g}")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=9)
-    return figure
-
-
-def _grid_rows(evaluated: list[_Evaluated]) -> list[tuple[int, str]]:
-    """(index, why shown): worst cases first, then best, each at most once."""
-    normals = [i for i, e in enumerate(evaluated) if not e.sample.is_anomalous]
-    defects = [i for i, e in enumerate(evaluated) if e.sample.is_anomalous]
-    normals.sort(key=lambda i: -evaluated[i].score)
-    defects.sort(key=lambda i: evaluated[i].score)
-    # With one kind only, it gets all the rows.
-    per_kind = GRID_ROWS_PER_KIND if normals and defects else 2 * GRID_ROWS_PER_KIND
-    candidates = (
-        [(i, "worst: highest-scoring normal") for i in normals[:per_kind]]
-        + [(i, "worst: lowest-scoring defect") for i in defects[:per_kind]]
-        + [(i, "best: highest-scoring defect") for i in defects[::-1][:per_kind]]
-        + [(i, "best: lowest-scoring normal") for i in normals[::-1][:per_kind]]
-    )
-    rows, shown = [], set()
-    for index, why in candidates:
-        if index not in shown:
-            shown.add(index)
-            rows.append((index, why))
-    return rows
-
-
-def _read_rgb(path: Path) -> np.ndarray:
-    image = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"cannot read image {path}")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def _grid_figure(evaluated: list[_Evaluated], has_polygons: bool) -> Figure:
-    rows = _grid_rows(evaluated)
-    figure = Figure(figsize=(12, 3.2 * len(rows) + 0.6), layout="constrained")
-    figure.suptitle(
-        f"Worst cases first, then best  ·  green: our polygons  ·  cyan: score {MODEL_THRESHOLD} (model threshold)",
-        fontsize=12,
-    )
-    for subfigure, (index, why) in zip(np.atleast_1d(figure.subfigures(len(rows), 1)), rows):
-        item = evaluated[index]
-        flagged = "flagged" if item.score >= MODEL_THRESHOLD else "passed"
-        name, defect_type = item.sample.image_path.name, item.sample.defect_type
-        subfigure.suptitle(
-            f"{name}  ·  {defect_type}  ·  score {item.score:.3f} ({flagged})  ·  {why}", fontsize=10, x=0.01, ha="left"
-        )
-        image_ax, map_ax, truth_ax = subfigure.subplots(1, 3)
-        image = _read_rgb(item.sample.image_path)
-        height, width = image.shape[:2]
-        # Draw everything in the image's frame, whatever size the maps are.
-        extent = (-0.5, width - 0.5, height - 0.5, -0.5)
-        scale = np.array([width / item.map_shape[1], height / item.map_shape[0]])
-
-        image_ax.imshow(image)
-        for points in item.polygons or []:
-            # LabelMe corners to imshow's frame, where pixel centres are integers.
-            xy = np.asarray(points, dtype=float).reshape(-1, 2) * scale - 0.5
-            image_ax.add_patch(Polygon(xy, closed=True, fill=False, edgecolor="lime", linewidth=1.5))
-        polygons_title = f"image + our polygons ({len(item.polygons or [])})"
-        image_ax.set_title(polygons_title if has_polygons else "image (no polygons_fn given)", fontsize=9)
-
-        heat = map_ax.imshow(item.score_map, cmap="inferno", vmin=0.0, vmax=1.0, extent=extent)
-        crosses = item.score_map.min() < MODEL_THRESHOLD <= item.score_map.max()
-        if crosses and min(item.score_map.shape) >= 2:
-            map_ax.contour(
-                item.score_map, levels=[MODEL_THRESHOLD], colors="cyan", linewidths=1, extent=extent, origin="upper"
-            )
-        subfigure.colorbar(heat, ax=map_ax, fraction=0.046, pad=0.02, label=f"score ({MODEL_THRESHOLD} = threshold)")
-        map_ax.set_title("anomaly map", fontsize=9)
-
-        truth_ax.imshow(image)
-        overlay = np.zeros((*item.mask.shape, 4))
-        overlay[item.mask] = (1.0, 0.0, 0.0, 0.55)
-        truth_ax.imshow(overlay, extent=extent)
-        truth_ax.set_title("ground truth (red)" if item.mask.any() else "ground truth: no defect", fontsize=9)
-        for ax in (image_ax, map_ax, truth_ax):
-            ax.set(xlim=(extent[0], extent[1]), ylim=(extent[2], extent[3]), xticks=[], yticks=[])
-    return figure
-
-
-_COLUMN_NAMES = {
-    "image_auroc": "image AUROC",
-    "pixel_auroc": "pixel AUROC",
-    "aupro": "AUPRO",
-    "pixel_ap": "pixel AP",
-    "image_best_f1": "image best F1",
-    "pixel_best_f1": "pixel best F1",
-}
-
-
-def _markdown(evaluated: list[_Evaluated], metrics: dict) -> str:
-    scores = np.array([e.score for e in evaluated])
-    labels = np.array([e.sample.is_anomalous for e in evaluated])
-    counts = ", ".join(f"{name} {count}" for name, count in metrics["num_images"].items())
-    side = metrics.get("max_pixels_side")
-    header = "| | " + " | ".join(_COLUMN_NAMES[k] for k in METRIC_KEYS) + " | images |"
-    rule = "|---" * (len(METRIC_KEYS) + 2) + "|"
-    table = [header, rule, _table_row("**all**", metrics["overall"], len(evaluated))]
-    normal_count = int(np.count_nonzero(~labels))
-    for defect_type, values in metrics["per_type"].items():
-        table.append(_table_row(defect_type, values, metrics["num_images"][defect_type] + normal_count))
-    flagged_defects = int(np.count_nonzero(scores[labels] >= MODEL_THRESHOLD))
-    flagged_normals = int(np.count_nonzero(scores[~labels] >= MODEL_THRESHOLD))
-    lines = [
-        "# Evaluation report",
-        "",
-        f"{len(evaluated)} images ({counts}).",
-        f"At the model's threshold ({MODEL_THRESHOLD}): {flagged_defects} of {int(labels.sum())} defective"
-        f" images flagged, {flagged_normals} of {normal_count} normal images flagged.",
-        "",
-        "## Metrics",
-        "",
-        *table,
-        "",
-        "A defect type's row is that type's images against all normal images. "
-        f"AUPRO integrates up to FPR {metrics['fpr_limit']:g}. Best F1 uses the best threshold on this "
-        "very set: a ceiling, not a deployable number. Pixel metrics: "
-        + (f"maps downsampled to at most {side} px per side." if side else "maps at full size."),
-        "",
-        "All numbers: [metrics.json](metrics.json).",
-        "",
-        "## Curves",
-        "",
-        "![Image and pixel ROC curves](roc.png)",
-        "",
-        "![PRO curve](pro.png)",
-        "",
-        "## Worst and best cases",
-        "",
-        "![Worst cases first, then best](grid.png)",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def _table_row(name: str, values: dict, images: int) -> str:
-    return f"| {name} | " + " | ".join(_fmt(values[k]) for k in METRIC_KEYS) + f" | {images} |"
+    return Evaluated(sample, float(score), small_map, small_mask, polygons, score_map.shape)

@@ -42,17 +42,16 @@ import numpy as np
 from matplotlib.path import Path as MplPath
 from PIL import Image
 
-from labelme_dsarad.model.images import read_image
+from labelme_dsarad.model.images import IMAGE_SUFFIXES, read_image
 from labelme_dsarad.model.labelfile import (
     RECORD_KEY,
+    REVIEWED_FLAG,
     LabelFileError,
     is_pending_suggestion,
     load_label_file,
     shape_fingerprint,
 )
 
-REVIEWED_FLAG = "ok"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # Lines (a crack drawn as a line strip) and points have no area of their own;
 # these give them one. LabelMe's own shape_to_mask uses 10 px lines, far
 # wider than the hairline cracks a person traces.
@@ -183,7 +182,19 @@ class LabelledImage:
     def name(self) -> str:
         return self.image_path.name
 
-    def read(self) -> np.ndarray:
+    @property
+    def is_anomalous(self) -> bool:
+        return self.is_defect
+
+    @property
+    def defect_type(self) -> str:
+        """The kind people gave the defects (the most common label), "good" for a normal image."""
+        if not self.defects:
+            return "good"
+        labels = [str(shape.get("label") or "defect") for shape in self.defects]
+        return max(dict.fromkeys(labels), key=labels.count)
+
+    def read_image(self) -> np.ndarray:
         """The image, (H, W, 3) uint8 RGB, as LabelMe shows it."""
         if self.image_path.is_file() or self.embedded is None:
             return read_image(self.image_path)
@@ -195,6 +206,9 @@ class LabelledImage:
         defect = rasterise_shapes(self.defects, height, width)
         ignore = rasterise_shapes(self.pending, height, width) & ~defect
         return defect, ignore
+
+    def mask(self, height: int, width: int) -> np.ndarray:
+        return self.masks(height, width)[0]
 
 
 @dataclass
@@ -275,7 +289,7 @@ def _image_path(label_path: Path, stored) -> Path | None:
     if isinstance(stored, str) and stored:
         relative = Path(*PureWindowsPath(stored).parts) if "\\" in stored else Path(stored)
         candidates.append(relative if relative.is_absolute() else label_path.parent / relative)
-    candidates += [label_path.with_suffix(suffix) for suffix in IMAGE_SUFFIXES]
+    candidates += [label_path.with_suffix(suffix) for suffix in sorted(IMAGE_SUFFIXES)]
     return next((candidate for candidate in candidates if candidate.is_file()), None)
 
 

@@ -1,89 +1,54 @@
 """Warm-start retraining from labels people corrected: the loop back from LabelMe to the model.
 
 ``retrain`` reads a folder annotated in LabelMe (``labels.read_label_folder``:
-reviewed normal images and real defects), continues training the product's
-current model for minutes, and writes the result as a new version into the
-model store, keeping the old ones (``rollback`` goes back).
+reviewed normal images and real defects), splits it (``corrections``),
+continues training the product's current model for minutes, sets its
+thresholds (``calibration``) and measures it before and after on the holdout
+(``evaluation``), and writes the result as a new version into the model
+store, keeping the old ones (``rollback`` goes back).
 
-**Warm start.** The student and U-Net start from the current model's weights.
-The teacher is not in the model file, so distillation pulls the student's
-encoder features of the clean image toward those of a frozen copy of the
-*starting student* (an "anchor") instead. The starting student was trained to
-give, from a defective image, the teacher's features of the clean one, so its
+This is the engine's (``engine``) second configuration. **Warm start**: the
+student and U-Net start from the current model's weights. The teacher is not
+in the model file, so distillation pulls the student's encoder features of
+the clean image toward those of a frozen copy of the *starting student's*
+encoder (an "anchor") instead. The starting student was trained to give,
+from a defective image, the teacher's features of the clean one, so its
 features of clean images are the teacher's as far as training got; anchoring
 to them keeps the feature space where the first training put it while a few
-hundred steps on a few images adjust the networks, and costs no teacher phase.
-Reconstruction targets are the clean images, as in the first training.
+hundred steps on a few images adjust the networks, and costs no teacher
+phase. **Batches**: ``corrections.CorrectionBatches``, synthetic anomalies
+with real defects pasted in and real defect images supervised directly.
 
-**Real defects, three ways.** The reviewed images are split per class
-(normal / defect), deterministically: a *holdout* (reported on, never trained
-or tuned on), a *calibration* part and the rest for training. Images with
-pending suggestions (ignore regions) always train.
-
-1. Thresholds: the image and pixel thresholds go where F1 is best on the
-   calibration images (real defects and normals), not on normals alone. They
-   are not chosen on the training images, where the U-Net has seen the very
-   masks and would score them too confidently. With no defect in the
-   calibration part the first training's rule on its normals is used; with
-   no calibration image at all the starting model's thresholds stay.
-2. Extra anomaly sources: a share of the synthetic samples gets a real defect
-   region instead of a Perlin-shaped texture: the training defect image cut
-   out with its rasterised shapes (randomly flipped) and pasted into a normal
-   image at the same place.
-3. Direct supervision: a share of every batch is real defect images with
-   their masks (pending regions weigh nothing in the loss). They have no
-   clean version, so they train the segmentation (and through it the
-   student) but take no part in the reconstruction and distillation terms.
-
-**Before and after.** The holdout is measured with the starting model and
-with the new one (``measure``): image and pixel AUROC, AUPRO, best F1 (a
-ceiling: threshold chosen on the same set), F1 at the model's own threshold
-(what a user gets), and suggestion IoU: the suggested polygons, as the plugin
-would draw them, against the people's shapes.
+**Thresholds**: where F1 is best on the calibration images (real defects and
+normals), not on normals alone, and not on the training images, where the
+U-Net has seen the very masks and would score them too confidently.
 """
 
 from __future__ import annotations
 
 import copy
-import json
-import math
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
-import cv2
 import numpy as np
 import torch
 
-from labelme_dsarad.model.inference import Predictor, resize_for_model, resolve_device
+from labelme_dsarad.model.inference import Predictor, resolve_device
 from labelme_dsarad.model.model_file import LoadedModel, ModelInfo, load_model, rewrite_header, save_model
-from labelme_dsarad.model.networks import image_score
-from labelme_dsarad.model.polygons import mask_to_polygons
-from labelme_dsarad.model.scoring import ScoreNormaliser, clamp_threshold
+from labelme_dsarad.model.polygons import SuggestionSettings
 from labelme_dsarad.model.store import ModelStore, StoredModel, check_product_name
 
-from .labels import LabelledImage, read_label_folder, rasterise_shapes
-from .losses import distillation_loss, focal_loss, reconstruction_loss
-from .metrics import best_f1, compute_metrics, downsample_for_metrics, pixel_curves
-from .sources import AnomalySources
-from .synthesis import synthesise
-from .trainer import PIXEL_THRESHOLD_QUANTILE, Budget, learning_rate_at
+from .calibration import f1_thresholds, raw_outputs
+from .corrections import CorrectionBatches, load_examples, split_labels
+from .engine import Budget, LoopState, Progress, StudentTraining, autocast_for, run_steps
+from .evaluation import evaluate_predictor
+from .labels import LabelledImage, read_label_folder
 
 DEFAULT_MINUTES = 10.0
-# A defect pixel at the training size: at least this share of it covered at
-# full size. Lower than a half so that hairline cracks survive the shrink.
-MASK_COVERAGE = 0.25
-# Suggestions as the plugin and 'dsarad predict' make them by default.
-SUGGESTION_THRESHOLD, SUGGESTION_MIN_AREA, SUGGESTION_TOLERANCE = 0.5, 20, 1.0
-METRICS_MAX_SIDE = 256  # pixel metrics on maps at most this big, as evaluation.evaluate
-PROGRESS_EVERY_SECONDS = 1.0
 FLAGGED_NORMALS_WARNING = 0.5  # share of calibration normals above the new image threshold worth a warning
-
-Progress = Callable[[dict], None]
 
 
 @dataclass
@@ -122,17 +87,6 @@ class RetrainConfig:
 
 
 @dataclass
-class Split:
-    train: list[LabelledImage]
-    calibration: list[LabelledImage]
-    holdout: list[LabelledImage]
-
-    def counts(self) -> dict:
-        return {name: {"normal": sum(not i.is_defect for i in part), "defect": sum(i.is_defect for i in part)}
-                for name, part in (("train", self.train), ("calibration", self.calibration), ("holdout", self.holdout))}
-
-
-@dataclass
 class RetrainResult:
     product: str
     version: int
@@ -150,86 +104,8 @@ class RetrainResult:
         return {**asdict(self), "path": str(self.path)}
 
 
-# -- the split -------------------------------------------------------------------
-
-
-def split_labels(images: list[LabelledImage], holdout: float, calibration: float, seed: int) -> Split:
-    """Per class, a seeded draw over the byte-sorted files: the same split on every machine.
-
-    Each class keeps at least one image for training when it has any; images
-    with ignore regions (pending suggestions) always train, since neither the
-    thresholds nor the metrics can leave pixels out.
-    """
-    split = Split([], [], [])
-    rng = np.random.default_rng(seed)
-    for is_defect in (False, True):
-        members = sorted((i for i in images if i.is_defect == is_defect), key=lambda i: i.label_path.name.encode())
-        fixed = [i for i in members if i.pending]
-        free = [i for i in members if not i.pending]
-        order = [free[k] for k in rng.permutation(len(free))]
-        spare = len(free) - (0 if fixed else 1)  # what may leave training
-        n_holdout = min(int(round(len(free) * holdout)), max(spare, 0))
-        n_calibration = min(int(round((len(free) - n_holdout) * calibration)), max(spare - n_holdout, 0))
-        split.holdout += order[:n_holdout]
-        split.calibration += order[n_holdout : n_holdout + n_calibration]
-        split.train += order[n_holdout + n_calibration :] + fixed
-    return split
-
-
-# -- data at the training size ----------------------------------------------------
-
-
-@dataclass
-class Examples:
-    """Images (N, 3, S, S) uint8 with their defect and ignore masks (N, 1, S, S) float."""
-
-    images: torch.Tensor
-    masks: torch.Tensor
-    ignore: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-
-def shrink_mask(mask: np.ndarray, size: int) -> np.ndarray:
-    """A full-size bool mask at the model's size: covered at least MASK_COVERAGE."""
-    coverage = cv2.resize(mask.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
-    return coverage >= MASK_COVERAGE
-
-
-def load_examples(images: list[LabelledImage], size: int) -> Examples:
-    pixels, masks, ignores = [], [], []
-    for item in images:
-        image = item.read()
-        defect, ignore = item.masks(*image.shape[:2])
-        pixels.append(resize_for_model(image, size))
-        masks.append(shrink_mask(defect, size))
-        ignores.append(shrink_mask(ignore, size) & ~masks[-1])
-    if not images:
-        empty = torch.zeros(0, 1, size, size)
-        return Examples(torch.zeros(0, 3, size, size, dtype=torch.uint8), empty, empty)
-    return Examples(
-        torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).contiguous(),
-        torch.from_numpy(np.stack(masks)).float().unsqueeze(1),
-        torch.from_numpy(np.stack(ignores)).float().unsqueeze(1),
-    )
-
-
-# -- training ---------------------------------------------------------------------
-
-
-def random_flips(images: torch.Tensor, masks: list[torch.Tensor], generator: torch.Generator):
-    """Flip each sample left-right and/or up-down, its masks alike."""
-    batch, device = images.shape[0], images.device
-    results = [images, *masks]
-    for dim in (-1, -2):
-        flip = (torch.rand(batch, generator=generator, device=device) < 0.5).view(-1, 1, 1, 1)
-        results = [torch.where(flip, tensor.flip(dim), tensor) for tensor in results]
-    return results[0], results[1:]
-
-
 class Retrainer:
-    """The warm-started networks, the anchor they distil toward, and one training step."""
+    """The warm-started networks, the anchor they distil toward, and the batches they learn from."""
 
     def __init__(self, base: LoadedModel, config: RetrainConfig, device: torch.device):
         self.config = config
@@ -243,211 +119,34 @@ class Retrainer:
             list(self.network.student.parameters()) + list(self.network.segmentation.parameters()),
             lr=config.learning_rate,
         )
+        self.training = StudentTraining(self.network, self.anchor, self.optimizer, autocast_for(device))
         self.generator = torch.Generator(device=device).manual_seed(config.seed)
         self.size = base.info.architecture.input_size
 
-    def set_data(self, normals: Examples, defects: Examples) -> None:
-        if not len(normals):
-            raise ValueError("retraining needs at least one reviewed normal image (flag 'ok', no shapes) to train on")
-        self.normals = normals.images.to(self.device)
-        self.defects = Examples(defects.images.to(self.device), defects.masks.to(self.device),
-                                defects.ignore.to(self.device))
-        self.sources = AnomalySources(self.size, None, self.normals)
+    def set_data(self, normals, defects) -> None:
+        """``corrections.Examples`` of the training normals and defects."""
+        self.batches = CorrectionBatches(normals, defects, self.config.batch_size, self.config.real_share,
+                                         self.config.paste_probability, self.generator, self.device)
 
-    def _draw(self, pool: torch.Tensor, count: int) -> torch.Tensor:
-        return torch.randint(0, len(pool), (count,), generator=self.generator, device=self.device)
-
-    def step(self) -> dict:
-        config, device = self.config, self.device
-        real_count = min(round(config.batch_size * config.real_share), config.batch_size - 1) if len(self.defects) else 0
-        synthetic_count = config.batch_size - real_count
-        normal = self.normals[self._draw(self.normals, synthetic_count)].float() / 255.0
-        synthetic = synthesise(normal, self.sources.sample(synthetic_count, self.generator, device), self.generator)
-        augmented, target = synthetic.augmented, synthetic.mask
-        if len(self.defects) and config.paste_probability > 0:
-            augmented, target = self._paste_real(synthetic.clean, augmented, target)
-        inputs, masks, weights = [augmented], [target], [torch.ones_like(target)]
-        if real_count:
-            index = self._draw(self.defects.images, real_count)
-            real, (real_mask, real_ignore) = random_flips(
-                self.defects.images[index].float() / 255.0, [self.defects.masks[index], self.defects.ignore[index]],
-                self.generator,
-            )
-            inputs.append(real)
-            masks.append(real_mask)
-            weights.append(1.0 - real_ignore)
-        batch = torch.cat(inputs)
-        # One pass over synthetic and real samples together, so BatchNorm sees both.
-        reconstruction, features = self.network.student(batch)
-        with torch.no_grad():
-            _, anchor_features = self.anchor(synthetic.clean)
-        logits = self.network.segmentation(torch.cat([reconstruction, batch], dim=1))
-        reconstruction_term = reconstruction_loss(reconstruction[:synthetic_count].float(), synthetic.clean)
-        distillation_term = distillation_loss([f[:synthetic_count].float() for f in features], anchor_features)
-        segmentation_term = focal_loss(logits, torch.cat(masks), weight=torch.cat(weights))
-        loss = reconstruction_term + distillation_term + segmentation_term
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return {"reconstruction": reconstruction_term.item(), "distillation": distillation_term.item(),
-                "segmentation": segmentation_term.item()}
-
-    def _paste_real(self, clean: torch.Tensor, augmented: torch.Tensor, target: torch.Tensor):
-        """Replace some synthetic anomalies by a real defect region, cut out with its mask."""
-        count = clean.shape[0]
-        chosen = (torch.rand(count, generator=self.generator, device=self.device)
-                  < self.config.paste_probability).view(-1, 1, 1, 1)
-        index = self._draw(self.defects.images, count)
-        source, (mask,) = random_flips(self.defects.images[index].float() / 255.0, [self.defects.masks[index]],
-                                       self.generator)
-        pasted = clean * (1 - mask) + source * mask
-        return torch.where(chosen, pasted, augmented), torch.where(chosen, mask, target)
+    def step(self) -> dict[str, float]:
+        return self.training.step(self.batches())
 
     def train(self, budget: Budget, progress: Progress) -> dict:
         self.network.train()
-        step, started, last_report, running = 0, time.monotonic(), 0.0, {}
-        total_steps = budget.steps
-        while not budget.done(step, time.monotonic() - started):
-            fraction = budget.progress(step, time.monotonic() - started)
-            for group in self.optimizer.param_groups:
-                group["lr"] = learning_rate_at(self.config.learning_rate, fraction)
-            losses = self.step()
-            running = {key: 0.9 * running.get(key, value) + 0.1 * value for key, value in losses.items()}
-            step += 1
-            elapsed = time.monotonic() - started
-            if elapsed - last_report >= PROGRESS_EVERY_SECONDS or budget.done(step, elapsed):
-                last_report = elapsed
-                progress({"event": "progress", "stage": "training", "step": step, "steps": total_steps,
-                          "fraction": round(min(budget.progress(step, elapsed), 1.0), 4),
-                          "seconds": round(elapsed, 1), "losses": {k: round(v, 4) for k, v in running.items()}})
+        state = run_steps(self.step, self.optimizer, self.config.learning_rate, budget, LoopState("retraining"),
+                          progress)
         self.network.eval()
-        return {"steps": step, "seconds": round(time.monotonic() - started, 1), "final_losses": running}
-
-    @torch.inference_mode()
-    def raw_outputs(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """Raw maps (N, S, S) and raw image scores (N,) of the network as it is now."""
-        self.network.eval()
-        maps, scores = [], []
-        for start in range(0, len(images), 16):
-            batch = images[start : start + 16].to(self.device).float() / 255.0
-            raw_map, _ = self.network(batch)
-            maps.append(raw_map.float().cpu())
-            scores.append(image_score(raw_map.float()).cpu())
-        if not maps:
-            return np.zeros((0, self.size, self.size), np.float32), np.zeros(0, np.float32)
-        return torch.cat(maps).numpy(), torch.cat(scores).numpy()
+        return {"steps": state.step, "seconds": round(state.elapsed, 1), "final_losses": state.running}
 
 
-# -- thresholds ---------------------------------------------------------------------
-
-
-def f1_thresholds(maps: np.ndarray, scores: np.ndarray, masks: np.ndarray, labels: np.ndarray,
-                  fallback: ScoreNormaliser) -> ScoreNormaliser:
-    """Raw image and pixel thresholds at the best F1 on calibration images (see the module docstring).
-
-    ``maps`` (N, S, S) raw, ``scores`` (N,) raw, ``masks`` (N, S, S) bool,
-    ``labels`` (N,) True for a defect image. Each threshold falls back on its
-    own: to the first training's rule on the normals when F1 is undefined (no
-    defect, or no defect pixel left at the model's size), to the starting
-    model's when there is no normal either.
-    """
-    labels = np.asarray(labels, dtype=bool)
-    statistics = {"calibration_images": int(len(labels)), "calibration_defects": int(labels.sum())}
-    normals = ~labels
-    if labels.any() and normals.any():
-        statistics["image_best_f1"], image_threshold = best_f1(scores, labels)
-        statistics["image_method"] = "best F1 on held-back corrected labels (real defects and reviewed normals)"
-    elif normals.any():
-        image_threshold = float(scores[normals].max())
-        statistics["image_method"] = "maximum score of the held-back reviewed normals (no real defect held back)"
-    else:
-        image_threshold = fallback.image_threshold
-        statistics["image_method"] = "the starting model's (nothing held back for calibration)"
-    if masks.any() and normals.any():
-        statistics["pixel_best_f1"], pixel_threshold = pixel_curves(list(maps), list(masks)).best_f1()
-        statistics["pixel_method"] = "best F1 over the pixels of the held-back corrected labels"
-    elif normals.any():
-        quantiles = np.quantile(maps[normals].reshape(int(normals.sum()), -1), PIXEL_THRESHOLD_QUANTILE, axis=1)
-        pixel_threshold = float(quantiles.max())
-        statistics["pixel_method"] = (f"maximum of the held-back reviewed normals' {PIXEL_THRESHOLD_QUANTILE:.1%} "
-                                      "pixel quantiles (no real defect pixel held back)")
-    else:
-        pixel_threshold = fallback.pixel_threshold
-        statistics["pixel_method"] = "the starting model's (nothing held back for calibration)"
-    statistics["method"] = f"image: {statistics['image_method']}; pixel: {statistics['pixel_method']}"
-    if normals.any():
-        # Where the model separates the defects poorly, the best F1 can be "flag everything": say so.
-        statistics["calibration_normals_flagged"] = float(np.mean(scores[normals] >= image_threshold))
-    return ScoreNormaliser(clamp_threshold(image_threshold), clamp_threshold(pixel_threshold), statistics)
-
-
-# -- measuring ---------------------------------------------------------------------
-
-
-def measure(model: LoadedModel | os.PathLike | str, examples: list[tuple[np.ndarray, np.ndarray | None]],
-            device: str = "auto", defect_types: list[str] | None = None) -> dict:
-    """Metrics of a model on (image RGB, defect mask or None for a normal image) pairs; see the module docstring.
-
-    Values that need both classes are None when one is missing. With
-    ``defect_types`` (one per example, "good" for normals) the result also
-    holds ``per_type_image_auroc``: each type's images against all normals.
-    """
-    result = {"images": len(examples), "defect_images": sum(mask is not None for _, mask in examples)}
-    if not examples:
-        return result
-    predictor = Predictor(model, device=device)
-    maps, masks, scores, labels, ious = [], [], [], [], []
-    flagged_normals, true_positive, false_positive, defect_pixels = 0, 0, 0, 0
-    for image, mask in examples:
-        prediction = predictor.predict(image)
-        score_map = prediction.score_map
-        truth = mask if mask is not None else np.zeros(score_map.shape, dtype=bool)
-        regions = mask_to_polygons(score_map, threshold=SUGGESTION_THRESHOLD, min_area=SUGGESTION_MIN_AREA,
-                                   tolerance=SUGGESTION_TOLERANCE)
-        suggested = rasterise_shapes([{"points": region.points} for region in regions], *score_map.shape)
-        if mask is not None:
-            if truth.any():  # a defect image with an empty mask has no outline to match
-                ious.append(np.count_nonzero(suggested & truth) / np.count_nonzero(suggested | truth))
-        else:
-            flagged_normals += bool(regions)
-        flagged = score_map >= SUGGESTION_THRESHOLD
-        true_positive += int(np.count_nonzero(flagged & truth))
-        false_positive += int(np.count_nonzero(flagged & ~truth))
-        defect_pixels += int(np.count_nonzero(truth))
-        small_map, small_mask = downsample_for_metrics(score_map, truth, METRICS_MAX_SIDE)
-        maps.append(small_map)
-        masks.append(small_mask)
-        scores.append(prediction.image_score)
-        labels.append(mask is not None)
-    types = defect_types or ["defect" if label else "good" for label in labels]
-    computed = compute_metrics(maps, masks, scores, labels, types)
-    overall = computed["overall"]
-    labels, scores = np.array(labels), np.array(scores)
-    flagged_images = scores >= SUGGESTION_THRESHOLD
-    image_tp = int(np.count_nonzero(flagged_images & labels))
-    result.update(overall)
-    result.update({
-        "image_f1_at_threshold": _f1(image_tp, int(np.count_nonzero(flagged_images & ~labels)), int(labels.sum()))
-        if labels.any() else None,
-        "pixel_f1_at_threshold": _f1(true_positive, false_positive, defect_pixels) if defect_pixels else None,
-        "suggestion_iou": float(np.mean(ious)) if ious else None,
-        "normal_images_with_suggestions": flagged_normals / int((~labels).sum()) if (~labels).any() else None,
-    })
-    if defect_types is not None:
-        result["per_type_image_auroc"] = {name: values["image_auroc"] for name, values in computed["per_type"].items()}
-    return result
-
-
-def _f1(true_positive: int, false_positive: int, positives: int) -> float:
-    return 2 * true_positive / (true_positive + false_positive + positives) if positives else 0.0
-
-
-def holdout_examples(images: list[LabelledImage]) -> list[tuple[np.ndarray, np.ndarray | None]]:
-    examples = []
-    for item in images:
-        image = item.read()
-        examples.append((image, item.masks(*image.shape[:2])[0] if item.is_defect else None))
-    return examples
+def measure(model_path: Path, samples: list[LabelledImage], device: str) -> dict:
+    """The holdout's metrics through the one evaluator, with the default suggestions."""
+    if not samples:
+        return {"images": 0}
+    metrics = evaluate_predictor(Predictor(model_path, device=device), samples, suggestions=SuggestionSettings(),
+                                 show_progress=False)
+    return {"images": len(samples), "defect_images": sum(sample.is_anomalous for sample in samples),
+            **metrics["overall"]}
 
 
 # -- the whole retrain ------------------------------------------------------------------
@@ -489,7 +188,7 @@ def retrain(config: RetrainConfig, progress: Progress | None = None) -> RetrainR
     device = resolve_device(config.device)
     torch.set_flush_denormal(True)  # dark images: denormal floats run ~50x slower on x86 CPUs
 
-    holdout = holdout_examples(split.holdout)
+    holdout = split.holdout
     if holdout:
         stage("measuring", f"measuring {base.name} on {len(holdout)} held-out images")
     before = measure(base_path, holdout, config.device)
@@ -501,12 +200,12 @@ def retrain(config: RetrainConfig, progress: Progress | None = None) -> RetrainR
     trainer.set_data(load_examples(train_normals, size), load_examples([i for i in split.train if i.is_defect], size))
 
     stage("training", f"training for {config.steps} steps" if config.steps else f"training for {config.minutes:g} min")
-    budget = Budget(config.steps, None) if config.steps else Budget(None, config.minutes * 60.0)
+    budget = Budget(steps=config.steps) if config.steps else Budget(seconds=(config.minutes or 0) * 60.0)
     history = trainer.train(budget, progress)
 
     stage("calibrating", "setting thresholds at the best F1")
     calibration = load_examples(split.calibration, size)
-    maps, scores = trainer.raw_outputs(calibration.images)
+    maps, scores = raw_outputs(trainer.network, calibration.images, device)
     labels = np.array([item.is_defect for item in split.calibration], dtype=bool)
     normaliser = f1_thresholds(maps, scores, calibration.masks[:, 0].numpy() > 0.5, labels, base.info.normaliser)
     flagged = normaliser.statistics.get("calibration_normals_flagged", 0.0)
@@ -566,47 +265,3 @@ def rollback(product: str, version: int, store_root: os.PathLike | str | None = 
     store = ModelStore(store_root)
     store.set_current(product, version)  # ValueError when there is no such version
     return store.resolve(product, version)
-
-
-# -- reporting --------------------------------------------------------------------------
-
-REPORTED_METRICS = ("image_auroc", "pixel_auroc", "aupro", "image_best_f1", "pixel_best_f1",
-                    "image_f1_at_threshold", "pixel_f1_at_threshold", "suggestion_iou",
-                    "normal_images_with_suggestions")
-
-
-def json_progress(event: dict, stream=None) -> None:
-    """One JSON object per line, flushed at once: what the plugin's dialog reads."""
-    stream = stream or sys.stdout
-    stream.write(json.dumps(event, allow_nan=False, default=str) + "\n")
-    stream.flush()
-
-
-def human_progress(event: dict, stream=None) -> None:
-    stream = stream or sys.stderr
-    if event["event"] == "stage":
-        stream.write(f"{event['message']}\n")
-    elif event["event"] == "problem":
-        message = event["message"]
-        stream.write(f"{message}\n" if message.startswith("warning:") else f"skipped: {message}\n")
-    elif event["event"] == "progress":
-        losses = " ".join(f"{key} {value:.3f}" for key, value in event["losses"].items())
-        stream.write(f"  {event['fraction']:6.1%}  step {event['step']}  {event['seconds']:.0f} s  {losses}\n")
-    stream.flush()
-
-
-def format_result(result: RetrainResult) -> str:
-    lines = [f"{result.product} v{result.version} written to {result.path} ({result.seconds / 60:.1f} min)"
-             + ("; now the current model" if result.current else "; the current model is unchanged")]
-    holdout = result.counts["holdout"]
-    lines.append(f"held-out corrected labels: {holdout['defect']} defect and {holdout['normal']} normal images")
-    lines.append(f"{'':<24}{'before':>10}{'after':>10}")
-    for key in REPORTED_METRICS:
-        lines.append(f"{key:<24}{_number(result.before.get(key)):>10}{_number(result.after.get(key)):>10}")
-    lines.append(f"roll back with: dsarad retrain --product {result.product} --rollback "
-                 f"{result.previous['version'] if result.previous['version'] is not None else 'VERSION'}")
-    return "\n".join(lines)
-
-
-def _number(value) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"

@@ -1,17 +1,18 @@
-"""The DSARAD training loop: teacher first, then student and segmentation.
+"""First training from defect-free images: teacher first, then student and segmentation.
 
-Images are decoded once, resized to the training size and kept as one uint8
-tensor on the training device; every batch is drawn, synthesised and
-augmented there. Checkpoints are safetensors files (weights, optimizer state,
-random state) written atomically, so a run killed at any moment resumes from
-the last one.
+This is the engine's (``engine``) first configuration: batches are synthetic
+anomalies pasted into normal images, and the student's encoder is distilled
+toward the teacher's. Images are decoded once, resized to the training size
+and kept as one uint8 tensor on the training device; every batch is drawn,
+synthesised and augmented there. Checkpoints are safetensors files (weights,
+optimizer state, random state) written atomically, so a run killed at any
+moment resumes from the last one.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,20 +25,20 @@ from tqdm import tqdm
 
 from labelme_dsarad.model.images import read_image
 from labelme_dsarad.model.inference import resize_for_model, resolve_device
-from labelme_dsarad.model.model_file import ModelInfo, preset_architecture, read_safetensors, save_model, write_atomically
-from labelme_dsarad.model.networks import DSARAD, ReconstructionNetwork, check_input_size, image_score
-from labelme_dsarad.model.scoring import ScoreNormaliser, clamp_threshold
+from labelme_dsarad.model.atomic_write import write_atomically
+from labelme_dsarad.model.model_file import ModelInfo, preset_architecture, read_safetensors, save_model
+from labelme_dsarad.model.networks import DSARAD, ReconstructionNetwork, check_input_size
+from labelme_dsarad.model.scoring import ScoreNormaliser
 
-from .losses import distillation_loss, focal_loss, reconstruction_loss
+from .calibration import normal_thresholds, raw_outputs
+from .engine import (Budget, LoopState, Progress, StudentTraining, TrainingBatch, autocast_for, every,
+                     run_steps)
+from .losses import reconstruction_loss
+from .progress import TerminalProgress
 from .sources import AnomalySources
 from .synthesis import synthesise
 
-LR_MILESTONES = (0.2, 0.4, 0.6, 0.8)
-LR_DECAY = 0.2
 CHECKPOINT_NAME = "checkpoint.safetensors"
-# Raw pixel threshold: the per-image 99.9th percentile, maximum over the
-# validation normals, so a normal image shows at most a speck above it.
-PIXEL_THRESHOLD_QUANTILE = 0.999
 
 
 @dataclass
@@ -87,30 +88,10 @@ def split_validation(paths: list[str], fraction: float, seed: int) -> tuple[list
     return train, validation
 
 
-def learning_rate_at(base: float, progress: float) -> float:
-    return base * LR_DECAY ** sum(progress >= milestone for milestone in LR_MILESTONES)
-
-
-class Budget:
-    """Progress through a phase, in steps (epochs) or seconds (minutes)."""
-
-    def __init__(self, steps: int | None, seconds: float | None):
-        self.steps, self.seconds = steps, seconds
-
-    def progress(self, step: int, elapsed: float) -> float:
-        if self.steps is not None:
-            return step / self.steps
-        return elapsed / self.seconds
-
-    def done(self, step: int, elapsed: float) -> bool:
-        return self.progress(step, elapsed) >= 1.0
-
-
 class Trainer:
-    def __init__(self, config: TrainConfig, run_dir: Path, log=print):
+    def __init__(self, config: TrainConfig, run_dir: Path, progress: Progress | None = None):
         self.config = config
         self.run_dir = Path(run_dir)
-        self.log = log
         self.device = resolve_device(config.device)
         # Low-contrast product images drive activations and gradients into
         # denormal floats, which run about 50x slower on x86 CPUs.
@@ -118,6 +99,7 @@ class Trainer:
         self.distributed = dist.is_available() and dist.is_initialized()
         self.rank = dist.get_rank() if self.distributed else 0
         self.world_size = dist.get_world_size() if self.distributed else 1
+        self.progress = progress or TerminalProgress(enabled=self.rank == 0)
         self.architecture = preset_architecture(config.preset, config.input_size)
         torch.manual_seed(config.seed)
         self.teacher = ReconstructionNetwork(self.architecture.reconstruction_width).to(self.device)
@@ -131,24 +113,30 @@ class Trainer:
         # would make data parallelism pointless.
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed * 1000 + self.rank)
         self.phase = "teacher"
-        self.step = 0
-        self.elapsed = 0.0
-        self.history: list[dict] = []
+        self.state = LoopState("teacher")
         if self.device.type == "cuda":
             self.teacher.to(memory_format=torch.channels_last)
             self.network.to(memory_format=torch.channels_last)
         # The modules that take gradient steps; under DDP they average
         # gradients across processes, and the plain modules stay for export.
         self.teacher_trained: torch.nn.Module = self.teacher
-        self.student_trained: torch.nn.Module = self.network.student
-        self.segmentation_trained: torch.nn.Module = self.network.segmentation
+        student_trained: torch.nn.Module = self.network.student
+        segmentation_trained: torch.nn.Module = self.network.segmentation
         if self.distributed:
             from torch.nn.parallel import DistributedDataParallel
 
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.teacher_trained = DistributedDataParallel(self.teacher, device_ids=device_ids)
-            self.student_trained = DistributedDataParallel(self.network.student, device_ids=device_ids)
-            self.segmentation_trained = DistributedDataParallel(self.network.segmentation, device_ids=device_ids)
+            student_trained = DistributedDataParallel(self.network.student, device_ids=device_ids)
+            segmentation_trained = DistributedDataParallel(self.network.segmentation, device_ids=device_ids)
+        self.autocast = autocast_for(self.device)
+        # Distillation reads only the encoder: the teacher's decoder would be wasted work.
+        self.student_training = StudentTraining(self.network, self.teacher.encoder, self.student_optimizer,
+                                                self.autocast, student_trained, segmentation_trained)
+
+    @property
+    def history(self) -> list[dict]:
+        return self.state.history
 
     # ----- data -----
     def prepare_data(self) -> None:
@@ -177,20 +165,21 @@ class Trainer:
             batch = batch.contiguous(memory_format=torch.channels_last)
         return batch
 
+    def synthetic_batch(self) -> TrainingBatch:
+        synthetic = synthesise(self.batch(), self.sources.sample(self.config.batch_size, self.generator, self.device),
+                               self.generator)
+        return TrainingBatch(inputs=synthetic.augmented, masks=synthetic.mask, clean=synthetic.clean)
+
     def phase_budget(self, phase: str) -> Budget:
         share = self.config.teacher_share if phase == "teacher" else 1.0 - self.config.teacher_share
         if self.config.epochs is not None:
             steps_per_epoch = math.ceil(self.train_count / (self.config.batch_size * self.world_size))
-            return Budget(max(1, round(self.config.epochs * share * steps_per_epoch)), None)
-        return Budget(None, self.config.minutes * 60.0 * share)
+            return Budget(steps=max(1, round(self.config.epochs * share * steps_per_epoch)))
+        assert self.config.minutes is not None
+        return Budget(seconds=self.config.minutes * 60.0 * share)
 
     # ----- steps -----
-    def autocast(self):
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return torch.autocast("cpu", enabled=False)
-
-    def teacher_step(self) -> dict:
+    def teacher_step(self) -> dict[str, float]:
         clean = self.batch()
         with self.autocast():
             reconstruction, _ = self.teacher_trained(clean)
@@ -200,28 +189,8 @@ class Trainer:
         self.teacher_optimizer.step()
         return {"teacher": loss.item()}
 
-    def student_step(self) -> dict:
-        synthetic = synthesise(self.batch(), self.sources.sample(self.config.batch_size, self.generator, self.device), self.generator)
-        with torch.no_grad(), self.autocast():
-            # Distillation reads only the encoder: the teacher's decoder would be wasted work.
-            _, teacher_features = self.teacher.encoder(synthetic.clean)
-        with self.autocast():
-            reconstruction, student_features = self.student_trained(synthetic.augmented)
-            logits = self.segmentation_trained(torch.cat([reconstruction, synthetic.augmented], dim=1))
-            reconstruction_term = reconstruction_loss(reconstruction.float(), synthetic.clean)
-            distillation_term = distillation_loss(
-                [f.float() for f in student_features], [f.float() for f in teacher_features]
-            )
-            segmentation_term = focal_loss(logits, synthetic.mask)
-            loss = reconstruction_term + distillation_term + segmentation_term
-        self.student_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.student_optimizer.step()
-        return {
-            "reconstruction": reconstruction_term.item(),
-            "distillation": distillation_term.item(),
-            "segmentation": segmentation_term.item(),
-        }
+    def student_step(self) -> dict[str, float]:
+        return self.student_training.step(self.synthetic_batch())
 
     def set_mode(self) -> None:
         if self.phase == "teacher":
@@ -233,36 +202,14 @@ class Trainer:
             self.network.train()
 
     def run_phase(self, phase: str) -> None:
-        budget = self.phase_budget(phase)
-        optimizer = self.teacher_optimizer if phase == "teacher" else self.student_optimizer
-        step_function = self.teacher_step if phase == "teacher" else self.student_step
-        total = budget.steps if budget.steps is not None else int(budget.seconds)
-        unit = "step" if budget.steps is not None else "s"
-        bar = tqdm(total=total, desc=phase, unit=unit, disable=self.rank != 0, dynamic_ncols=True)
-        bar.update(self.step if budget.steps is not None else int(self.elapsed))
-        last_checkpoint = time.monotonic()
-        started = time.monotonic() - self.elapsed
-        running: dict = {}
-        snapshot_every = 1.0 / self.config.snapshots if phase == "student" and self.config.snapshots else None
-        while not budget.done(self.step, self.elapsed):
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate_at(self.config.learning_rate, budget.progress(self.step, self.elapsed))
-            losses = step_function()
-            running = {key: 0.9 * running.get(key, value) + 0.1 * value for key, value in losses.items()}
-            self.step += 1
-            previous = self.elapsed
-            self.elapsed = self.agreed_elapsed(time.monotonic() - started)
-            bar.update(1 if budget.steps is not None else int(self.elapsed) - int(previous))
-            bar.set_postfix({key: f"{value:.4f}" for key, value in running.items()}, refresh=False)
-            if self.step % 20 == 0 or self.step == 1:
-                self.history.append({"phase": phase, "step": self.step, "seconds": round(self.elapsed, 1), **running})
-            if time.monotonic() - last_checkpoint > self.config.checkpoint_seconds:
-                self.save_checkpoint()
-                last_checkpoint = time.monotonic()
-            if snapshot_every and budget.progress(self.step, self.elapsed) // snapshot_every > len(self.snapshot_paths()):
-                self.export_snapshot(budget.progress(self.step, self.elapsed))
-        bar.close()
-        self.history.append({"phase": phase, "step": self.step, "seconds": round(self.elapsed, 1), **running})
+        teacher = phase == "teacher"
+        hooks = [every(self.config.checkpoint_seconds, self.save_checkpoint)]
+        if not teacher and self.config.snapshots:
+            hooks.append(self.snapshot_when_due)
+        run_steps(self.teacher_step if teacher else self.student_step,
+                  self.teacher_optimizer if teacher else self.student_optimizer,
+                  self.config.learning_rate, self.phase_budget(phase), self.state, self.progress, hooks,
+                  self.agreed_elapsed)
 
     def agreed_elapsed(self, elapsed: float) -> float:
         """Under DDP every process must stop at the same step: agree on the slowest clock."""
@@ -278,7 +225,7 @@ class Trainer:
             if self.phase == "teacher":
                 self.set_mode()
                 self.run_phase("teacher")
-                self.phase, self.step, self.elapsed = "student", 0, 0.0
+                self.phase, self.state = "student", LoopState("student", history=self.state.history)
                 self.save_checkpoint()
             self.set_mode()
             self.run_phase("student")
@@ -289,36 +236,12 @@ class Trainer:
             raise
 
     # ----- thresholds and the model file -----
-    @torch.inference_mode()
     def calibrate(self) -> ScoreNormaliser:
         """Thresholds from validation normals, so a new model suggests little on normal images."""
-        self.network.eval()
-        images = self.validation_images if len(self.validation_images) else self.images.cpu()[:16]
-        image_scores, pixel_quantiles = [], []
-        for start in range(0, len(images), 16):
-            batch = images[start : start + 16].to(self.device).float() / 255.0
-            raw_map, _ = self.network(batch)
-            raw_map = raw_map.float()
-            image_scores.append(image_score(raw_map).cpu())
-            pixel_quantiles.append(torch.quantile(raw_map.flatten(1), PIXEL_THRESHOLD_QUANTILE, dim=1).cpu())
-        image_scores = torch.cat(image_scores).numpy()
-        pixel_quantiles = torch.cat(pixel_quantiles).numpy()
-        statistics = {
-            "method": (
-                "image threshold: maximum image score over the validation normals; pixel threshold: "
-                f"maximum over the validation normals of each image's {PIXEL_THRESHOLD_QUANTILE:.1%} pixel quantile"
-            ),
-            "validation_images": int(len(images)),
-            "validation_from": "training images" if len(self.validation_images) else "training images (too few to hold out)",
-            "image_score_mean": float(image_scores.mean()),
-            "image_score_std": float(image_scores.std()),
-            "image_score_max": float(image_scores.max()),
-            "pixel_quantile_mean": float(pixel_quantiles.mean()),
-            "pixel_quantile_max": float(pixel_quantiles.max()),
-        }
-        return ScoreNormaliser(
-            clamp_threshold(float(image_scores.max())), clamp_threshold(float(pixel_quantiles.max())), statistics
-        )
+        held_out = len(self.validation_images) > 0
+        images = self.validation_images if held_out else self.images.cpu()[:16]
+        maps, scores = raw_outputs(self.network, images, self.device)
+        return normal_thresholds(maps, scores, "training images" if held_out else "training images (too few to hold out)")
 
     def model_info(self, normaliser: ScoreNormaliser, version: int = 1) -> ModelInfo:
         config = self.config
@@ -362,11 +285,12 @@ class Trainer:
     def snapshot_paths(self) -> list[Path]:
         return sorted((self.run_dir / "snapshots").glob("*.safetensors"))
 
-    def export_snapshot(self, progress: float) -> None:
-        if self.rank != 0 or progress >= 1.0:
+    def snapshot_when_due(self, state: LoopState, fraction: float) -> None:
+        """Export a model at each 1/snapshots of the student phase, to measure accuracy against training."""
+        if self.rank != 0 or fraction >= 1.0 or fraction * self.config.snapshots < len(self.snapshot_paths()) + 1:
             return
-        seconds = int(sum(entry["seconds"] for entry in self.phase_ends() if entry["phase"] == "teacher") + self.elapsed)
-        self.export(self.run_dir / "snapshots" / f"student_{progress:.2f}_at_{seconds}s.safetensors")
+        seconds = int(sum(entry["seconds"] for entry in self.phase_ends() if entry["phase"] == "teacher") + state.elapsed)
+        self.export(self.run_dir / "snapshots" / f"student_{fraction:.2f}_step{state.step}_at_{seconds}s.safetensors")
         self.network.train()
 
     # ----- checkpoints -----
@@ -392,19 +316,20 @@ class Trainer:
         meta = {
             "config": asdict(self.config),
             "phase": self.phase,
-            "step": self.step,
-            "elapsed": self.elapsed,
-            "history": self.history,
+            "step": self.state.step,
+            "elapsed": self.state.elapsed,
+            "running": self.state.running,
+            "history": self.state.history,
             "param_groups": groups,
         }
         write_atomically(self.checkpoint_path, save_safetensors_bytes(tensors, metadata={"checkpoint": json.dumps(meta)}))
 
     @classmethod
-    def resume(cls, run_dir: Path, log=print) -> "Trainer":
+    def resume(cls, run_dir: Path, progress: Progress | None = None) -> "Trainer":
         checkpoint = Path(run_dir) / CHECKPOINT_NAME
         metadata, tensors = read_safetensors(checkpoint)
         meta = json.loads(metadata["checkpoint"])
-        trainer = cls(TrainConfig(**meta["config"]), run_dir, log)
+        trainer = cls(TrainConfig(**meta["config"]), run_dir, progress)
         for prefix, module in (("teacher", trainer.teacher), ("student", trainer.network.student), ("segmentation", trainer.network.segmentation)):
             module.load_state_dict({key[len(prefix) + 1 :]: value for key, value in tensors.items() if key.startswith(prefix + ".")})
         for name, optimizer in (("teacher_optimizer", trainer.teacher_optimizer), ("student_optimizer", trainer.student_optimizer)):
@@ -415,8 +340,9 @@ class Trainer:
                     state.setdefault(int(index), {})[field_name] = value.to(trainer.device) if field_name != "step" else value
             optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"][name]})
         trainer.generator.set_state(tensors["generator_state"])
-        trainer.phase, trainer.step, trainer.elapsed = meta["phase"], meta["step"], meta["elapsed"]
-        trainer.history = meta["history"]
+        trainer.phase = meta["phase"]
+        trainer.state = LoopState("student" if trainer.phase == "done" else trainer.phase, meta["step"],
+                                  meta["elapsed"], meta.get("running", {}), meta["history"])
         return trainer
 
 

@@ -1,0 +1,199 @@
+"""The widgets of the "Defect detection" dock: built and laid out here, driven by ``panel.DefectPanel``.
+
+The view holds no state of its own beyond its widgets: what the settings
+are (``suggestion_settings``), what to show. It knows nothing of LabelMe or
+of the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from qtpy import QtCore, QtGui, QtWidgets
+
+from labelme_dsarad.model.polygons import SuggestionSettings
+
+# Douglas-Peucker tolerance (pixels) per step of the polygon-detail slider:
+# left is coarse, right follows the map pixel by pixel.
+DETAIL_TOLERANCES = (4.0, 3.0, 2.0, 1.5, 1.0, 0.5, 0.25, 0.0)
+DEFAULT_DETAIL = DETAIL_TOLERANCES.index(SuggestionSettings.tolerance)
+THRESHOLD_STEPS = 100  # slider units per 1.0 of normalised score
+DEFAULT_OPACITY = 60  # percent
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}" + ("" if count == 1 else "s")
+
+
+class PanelView(QtWidgets.QWidget):
+    """Actions, controls and labels of the dock."""
+
+    def __init__(self, model_titles: list[str], parent: QtWidgets.QWidget | None = None):
+        super().__init__(parent)
+        self._build_actions()
+        self._build_widgets(model_titles)
+
+    # --- building ---
+
+    def _action(self, text: str, shortcut: str | None = None, tip: str | None = None, checkable: bool = False,
+                checked: bool = False) -> QtWidgets.QAction:
+        created = QtWidgets.QAction(text, self)
+        if shortcut:
+            created.setShortcut(QtGui.QKeySequence(shortcut))
+        if tip:
+            created.setToolTip(f"{tip} ({shortcut})" if shortcut else tip)
+            created.setStatusTip(tip)
+        created.setCheckable(checkable)
+        created.setChecked(checked)
+        return created
+
+    def _build_actions(self) -> None:
+        action = self._action
+        self.detect_action = action("Detect", "Ctrl+I", "Find defects in this image")
+        self.detect_action.setIcon(self.style().standardIcon(QtWidgets.QStyle.SP_FileDialogContentsView))
+        self.detect_action.setIconText("Detect\nDefects")
+        self.detect_on_open_action = action(
+            "Detect on open", None, "Detect defects in every image you open, and compute the next one ahead",
+            checkable=True,
+        )
+        self.detect_all_action = action(
+            "Detect all…", None, "Detect defects in every image of the folder and write their label files"
+        )
+        self.heat_map_action = action("Heat map", "Ctrl+Shift+H", "Show the anomaly map over the image (never saved)",
+                                      checkable=True, checked=True)
+        self.accept_action = action("Accept", "Ctrl+Return", "Accept the selected suggestions")
+        self.reject_action = action("Reject", "Ctrl+Shift+Return", "Reject (delete) the selected suggestions")
+        self.accept_all_action = action("Accept all", None, "Accept every pending suggestion on this image")
+        self.reject_all_action = action("Reject all", None, "Reject (delete) every pending suggestion on this image")
+        self.retrain_action = action(
+            "Retrain from labels…", None,
+            "Retrain this product's model from the reviewed images (image flag 'ok') of the open folder",
+        )
+
+    def _build_widgets(self, model_titles: list[str]) -> None:
+        self.model_box = QtWidgets.QComboBox()
+        # Long model titles must not widen the dock: they elide instead.
+        self.model_box.setSizeAdjustPolicy(QtWidgets.QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.model_box.setMinimumContentsLength(16)
+        self.model_box.addItems(model_titles)
+        self.model_info = QtWidgets.QLabel("Loading the model…")
+        self.model_info.setWordWrap(True)
+        self.model_info.setTextInteractionFlags(QtCore.Qt.TextSelectableByMouse)
+
+        self.threshold_slider = QtWidgets.QSlider(QtCore.Qt.Horizontal)
+        self.threshold_slider.setRange(1, THRESHOLD_STEPS - 1)
+        self.threshold_slider.setValue(round(SuggestionSettings.threshold * THRESHOLD_STEPS))
+        self.threshold_slider.setToolTip("Normalised anomaly score; 0.50 (the middle mark) is the model's own threshold")
+        self.threshold_slider.setTickPosition(QtWidgets.QSlider.TicksBelow)
+        self.threshold_slider.setTickInterval(THRESHOLD_STEPS // 2)
+        self.threshold_label = QtWidgets.QLabel()
+
+        self.min_area_box = QtWidgets.QSpinBox()
+        self.min_area_box.setRange(0, 10_000_000)
+        self.min_area_box.setValue(SuggestionSettings.min_area)
+        self.min_area_box.setSuffix(" px")
+        self.min_area_box.setToolTip("Smallest region that becomes a suggestion, in image pixels")
+
+        self.detail_slider = QtWidgets.QSlider(QtCore.Qt.Horizontal)
+        self.detail_slider.setRange(0, len(DETAIL_TOLERANCES) - 1)
+        self.detail_slider.setValue(DEFAULT_DETAIL)
+        self.detail_slider.setToolTip("Polygon detail: left simplifies outlines, right follows every pixel")
+        self.detail_label = QtWidgets.QLabel()
+
+        self.opacity_slider = QtWidgets.QSlider(QtCore.Qt.Horizontal)
+        self.opacity_slider.setRange(0, 100)
+        self.opacity_slider.setValue(DEFAULT_OPACITY)
+        self.opacity_slider.setToolTip("Heat-map opacity")
+
+        self.review_label = QtWidgets.QLabel()
+        self.message_label = QtWidgets.QLabel()
+        self.message_label.setWordWrap(True)
+        self.message_label.setTextInteractionFlags(QtCore.Qt.TextSelectableByMouse)
+
+        self.heat_map_box = self._mirror_box("Heat map", self.heat_map_action)
+        self.detect_on_open_box = self._mirror_box("Detect on open", self.detect_on_open_action)
+
+        form = QtWidgets.QFormLayout()
+        form.setFieldGrowthPolicy(QtWidgets.QFormLayout.AllNonFixedFieldsGrow)
+        form.addRow("Threshold", _row(self.threshold_slider, self.threshold_label))
+        form.addRow("Min. area", self.min_area_box)
+        form.addRow("Detail", _row(self.detail_slider, self.detail_label))
+        form.addRow(self.heat_map_box, self.opacity_slider)
+
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.setSpacing(4)
+        layout.addWidget(self.model_box)
+        layout.addWidget(self.model_info)
+        layout.addLayout(_row(_button(self.detect_action), _button(self.detect_all_action)))
+        layout.addWidget(self.detect_on_open_box)
+        layout.addLayout(form)
+        layout.addWidget(self.review_label)
+        layout.addLayout(_row(_button(self.accept_action), _button(self.reject_action)))
+        layout.addLayout(_row(_button(self.accept_all_action), _button(self.reject_all_action)))
+        layout.addWidget(_button(self.retrain_action))
+        layout.addWidget(self.message_label)
+        layout.addStretch(1)
+        self.show_setting_labels()
+
+    def _mirror_box(self, text: str, action: QtWidgets.QAction) -> QtWidgets.QCheckBox:
+        """A tick box that follows a checkable action both ways."""
+        box = QtWidgets.QCheckBox(text)
+        box.setToolTip(action.toolTip())
+        box.setChecked(action.isChecked())
+        box.toggled.connect(action.setChecked)
+        action.toggled.connect(box.setChecked)
+        return box
+
+    # --- reading the controls ---
+
+    @property
+    def threshold(self) -> float:
+        return self.threshold_slider.value() / THRESHOLD_STEPS
+
+    def suggestion_settings(self) -> SuggestionSettings:
+        return SuggestionSettings(threshold=self.threshold, min_area=self.min_area_box.value(),
+                                  tolerance=DETAIL_TOLERANCES[self.detail_slider.value()])
+
+    def on_settings_changed(self, slot: Callable[[], None]) -> None:
+        for signal in (self.threshold_slider.valueChanged, self.min_area_box.valueChanged,
+                       self.detail_slider.valueChanged):
+            signal.connect(lambda _value: slot())
+
+    # --- showing ---
+
+    def show_setting_labels(self) -> None:
+        settings = self.suggestion_settings()
+        self.threshold_label.setText(f"{settings.threshold:.2f}")
+        self.detail_label.setText(f"{settings.tolerance:g} px")
+
+    def set_ready(self, ready: bool) -> None:
+        for action in (self.detect_action, self.detect_all_action):
+            action.setEnabled(ready)
+
+    def show_review_state(self, pending: int, accepted: int, selected: int) -> None:
+        self.accept_action.setEnabled(bool(selected))
+        self.reject_action.setEnabled(bool(selected))
+        self.accept_all_action.setEnabled(bool(pending))
+        self.reject_all_action.setEnabled(bool(pending))
+        self.review_label.setText(f"Suggestions: {pending} pending, {accepted} accepted")
+
+    def show_message(self, text: str, error: bool = False) -> None:
+        self.message_label.setStyleSheet("color: #b00020;" if error else "")
+        self.message_label.setText(text)
+
+
+def _button(action: QtWidgets.QAction) -> QtWidgets.QPushButton:
+    """A push button mirroring the action: one line of text, the action's state."""
+    created = QtWidgets.QPushButton(action.text())
+    created.setToolTip(action.toolTip())
+    created.setEnabled(action.isEnabled())
+    created.clicked.connect(action.trigger)
+    action.changed.connect(lambda: created.setEnabled(action.isEnabled()))
+    return created
+
+
+def _row(*widgets: QtWidgets.QWidget) -> QtWidgets.QHBoxLayout:
+    layout = QtWidgets.QHBoxLayout()
+    for widget in widgets:
+        layout.addWidget(widget)
+    return layout

@@ -1,0 +1,104 @@
+"""Thresholds: where a model's raw scores become 0.5 (``model.scoring``).
+
+Two rules, one per kind of calibration data:
+
+- **normals only** (the first training's held-out normal images): the image
+  threshold is the highest image score among them, the pixel threshold the
+  highest of their per-image 99.9th-percentile pixel scores, so a normal
+  image shows at most a speck above it;
+- **real defects and normals** (corrected labels held back from retraining):
+  each threshold goes where F1 is best, falling back to the normals-only
+  rule where F1 is undefined.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from labelme_dsarad.model.networks import DSARAD, image_score
+from labelme_dsarad.model.scoring import ScoreNormaliser, clamp_threshold
+
+from .metrics import best_f1, pixel_curves
+
+PIXEL_THRESHOLD_QUANTILE = 0.999
+BATCH = 16
+NORMALS_RULE = ("image threshold: maximum image score over the validation normals; pixel threshold: maximum over "
+                f"the validation normals of each image's {PIXEL_THRESHOLD_QUANTILE:.1%} pixel quantile")
+
+
+@torch.inference_mode()
+def raw_outputs(network: DSARAD, images: torch.Tensor, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """Raw maps (N, S, S) and raw image scores (N,) of ``network`` on uint8 images (N, 3, S, S)."""
+    network.eval()
+    maps, scores = [], []
+    for start in range(0, len(images), BATCH):
+        batch = images[start : start + BATCH].to(device).float() / 255.0
+        raw_map, _ = network(batch)
+        raw_map = raw_map.float()
+        maps.append(raw_map.cpu())
+        scores.append(image_score(raw_map).cpu())
+    if not maps:
+        size = images.shape[-1]
+        return np.zeros((0, size, size), np.float32), np.zeros(0, np.float32)
+    return torch.cat(maps).numpy(), torch.cat(scores).numpy()
+
+
+def pixel_quantiles(maps: np.ndarray) -> np.ndarray:
+    """Each map's 99.9th-percentile pixel score."""
+    return np.quantile(maps.reshape(len(maps), -1), PIXEL_THRESHOLD_QUANTILE, axis=1)
+
+
+def normal_thresholds(maps: np.ndarray, scores: np.ndarray, validation_from: str) -> ScoreNormaliser:
+    """The normals-only rule (module docstring), with the statistics behind it."""
+    quantiles = pixel_quantiles(maps)
+    statistics = {
+        "method": NORMALS_RULE,
+        "validation_images": int(len(scores)),
+        "validation_from": validation_from,
+        "image_score_mean": float(scores.mean()),
+        "image_score_std": float(scores.std()),
+        "image_score_max": float(scores.max()),
+        "pixel_quantile_mean": float(quantiles.mean()),
+        "pixel_quantile_max": float(quantiles.max()),
+    }
+    return ScoreNormaliser(clamp_threshold(float(scores.max())), clamp_threshold(float(quantiles.max())), statistics)
+
+
+def f1_thresholds(maps: np.ndarray, scores: np.ndarray, masks: np.ndarray, labels: np.ndarray,
+                  fallback: ScoreNormaliser) -> ScoreNormaliser:
+    """Raw image and pixel thresholds at the best F1 on calibration images.
+
+    ``maps`` (N, S, S) raw, ``scores`` (N,) raw, ``masks`` (N, S, S) bool,
+    ``labels`` (N,) True for a defect image. Each threshold falls back on its
+    own: to the normals-only rule when F1 is undefined (no defect, or no
+    defect pixel left at the model's size), to ``fallback``'s (the starting
+    model's) when there is no normal either.
+    """
+    labels = np.asarray(labels, dtype=bool)
+    statistics: dict = {"calibration_images": int(len(labels)), "calibration_defects": int(labels.sum())}
+    normals = ~labels
+    if labels.any() and normals.any():
+        statistics["image_best_f1"], image_threshold = best_f1(scores, labels)
+        statistics["image_method"] = "best F1 on held-back corrected labels (real defects and reviewed normals)"
+    elif normals.any():
+        image_threshold = float(scores[normals].max())
+        statistics["image_method"] = "maximum score of the held-back reviewed normals (no real defect held back)"
+    else:
+        image_threshold = fallback.image_threshold
+        statistics["image_method"] = "the starting model's (nothing held back for calibration)"
+    if masks.any() and normals.any():
+        statistics["pixel_best_f1"], pixel_threshold = pixel_curves(list(maps), list(masks)).best_f1()
+        statistics["pixel_method"] = "best F1 over the pixels of the held-back corrected labels"
+    elif normals.any():
+        pixel_threshold = float(pixel_quantiles(maps[normals]).max())
+        statistics["pixel_method"] = (f"maximum of the held-back reviewed normals' {PIXEL_THRESHOLD_QUANTILE:.1%} "
+                                      "pixel quantiles (no real defect pixel held back)")
+    else:
+        pixel_threshold = fallback.pixel_threshold
+        statistics["pixel_method"] = "the starting model's (nothing held back for calibration)"
+    statistics["method"] = f"image: {statistics['image_method']}; pixel: {statistics['pixel_method']}"
+    if normals.any():
+        # Where the model separates the defects poorly, the best F1 can be "flag everything": say so.
+        statistics["calibration_normals_flagged"] = float(np.mean(scores[normals] >= image_threshold))
+    return ScoreNormaliser(clamp_threshold(image_threshold), clamp_threshold(pixel_threshold), statistics)

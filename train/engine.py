@@ -1,0 +1,186 @@
+"""The one DSARAD training engine: the objective, the schedule and the step loop.
+
+First training (``trainer.Trainer``) and retraining from corrected labels
+(``retrain.Retrainer``) are two configurations of what is here. They differ
+only in how a batch is made and in what the student's encoder is distilled
+toward (the teacher's encoder; the starting student's encoder). A change to
+the objective, the schedule or the loop is one edit in this module.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from labelme_dsarad.model.networks import DSARAD
+
+from .losses import distillation_loss, focal_loss, reconstruction_loss
+
+Progress = Callable[[dict], None]
+
+LR_MILESTONES = (0.2, 0.4, 0.6, 0.8)
+LR_DECAY = 0.2
+LOSS_SMOOTHING = 0.9  # running loss: 0.9 old + 0.1 new
+HISTORY_EVERY_STEPS = 20
+PROGRESS_EVERY_SECONDS = 1.0
+
+
+@dataclass
+class TrainingBatch:
+    """What one student step learns from.
+
+    The first ``len(clean)`` inputs are synthetic: their clean versions are
+    the reconstruction and distillation targets. Any further inputs are real
+    defect images, which have no clean version and train only the
+    segmentation (and the student through it).
+    """
+
+    inputs: torch.Tensor  # (B, 3, H, W) what the student sees
+    masks: torch.Tensor  # (B, 1, H, W) 1 where the anomaly is
+    clean: torch.Tensor  # (S, 3, H, W), S <= B
+    weights: torch.Tensor | None = None  # (B, 1, H, W) per-pixel loss weights; 0: not labelled, ignored
+
+
+def objective(student: nn.Module, segmentation: nn.Module, target_encoder: nn.Module,
+              batch: TrainingBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The DSARAD loss: reconstruction + distillation + focal segmentation, and its terms."""
+    synthetic = len(batch.clean)
+    with torch.no_grad():
+        _, target_features = target_encoder(batch.clean)
+    # One pass over synthetic and real samples together, so BatchNorm sees both.
+    reconstruction, student_features = student(batch.inputs)
+    logits = segmentation(torch.cat([reconstruction, batch.inputs], dim=1))
+    terms = {
+        "reconstruction": reconstruction_loss(reconstruction[:synthetic].float(), batch.clean.float()),
+        "distillation": distillation_loss([f[:synthetic].float() for f in student_features],
+                                          [f.float() for f in target_features]),
+        "segmentation": focal_loss(logits, batch.masks, weight=batch.weights),
+    }
+    return terms["reconstruction"] + terms["distillation"] + terms["segmentation"], terms
+
+
+class StudentTraining:
+    """One optimisation step of the student and the U-Net on a ``TrainingBatch``.
+
+    ``student`` and ``segmentation`` are the modules that take the step
+    (DistributedDataParallel wrappers under DDP); ``network`` is the plain
+    model that is exported.
+    """
+
+    def __init__(self, network: DSARAD, target_encoder: nn.Module, optimizer: torch.optim.Optimizer,
+                 autocast: Callable[[], AbstractContextManager], student: nn.Module | None = None,
+                 segmentation: nn.Module | None = None):
+        self.network = network
+        self.target_encoder = target_encoder
+        self.optimizer = optimizer
+        self.autocast = autocast
+        self.student = student or network.student
+        self.segmentation = segmentation or network.segmentation
+
+    def step(self, batch: TrainingBatch) -> dict[str, float]:
+        with self.autocast():
+            loss, terms = objective(self.student, self.segmentation, self.target_encoder, batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return {name: value.item() for name, value in terms.items()}
+
+
+def autocast_for(device: torch.device) -> Callable[[], AbstractContextManager]:
+    """bf16 autocast on CUDA; full precision elsewhere (bf16 has no fast path on common CPUs)."""
+    if device.type == "cuda":
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return lambda: torch.autocast("cpu", enabled=False)
+
+
+def learning_rate_at(base: float, progress: float) -> float:
+    """The rate at ``progress`` (0..1) of a phase: cut by 5 at 20, 40, 60 and 80%."""
+    return base * LR_DECAY ** sum(progress >= milestone for milestone in LR_MILESTONES)
+
+
+class Budget:
+    """Progress through a phase, in steps or in seconds."""
+
+    def __init__(self, steps: int | None = None, seconds: float | None = None):
+        if (steps is None) == (seconds is None):
+            raise ValueError("a budget is a number of steps or of seconds, not both")
+        self.steps, self.seconds = steps, seconds
+
+    def progress(self, step: int, elapsed: float) -> float:
+        if self.steps is not None:
+            return step / self.steps
+        assert self.seconds is not None
+        return elapsed / self.seconds
+
+    def done(self, step: int, elapsed: float) -> bool:
+        return self.progress(step, elapsed) >= 1.0
+
+
+@dataclass
+class LoopState:
+    """Where a phase stands; saved in checkpoints so a phase resumes where it stopped."""
+
+    phase: str
+    step: int = 0
+    elapsed: float = 0.0
+    running: dict[str, float] = field(default_factory=dict)  # smoothed losses
+    history: list[dict] = field(default_factory=list)
+
+    def record(self) -> None:
+        self.history.append({"phase": self.phase, "step": self.step, "seconds": round(self.elapsed, 1),
+                             **{key: round(value, 6) for key, value in self.running.items()}})
+
+
+Hook = Callable[[LoopState, float], None]
+
+
+def run_steps(step: Callable[[], dict[str, float]], optimizer: torch.optim.Optimizer, base_learning_rate: float,
+              budget: Budget, state: LoopState, progress: Progress, hooks: Sequence[Hook] = (),
+              agree: Callable[[float], float] = lambda elapsed: elapsed) -> LoopState:
+    """Take steps until the budget is spent: schedule, smoothed losses, history, progress events.
+
+    ``hooks(state, fraction)`` run after every step (checkpoints, snapshots).
+    ``agree`` turns this process's clock into the one all processes use
+    (under DDP, every process must stop at the same step).
+    """
+    started = time.monotonic() - state.elapsed
+    last_report = -math.inf
+    while not budget.done(state.step, state.elapsed):
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate_at(base_learning_rate, budget.progress(state.step, state.elapsed))
+        losses = step()
+        state.running = {key: LOSS_SMOOTHING * state.running.get(key, value) + (1 - LOSS_SMOOTHING) * value
+                         for key, value in losses.items()}
+        state.step += 1
+        state.elapsed = agree(time.monotonic() - started)
+        fraction = min(budget.progress(state.step, state.elapsed), 1.0)
+        if state.step == 1 or state.step % HISTORY_EVERY_STEPS == 0:
+            state.record()
+        if state.elapsed - last_report >= PROGRESS_EVERY_SECONDS or fraction >= 1.0:
+            last_report = state.elapsed
+            progress({"event": "progress", "stage": "training", "phase": state.phase, "step": state.step,
+                      "steps": budget.steps, "fraction": round(fraction, 4), "seconds": round(state.elapsed, 1),
+                      "losses": {key: round(value, 4) for key, value in state.running.items()}})
+        for hook in hooks:
+            hook(state, fraction)
+    state.record()
+    return state
+
+
+def every(seconds: float, action: Callable[[], None]) -> Hook:
+    """A hook that runs ``action`` once ``seconds`` have passed since it last ran (or since it was made)."""
+    last = time.monotonic()
+
+    def hook(state: LoopState, fraction: float) -> None:
+        nonlocal last
+        if time.monotonic() - last > seconds:
+            action()
+            last = time.monotonic()
+
+    return hook
