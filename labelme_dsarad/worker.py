@@ -17,16 +17,22 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 from qtpy import QtCore
+
+if TYPE_CHECKING:
+    from labelme_dsarad.model.inference import Prediction, Predictor
+    from labelme_dsarad.model.model_file import ModelInfo
+    from labelme_dsarad.pipeline import PredictOptions
 
 # Lower runs first: what the user is looking at beats what we guess comes next.
 PRIORITY_CURRENT = 0
 PRIORITY_LOOKAHEAD = 1
 
-PredictorFactory = Callable[[str], Any]  # device name -> object with .predict(image) -> Prediction
+PredictorFactory = Callable[[str], "Predictor"]  # device name -> predictor on that device
 
 
 @dataclass
@@ -42,7 +48,7 @@ class Job:
 @dataclass
 class BatchJob:
     images: list[Path]
-    options: Any  # pipeline.PredictOptions
+    options: PredictOptions
     cancel: threading.Event = field(default_factory=threading.Event)
     id: int = field(default_factory=itertools.count(1).__next__)
 
@@ -50,7 +56,7 @@ class BatchJob:
 @dataclass
 class JobResult:
     job: Job
-    prediction: Any  # inference.Prediction
+    prediction: Prediction
     image_shape: tuple[int, int]
     model_key: str
 
@@ -62,7 +68,7 @@ class ModelDescription:
     key: str  # identifies the weights, so cached maps of another model are never reused
     name: str
     device: str
-    info: Any = None  # model_file.ModelInfo when the predictor has one
+    info: ModelInfo | None = None  # when the predictor has one
 
 
 def one_line(error: BaseException) -> str:

@@ -169,7 +169,8 @@ def run_steps(step: Callable[[], dict[str, float]], optimizer: torch.optim.Optim
                       "losses": {key: round(value, 4) for key, value in state.running.items()}})
         for hook in hooks:
             hook(state, fraction)
-    state.record()
+    if not state.history or state.history[-1]["step"] != state.step or state.history[-1]["phase"] != state.phase:
+        state.record()
     return state
 
 

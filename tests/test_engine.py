@@ -1,0 +1,69 @@
+"""The one training engine: first training and retraining step through the same code."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from labelme_dsarad.cli import main
+from labelme_dsarad.train import engine
+from labelme_dsarad.train.trainer import train_model
+
+from .test_retrain import tiny_store, write_tiny_labels
+from .test_trainer import config, textured_images
+
+
+def test_first_training_and_retraining_call_the_same_objective_and_schedule(tmp_path, monkeypatch):
+    objective_calls: list[str] = []
+    schedule_calls: list[float] = []
+    objective, schedule = engine.objective, engine.learning_rate_at
+
+    def counting_objective(student, segmentation, target_encoder, batch):
+        objective_calls.append(type(target_encoder).__name__)
+        return objective(student, segmentation, target_encoder, batch)
+
+    def counting_schedule(base, progress):
+        schedule_calls.append(progress)
+        return schedule(base, progress)
+
+    monkeypatch.setattr(engine, "objective", counting_objective)
+    monkeypatch.setattr(engine, "learning_rate_at", counting_schedule)
+
+    train_model(config(textured_images(tmp_path / "images"), epochs=4), tmp_path / "run", tmp_path / "model.safetensors")
+    trained_steps, scheduled_steps = len(objective_calls), len(schedule_calls)
+    assert trained_steps > 0 and scheduled_steps > trained_steps  # the teacher's steps are scheduled too
+
+    labels = write_tiny_labels(tmp_path / "labels")
+    store = tiny_store(tmp_path / "store")
+    assert main(["retrain", "--product", "widget", "--labels", str(labels), "--store", str(store.root),
+                 "--steps", "3", "--batch-size", "4"]) == 0
+    assert len(objective_calls) == trained_steps + 3
+    assert len(schedule_calls) == scheduled_steps + 3
+    # Both distil toward an encoder: the teacher's, then the starting student's.
+    assert set(objective_calls) == {"ReconstructionEncoder"}
+
+
+def test_run_steps_spends_a_step_budget_reports_progress_and_records_history():
+    parameter = torch.nn.Parameter(torch.zeros(()))
+    optimizer = torch.optim.SGD([parameter], lr=1.0)
+    events: list[dict] = []
+    seen_rates: list[float] = []
+
+    def step() -> dict[str, float]:
+        seen_rates.append(optimizer.param_groups[0]["lr"])
+        return {"loss": 1.0}
+
+    state = engine.run_steps(step, optimizer, 0.5, engine.Budget(steps=45), engine.LoopState("phase"), events.append)
+    assert state.step == 45 and state.running == pytest.approx({"loss": 1.0})
+    assert seen_rates == [engine.learning_rate_at(0.5, index / 45) for index in range(45)]
+    assert events[-1]["fraction"] == 1.0 and events[-1]["step"] == 45 and events[-1]["phase"] == "phase"
+    assert [entry["step"] for entry in state.history] == [1, 20, 40, 45]
+    # Resumed from where it stood, a finished phase takes no further step.
+    assert engine.run_steps(step, optimizer, 0.5, engine.Budget(steps=45), state, events.append).step == 45
+
+
+def test_a_budget_is_steps_or_seconds():
+    assert engine.Budget(steps=10).progress(5, 1000.0) == 0.5
+    assert engine.Budget(seconds=10.0).progress(1000, 5.0) == 0.5
+    with pytest.raises(ValueError):
+        engine.Budget(steps=1, seconds=1.0)
