@@ -81,7 +81,8 @@ AUGMENTATIONS = [
     lambda x, rng: np.where(x >= rng.integers(32, 129), 255 - x, x).astype(np.uint8),  # solarize
     lambda x, rng: (x & np.uint8((0xFF << (8 - rng.integers(4, 9))) & 0xFF)).astype(np.uint8),  # posterize
     lambda x, rng: 255 - x,  # invert
-    lambda x, rng: cv2.normalize(x, None, 0, 255, cv2.NORM_MINMAX),  # autocontrast
+    # autocontrast; the stubs want a dst array, None makes a new one
+    lambda x, rng: cv2.normalize(x, None, 0, 255, cv2.NORM_MINMAX),  # type: ignore[call-overload]
     lambda x, rng: np.dstack([cv2.equalizeHist(np.ascontiguousarray(x[..., c])) for c in range(3)]),
     lambda x, rng: rotate(x, rng.uniform(-45, 45)),
 ]

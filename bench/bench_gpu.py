@@ -18,8 +18,8 @@ from __future__ import annotations
 import argparse
 
 import torch
-
 from _common import interleaved, machine_line, median, print_table, random_model, stderr
+
 from labelme_dsarad.model.inference import TorchBackend
 
 
@@ -42,14 +42,14 @@ def latency_rows(batch_sizes: list[int], rounds: int) -> list[list[str]]:
     for batch in batch_sizes:
         tensor = torch.rand(batch, 3, 256, 256, generator=torch.Generator().manual_seed(batch)).to(device)
 
-        def run_baseline():
+        def run_baseline(tensor: torch.Tensor = tensor) -> torch.Tensor:
             with torch.inference_mode():
                 return baseline(tensor)[0]
 
         reference = run_baseline().float().cpu().numpy()
         difference = float(abs(fast(tensor)[0] - reference).max())
         seconds = interleaved({"eager fp32 explicit": synchronised(run_baseline),
-                               "fast (fused, channels-last, SDPA, bf16)": synchronised(lambda: fast(tensor))},
+                               "fast (fused, channels-last, SDPA, bf16)": synchronised(lambda tensor=tensor: fast(tensor))},
                               rounds, warmup=3)
         base = median(seconds["eager fp32 explicit"])
         for name, values in seconds.items():

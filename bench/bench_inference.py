@@ -22,8 +22,8 @@ from unittest import mock
 
 import numpy as np
 import torch
-
 from _common import interleaved, machine_line, magnetic_tile_images, median, print_table, random_model, stderr
+
 from labelme_dsarad.model import export
 from labelme_dsarad.model.export import onnx_bytes
 from labelme_dsarad.model.images import read_image

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from _common import interleaved, machine_line, magnetic_tile_images, median, print_table, stderr
+
 from labelme_dsarad.model.export import onnx_bytes
 from labelme_dsarad.model.images import read_image
 from labelme_dsarad.model.inference import OnnxBackend, inference_threads, resize_for_model, to_tensor

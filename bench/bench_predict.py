@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from _common import machine_line, magnetic_tile_images, print_table, random_model, stderr
+
 from labelme_dsarad.model.images import read_image
 from labelme_dsarad.model.inference import Predictor
 from labelme_dsarad.model.model_file import save_model
@@ -40,8 +41,8 @@ def main() -> None:
     if len(sources) < count:
         raise SystemExit(f"need {count} Magnetic Tile images, found {len(sources)}; set DSARAD_MTD_ROOT")
 
-    with tempfile.TemporaryDirectory() as scratch:
-        scratch = Path(scratch)
+    with tempfile.TemporaryDirectory() as scratch_name:
+        scratch = Path(scratch_name)
         folder = scratch / "images"
         folder.mkdir()
         paths = [Path(shutil.copy(source, folder / source.name)) for source in sources]
@@ -60,13 +61,15 @@ def main() -> None:
                 predictor.predict_batch(decoded[index : min(index + args.batch_size, start + chunk, count)])
             pure_seconds += time.perf_counter() - started
 
-            options = PredictOptions(out_dir=scratch / f"labels_{start}", batch_size=args.batch_size, skip_done=False)
-            options.out_dir.mkdir()
+            out_dir = scratch / f"labels_{start}"
+            options = PredictOptions(out_dir=out_dir, batch_size=args.batch_size, skip_done=False)
+            out_dir.mkdir()
             summary = predict_paths(paths[start : start + chunk], None, options, predictor=predictor)
             if summary.failures or summary.predicted != len(paths[start : start + chunk]):
                 raise SystemExit(f"pipeline failed: {summary.describe()}")
             pipeline_seconds += summary.seconds
-            stderr(f"  images {start}-{min(start + chunk, count) - 1}: pure {pure_seconds:.1f} s, pipeline {pipeline_seconds:.1f} s so far")
+            last = min(start + chunk, count) - 1
+            stderr(f"  images {start}-{last}: pure {pure_seconds:.1f} s, pipeline {pipeline_seconds:.1f} s so far")
         written = sum(1 for _ in scratch.glob("labels_*/*.json"))
 
     pure_rate, pipeline_rate = count / pure_seconds, count / pipeline_seconds

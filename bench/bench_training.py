@@ -24,12 +24,12 @@ import contextlib
 import tempfile
 from pathlib import Path
 
+import _reference_synthesis as reference
 import cv2
 import numpy as np
 import torch
-
-import _reference_synthesis as reference
 from _common import interleaved, machine_line, magnetic_tile_images, median, print_table, stderr
+
 from labelme_dsarad.train import trainer as trainer_module
 from labelme_dsarad.train.sources import AnomalySources
 from labelme_dsarad.train.synthesis import SyntheticBatch, synthesise
@@ -84,8 +84,9 @@ def reference_style(trainer: Trainer, sources: ReferenceSources, flush_denormal:
     """Run the trainer's own step with the reference code's synthesis, attention and float mode swapped in."""
     rng = np.random.default_rng(1)
     saved_sources, saved_synthesise = trainer.sources, trainer_module.synthesise
-    trainer.sources = sources
-    trainer_module.synthesise = lambda normal, drawn, generator: reference_synthesise(normal, drawn, generator, rng)
+    # Deliberate stand-ins: the reference's sources and synthesis, duck-typed for the trainer's.
+    trainer.sources = sources  # type: ignore[assignment]
+    trainer_module.synthesise = lambda normal, drawn, generator: reference_synthesise(normal, drawn, generator, rng)  # type: ignore[assignment, arg-type]
     torch.set_flush_denormal(flush_denormal)
     set_explicit_attention(trainer, explicit_attention)
     try:
@@ -125,9 +126,10 @@ def main() -> None:
         compiled = student_trainer(scratch) if args.compile else None
     if compiled is not None:
         training = compiled.student_training
-        training.student = torch.compile(training.student)
-        training.segmentation = torch.compile(training.segmentation)
-        training.target_encoder = torch.compile(training.target_encoder)
+        # torch.compile returns a Module for a Module; its stubs say Callable.
+        training.student = torch.compile(training.student)  # type: ignore[assignment]
+        training.segmentation = torch.compile(training.segmentation)  # type: ignore[assignment]
+        training.target_encoder = torch.compile(training.target_encoder)  # type: ignore[assignment]
     sources = ReferenceSources(trainer.images, seed=2)
 
     def reference_step(flush_denormal: bool, explicit_attention: bool):

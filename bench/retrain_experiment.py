@@ -38,9 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_line, print_table, stderr  # noqa: E402
 
 from labelme_dsarad.model.images import read_image  # noqa: E402
+from labelme_dsarad.model.inference import Predictor  # noqa: E402
 from labelme_dsarad.model.labelfile import LABELME_VERSION, write_label_file  # noqa: E402
 from labelme_dsarad.model.model_file import file_sha256, load_model  # noqa: E402
-from labelme_dsarad.model.polygons import mask_to_polygons  # noqa: E402
+from labelme_dsarad.model.polygons import SuggestionSettings, mask_to_polygons  # noqa: E402
 from labelme_dsarad.model.store import ModelStore  # noqa: E402
 from labelme_dsarad.train.datasets import (  # noqa: E402
     Sample,
@@ -49,8 +50,6 @@ from labelme_dsarad.train.datasets import (  # noqa: E402
     mtd_train_images,
     read_mask,
 )
-from labelme_dsarad.model.inference import Predictor  # noqa: E402
-from labelme_dsarad.model.polygons import SuggestionSettings  # noqa: E402
 from labelme_dsarad.train.evaluation import evaluate_predictor  # noqa: E402
 from labelme_dsarad.train.metric_names import REPORTED_METRICS  # noqa: E402
 from labelme_dsarad.train.progress import TerminalProgress  # noqa: E402
@@ -97,7 +96,7 @@ def write_person_labels(folder: Path, corrections: list[Sample], normals: list[P
         if not regions:
             left_out.append(f"{sample.defect_type}/{sample.image_path.name}")
             continue
-        shapes = [{"label": "defect", "points": [[round(x, 2), round(y, 2)] for x, y in region.points],
+        shapes: list[dict] = [{"label": "defect", "points": [[round(x, 2), round(y, 2)] for x, y in region.points],
                    "group_id": None, "description": "", "shape_type": "polygon", "flags": {}, "mask": None}
                   for region in regions]
         shapes_written += len(shapes)

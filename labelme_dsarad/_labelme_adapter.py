@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import os
 import traceback
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from qtpy import QtCore, QtGui, QtWidgets
 
@@ -205,7 +206,9 @@ class LabelMeAdapter:
 
     def save(self) -> Path:
         """Save the open image's labels where LabelMe would, without a dialog."""
-        path = self.label_path(self.image_path())
+        image_path = self.image_path()
+        assert image_path is not None, "save needs an open image"
+        path = self.label_path(image_path)
         if self.window.save_labels(str(path)):
             self.window.mark_clean()
         return path
@@ -317,7 +320,7 @@ class LabelMeAdapter:
         *,
         is_pending: Callable[[Any], bool],
         shape_suffix: Callable[[Any], str],
-        before_save: Callable[[], None],
+        before_save: Callable[[], object],  # its result is not used
         after_change: Callable[[], None],
         shape_moved: Callable[[], None],
         image_closing: Callable[[], None],

@@ -11,8 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from labelme_dsarad.panel import ModelOption
 from labelme_dsarad.model.labelfile import REVIEWED_FLAG
+from labelme_dsarad.panel import ModelOption
 
 EXIT_ERROR = 2
 
@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-h", "--help", action="store_true", help="show this help and exit")
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--model", type=Path, help="model file (.safetensors); default: the product's current model or the bundled one")
+    group.add_argument("--model", type=Path,
+                       help="model file (.safetensors); default: the product's current model or the bundled one")
     group.add_argument("--product", help="use the current model of this product from the model store")
     parser.add_argument("--store", type=Path, help="model store folder (default: $DSARAD_MODEL_STORE or the user data folder)")
     return parser
@@ -50,7 +51,8 @@ def model_options(model: Path | None, product: str | None, store_root: Path | No
         stored_models = store.all_models()
     except (OSError, ValueError):
         stored_models = []  # an unreadable store must not keep the window from opening
-    current_first = sorted(stored_models, key=lambda stored: (stored.bundled, not stored.current, stored.product, -stored.version))
+    current_first = sorted(stored_models,
+                           key=lambda stored: (stored.bundled, not stored.current, stored.product, -stored.version))
     for stored in current_first:
         if stored.path.resolve() not in seen:
             seen.add(stored.path.resolve())

@@ -28,7 +28,8 @@ class CommandError(Exception):
 def threshold_value(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"threshold must be within [0, 1] (normalised score, 0.5 = model's threshold), got {text}")
+        raise argparse.ArgumentTypeError(
+            f"threshold must be within [0, 1] (normalised score, 0.5 = model's threshold), got {text}")
     return value
 
 
@@ -62,7 +63,8 @@ def positive_float(text: str) -> float:
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--model", type=Path, help="model file (.safetensors); default: the product's current model or the bundled one")
+    group.add_argument("--model", type=Path,
+                       help="model file (.safetensors); default: the product's current model or the bundled one")
     group.add_argument("--product", help="use the current model of this product from the model store")
     parser.add_argument("--store", type=Path, help="model store folder (default: $DSARAD_MODEL_STORE or the user data folder)")
 
@@ -259,7 +261,8 @@ def run_train(args) -> int:
         version, output = store.next_path(product)
     started = time.monotonic()
     try:
-        train_model(config, run_dir, output, resume=args.resume, version=version, storage=args.storage)
+        # config is None only with --resume, when train_model does not read it (its annotation does not say so yet).
+        train_model(config, run_dir, output, resume=args.resume, version=version, storage=args.storage)  # type: ignore[arg-type]
     except KeyboardInterrupt:
         print(f"\ninterrupted; checkpoint saved in {run_dir}; continue with: dsarad train --product {product} --resume"
               + (f" --run-dir {run_dir}" if args.run_dir else ""), file=sys.stderr)
@@ -325,7 +328,8 @@ def run_models(args) -> int:
                 "path": str(stored.path),
             })
         except ModelFileError as problem:
-            rows.append({"product": stored.product, "version": stored.version, "error": problem.problem, "path": str(stored.path)})
+            rows.append({"product": stored.product, "version": stored.version, "error": problem.problem,
+                         "path": str(stored.path)})
     if args.json:
         print(json.dumps(rows, indent=2))
         return EXIT_OK

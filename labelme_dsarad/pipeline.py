@@ -12,14 +12,15 @@ import contextlib
 import os
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PureWindowsPath
-from typing import Callable
 
 import cv2
 import numpy as np
 
+from labelme_dsarad.model.atomic_write import write_atomically
 from labelme_dsarad.model.images import ImageReadError, read_image
 from labelme_dsarad.model.inference import Prediction, Predictor
 from labelme_dsarad.model.labelfile import (
@@ -29,7 +30,6 @@ from labelme_dsarad.model.labelfile import (
     suggestion_shape,
     update_label_file,
 )
-from labelme_dsarad.model.atomic_write import write_atomically
 from labelme_dsarad.model.polygons import SuggestionSettings
 
 DECODE_AHEAD = 4
@@ -165,7 +165,9 @@ def predict_paths(
 ) -> Summary:
     started = time.perf_counter()
     options.check()
-    predictor = predictor or Predictor(model_path, device=device)
+    if predictor is None:
+        assert model_path is not None, "predict_paths needs a model path or a predictor"
+        predictor = Predictor(model_path, device=device)
     record = run_record(predictor, options)
     summary = Summary(images=len(images), device=predictor.device.type)
     if options.out_dir is not None:
@@ -224,7 +226,7 @@ def predict_paths(
     with bar if bar is not None else contextlib.nullcontext(), \
             ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode") as decoder, \
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as writer:
-        decoding = deque()
+        decoding: deque[tuple[Path, Future[np.ndarray]]] = deque()
         pending_writes: deque[tuple[Path, Future]] = deque()
         queue = iter(todo)
 
@@ -242,13 +244,16 @@ def predict_paths(
             if cancelled is not None and cancelled():
                 summary.cancelled = True
                 break
-            batch = []
+            batch: list[tuple[Path, np.ndarray]] = []
             while decoding and len(batch) < options.batch_size:
                 image_path, future = decoding.popleft()
                 try:
                     batch.append((image_path, future.result()))
                 except Exception as problem:  # noqa: BLE001 - any decode failure is reported per file
-                    finish(image_path, problem if isinstance(problem, (ImageReadError, OSError)) else ImageReadError(image_path, str(problem)))
+                    if isinstance(problem, (ImageReadError, OSError)):
+                        finish(image_path, problem)
+                    else:
+                        finish(image_path, ImageReadError(image_path, str(problem)))
             top_up()
             if not batch:
                 continue
@@ -264,7 +269,7 @@ def predict_paths(
                 )
             while pending_writes and pending_writes[0][1].done():
                 finish(*pending_writes.popleft())
-        for future_path, future in decoding:
+        for _, future in decoding:
             future.cancel()
         while pending_writes:
             finish(*pending_writes.popleft())

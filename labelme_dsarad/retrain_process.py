@@ -244,6 +244,7 @@ class RetrainDialog(QtWidgets.QDialog):
         if self.is_running():
             self.status.setText("Cancelling…")
             self.cancel_button.setEnabled(False)
+            assert self.run is not None  # is_running() says there is one
             self.run.cancel()
 
     def _set_running(self, running: bool) -> None:
@@ -320,6 +321,7 @@ class RetrainDialog(QtWidgets.QDialog):
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
         # Closing while it runs means: stop it, do not leave an orphan process training.
         if self.is_running():
+            assert self.run is not None  # is_running() says there is one
             self.run.cancel()
             self.run.process.waitForFinished(CANCEL_GRACE_MS + 1000)
         super().closeEvent(event)

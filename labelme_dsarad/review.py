@@ -15,7 +15,7 @@ no rejected state.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import cv2
 import numpy as np
@@ -85,7 +85,9 @@ def list_suffix(shape) -> str:
     """What the annotation list adds after a pending suggestion's label."""
     if not is_pending(shape):
         return ""
-    score = record(shape).get("score_max")
+    entry = record(shape)
+    assert entry is not None  # a pending shape is a suggestion
+    score = entry.get("score_max")
     return f"  · pending {score:.2f}" if isinstance(score, (int, float)) else "  · pending"
 
 

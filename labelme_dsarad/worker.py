@@ -15,9 +15,9 @@ import itertools
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -130,7 +130,7 @@ class DetectionWorker(QtCore.QThread):
         self._factory_changed = False
         self._model_error: str | None = None
         self._stopping = False
-        self._predictor = None
+        self._predictor: Predictor | None = None
         self._model_key = ""
         self._factory_for_fallback: PredictorFactory | None = None
 
@@ -203,7 +203,7 @@ class DetectionWorker(QtCore.QThread):
                     break
                 if self._factory_changed:
                     factory, self._factory_changed = self._factory, False
-                    action = ("model", factory)
+                    action: tuple[str, object] = ("model", factory)
                 elif self._batch is not None and not self._queue:
                     action = ("batch", self._batch)
                 else:
@@ -284,6 +284,7 @@ class DetectionWorker(QtCore.QThread):
         self.result_ready.emit(JobResult(job, prediction, image.shape[:2], self._model_key))
 
     def _predict(self, image: np.ndarray):
+        assert self._predictor is not None  # _run_job checked
         try:
             return self._predictor.predict(image)
         except Exception as error:
@@ -293,6 +294,7 @@ class DetectionWorker(QtCore.QThread):
         # but always there. Stay on it; the next model load tries the GPU again.
         self._release_gpu_memory()
         started = time.perf_counter()
+        assert self._factory_for_fallback is not None  # set by the _load that made the predictor
         self._predictor = self._factory_for_fallback("cpu")
         self.notice.emit("GPU out of memory: switched to the CPU")
         self.model_ready.emit(self._describe())

@@ -18,6 +18,7 @@ import json
 import os
 import warnings
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -34,8 +35,10 @@ INPUT_NAME = "image"
 OUTPUT_NAMES = ("raw_map", "raw_image_score")
 SOURCE_SHA256_KEY = "dsarad_source_sha256"
 
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
-def fuse_batch_norms(network: nn.Module) -> nn.Module:
+
+def fuse_batch_norms(network: ModuleT) -> ModuleT:
     """An eval-mode copy with every BatchNorm folded into the conv before it.
 
     Inference then runs one conv instead of conv + normalisation + a pass over
@@ -45,8 +48,9 @@ def fuse_batch_norms(network: nn.Module) -> nn.Module:
     for module in list(fused.modules()):
         if isinstance(module, nn.Sequential):
             for index in range(len(module) - 1):
-                if isinstance(module[index], nn.Conv2d) and isinstance(module[index + 1], nn.BatchNorm2d):
-                    module[index] = fuse_conv_bn_eval(module[index], module[index + 1])
+                conv, norm = module[index], module[index + 1]
+                if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+                    module[index] = fuse_conv_bn_eval(conv, norm)
                     module[index + 1] = nn.Identity()
         elif isinstance(module, SpatialAttention) and isinstance(module.out_norm, nn.BatchNorm2d):
             module.out = fuse_conv_bn_eval(module.out, module.out_norm)
@@ -113,7 +117,7 @@ def onnx_bytes(loaded: LoadedModel, input_size: int | None = None) -> bytes:
         torch.onnx.export(
             network,
             (torch.zeros(1, 3, SIDE_MULTIPLE, SIDE_MULTIPLE),),
-            buffer,
+            buffer,  # type: ignore[arg-type]  # the stubs say path only; the TorchScript exporter writes to file objects
             dynamo=False,
             opset_version=ONNX_OPSET,
             input_names=[INPUT_NAME],
@@ -125,7 +129,9 @@ def onnx_bytes(loaded: LoadedModel, input_size: int | None = None) -> bytes:
             },
         )
     proto = onnx.load_from_string(buffer.getvalue())
-    for dimension in (*proto.graph.input[0].type.tensor_type.shape.dim[2:], *proto.graph.output[0].type.tensor_type.shape.dim[1:]):
+    input_dims = proto.graph.input[0].type.tensor_type.shape.dim[2:]
+    output_dims = proto.graph.output[0].type.tensor_type.shape.dim[1:]
+    for dimension in (*input_dims, *output_dims):
         dimension.dim_value = size
     header = loaded.info.to_header()
     if size != loaded.info.architecture.input_size:

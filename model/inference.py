@@ -18,6 +18,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeGuard
 
 import cv2
 import numpy as np
@@ -25,6 +26,7 @@ import torch
 
 from .export import fuse_batch_norms, inference_network, onnx_bytes, read_onnx_file
 from .model_file import LoadedModel, ModelFileError, file_sha256, load_model, parse_header
+from .networks import DSARAD
 
 
 def resize_for_model(image: np.ndarray, size: int) -> np.ndarray:
@@ -139,7 +141,7 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, network: torch.nn.Module, device: torch.device):
+    def __init__(self, network: DSARAD, device: torch.device):
         self.device = device
         if device.type == "cpu":
             network = inference_network(network)
@@ -149,7 +151,8 @@ class TorchBackend:
         # Channels-last pays on the CPU too (oneDNN's blocked kernels, and the
         # attention inputs come out contiguous); MPS has no fast path for it.
         self.channels_last = device.type in ("cpu", "cuda")
-        self.network = network.to(memory_format=torch.channels_last) if self.channels_last else network
+        # Module.to(memory_format=...) is valid at runtime; the stubs only list it for Tensor.to.
+        self.network = network.to(memory_format=torch.channels_last) if self.channels_last else network  # type: ignore[call-overload]
 
     @torch.inference_mode()
     def __call__(self, tensor: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -194,16 +197,16 @@ class OnnxBackend:
         return raw_map, raw_score
 
     @classmethod
-    def from_file(cls, path: os.PathLike | str, threads: int) -> "OnnxBackend":
+    def from_file(cls, path: os.PathLike | str, threads: int) -> OnnxBackend:
         model = read_onnx_file(path)
         try:
             return cls(model, threads)
-        except Exception as error:  # onnxruntime raises its own types for every kind of broken file
+        except Exception as error:  # noqa: BLE001 - onnxruntime raises its own types for every kind of broken file
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise ModelFileError(path, f"not a usable ONNX model ({first_line})") from None
 
 
-def is_onnx_path(model) -> bool:
+def is_onnx_path(model) -> TypeGuard[os.PathLike | str]:
     return not isinstance(model, LoadedModel) and Path(model).suffix.lower() == ".onnx"
 
 
@@ -217,6 +220,7 @@ class Predictor:
     def __init__(self, model: LoadedModel | os.PathLike | str, device: str = "auto", backend: str = "auto"):
         threads = inference_threads()
         torch.set_num_threads(threads)
+        self.runner: OnnxBackend | TorchBackend
         if is_onnx_path(model):
             if device not in ("auto", "cpu") or backend == "torch":
                 raise ValueError(f"{model}: an ONNX model runs on the CPU with onnxruntime; "
@@ -227,7 +231,7 @@ class Predictor:
             info = parse_header(model, self.runner.metadata())
             # No torch network behind an ONNX file; everything else of a
             # loaded model (header, path, hash) is there.
-            self.model = LoadedModel(network=None, info=info, path=Path(model), sha256=file_sha256(model))
+            self.model = LoadedModel(network=None, info=info, path=Path(model), sha256=file_sha256(model))  # type: ignore[arg-type]
         else:
             self.device = resolve_device(device)
             self.model = model if isinstance(model, LoadedModel) else load_model(Path(model))
@@ -237,7 +241,7 @@ class Predictor:
                 if not isinstance(model, LoadedModel):
                     # Nobody else holds these weights and onnxruntime has its
                     # own copy: at `paper` this frees 400 MB.
-                    self.model.network = None
+                    self.model.network = None  # type: ignore[assignment]  # as above: the ONNX runner has no torch network
             else:
                 self.runner = TorchBackend(self.model.network, self.device)
         self.input_size = self.model.info.architecture.input_size

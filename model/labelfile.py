@@ -45,7 +45,7 @@ from .errors import FileProblem
 try:
     import fcntl
 except ImportError:  # Windows
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]  # checked for None before use
     import msvcrt
 
 if TYPE_CHECKING:
@@ -175,7 +175,7 @@ def suggestion_shape(region: Region, label: str, provenance: dict) -> dict:
     if missing:
         raise ValueError(f"provenance is missing {', '.join(missing)}")
     # Key order as LabelMe writes shapes, our record last.
-    shape = {
+    shape: dict[str, Any] = {
         "label": label,
         "points": [[round(float(x), _POINT_DECIMALS), round(float(y), _POINT_DECIMALS)] for x, y in region.points],
         "group_id": None,
@@ -250,6 +250,7 @@ def merge_suggestions(
     ``existing`` is what ``load_label_file`` returned; it is not modified.
     Raises ValueError if it describes another image (name or size).
     """
+    data: dict[str, Any]
     if existing is None:
         data = {
             "version": LABELME_VERSION,
@@ -266,9 +267,9 @@ def merge_suggestions(
         # Only fill gaps: everything present stays as it was.
         for key, value in [("version", LABELME_VERSION), ("flags", {}), ("imagePath", image_path), ("imageData", None)]:
             data.setdefault(key, value)
-        for key, value in [("imageHeight", image_height), ("imageWidth", image_width)]:
+        for key, size in [("imageHeight", image_height), ("imageWidth", image_width)]:
             if data.get(key) is None:
-                data[key] = value
+                data[key] = size
     kept = [shape for shape in data["shapes"] if not is_pending_suggestion(shape)]
     present = {_fingerprint_or_none(shape) for shape in kept}
     added = [copy.deepcopy(shape) for shape in suggestions if _fingerprint_or_none(shape) not in present]
@@ -349,7 +350,7 @@ def update_label_file(
     return data
 
 
-def remove_stale_temporaries(folder: str | os.PathLike) -> int:
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> int:
     """Delete the temporaries that label-file writers killed mid-write
     (kill -9, power loss) left in ``folder``; return how many.
 
@@ -401,7 +402,7 @@ def _exclusive_lock(json_path: Path) -> Iterator[None]:
 def _lock_windows(descriptor: int) -> None:
     while True:
         try:
-            msvcrt.locking(descriptor, msvcrt.LK_LOCK, 1)  # gives up after ~10 s
+            msvcrt.locking(descriptor, msvcrt.LK_LOCK, 1)  # type: ignore[attr-defined]  # Windows-only stubs; gives up after ~10 s
             return
         except OSError:
             continue

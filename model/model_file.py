@@ -13,6 +13,7 @@ import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load as load_safetensors_bytes
@@ -69,7 +70,7 @@ class ModelInfo:
         }
 
 
-DEFAULT_PREPROCESSING = {
+DEFAULT_PREPROCESSING: dict[str, Any] = {
     "color": "rgb",
     "value_range": [0.0, 1.0],
     "normalisation": "none",
@@ -178,7 +179,7 @@ def read_safetensors(path: os.PathLike | str) -> tuple[dict, dict[str, torch.Ten
     metadata = raw_header.get("__metadata__") or {}
     try:
         tensors = load_safetensors_bytes(payload)
-    except Exception as error:  # the library's errors are many types; all mean a broken file
+    except Exception as error:  # noqa: BLE001 - the library's errors are many types; all mean a broken file
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelFileError(path, f"corrupt safetensors data ({first_line})") from None
     return metadata, tensors
@@ -258,7 +259,7 @@ def load_model(path: os.PathLike | str, map_location: str | torch.device = "cpu"
     metadata, tensors = read_safetensors(path)
     info = parse_header(path, metadata)
     network = DSARAD(info.architecture)
-    expected_names = set()
+    expected_names: set[str] = set()
     for prefix, module in (("student", network.student), ("segmentation", network.segmentation)):
         expected = module.state_dict()
         expected_names.update(f"{prefix}.{key}" for key in expected)

@@ -77,8 +77,9 @@ class SpatialAttention(nn.Module):
         self.phi = nn.Conv2d(channels, inner_channels, kernel_size=1)
         self.g = nn.Conv2d(channels, inner_channels, kernel_size=1)
         self.out = nn.Conv2d(inner_channels, channels, kernel_size=3, padding=1)
-        self.out_norm = nn.BatchNorm2d(channels)
+        self.out_norm: nn.Module = nn.BatchNorm2d(channels)  # export.fuse_batch_norms replaces it by an Identity
         nn.init.zeros_(self.out.weight)
+        assert self.out.bias is not None  # Conv2d has a bias unless told otherwise
         nn.init.zeros_(self.out.bias)
         # The explicit 16k x 4k attention matrix is the reference for tests and
         # benchmarks; the fused path gives the same numbers in a fraction of

@@ -107,6 +107,7 @@ def mask_to_polygons(
         raise ValueError(f"score_map must be 2-D, got shape {score_map.shape}")
     if score_map.size == 0:
         return []
+    binary: np.ndarray
     if score_map.dtype == bool:
         binary = np.ascontiguousarray(score_map, dtype=np.uint8)
         scores = None

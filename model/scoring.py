@@ -46,7 +46,7 @@ class ScoreNormaliser:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ScoreNormaliser":
+    def from_dict(cls, data: dict) -> ScoreNormaliser:
         if not isinstance(data, dict):
             raise ValueError("scores must be an object")
         statistics = data.get("statistics", {})
@@ -63,8 +63,9 @@ def normalise(raw, threshold: float):
     """Map raw scores (array or tensor) so that ``threshold`` becomes 0.5."""
     below = raw * (0.5 / threshold)
     above = 0.5 + (raw - threshold) * (0.5 / (1.0 - threshold))
+    is_below = raw < threshold
     if isinstance(raw, np.ndarray) or np.isscalar(raw):
-        return np.where(raw < threshold, below, above)
+        return np.where(is_below, below, above)
     import torch
 
-    return torch.where(raw < threshold, below, above)
+    return torch.where(is_below, below, above)

@@ -18,7 +18,6 @@ import numpy as np
 
 from labelme_dsarad.model.images import IMAGE_SUFFIXES, read_image
 
-
 MTD_NORMAL_FOLDER = "MT_Free"
 MTD_DEFECT_FOLDERS = ("MT_Blowhole", "MT_Break", "MT_Crack", "MT_Fray", "MT_Uneven")
 MTD_TEST_EVERY = 5  # MT_Free index i is a test image when i % 5 == 0
@@ -127,7 +126,8 @@ def mtd_retrain_halves(root: Path) -> tuple[list[Sample], list[Sample]]:
     all), since DATASET.md reports such experiments on exactly that set; it
     can be passed to ``evaluate`` as it is.
     """
-    corrections, measured_defects = [], []
+    corrections: list[Sample] = []
+    measured_defects: list[Sample] = []
     for folder in MTD_DEFECT_FOLDERS:
         for i, image in enumerate(_mtd_jpgs(root, folder)):
             half = corrections if i % 2 == 0 else measured_defects

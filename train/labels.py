@@ -382,7 +382,9 @@ def _count_file(data: dict, groups: dict[str, ModelStats]) -> None:
             original = record.get(SUGGESTED_POINTS_KEY)
             if original is not None:
                 counts.edited_ious.append(_iou({"points": original}, shape, height, width))
-    run = data.get(RECORD_KEY) if isinstance(data.get(RECORD_KEY), dict) else {}
+    run = data.get(RECORD_KEY)
+    if not isinstance(run, dict):
+        run = {}
     if isinstance(run.get(SUGGESTED_KEY), list):
         present = {shape[RECORD_KEY].get("fingerprint") for shape in ours}
         counts.rejected = sum(fingerprint not in present for fingerprint in run[SUGGESTED_KEY])

@@ -323,7 +323,7 @@ def compute_metrics(
     members = {name: labels & (types == name) for name in defect_types_seen}
     members[_NORMAL_GROUP] = ~labels
     groups = {
-        name: _pixel_group([maps[i] for i in np.flatnonzero(m)], [masks[i] for i in np.flatnonzero(m)])
+        name: _pixel_group([maps[int(i)] for i in np.flatnonzero(m)], [masks[int(i)] for i in np.flatnonzero(m)])
         for name, m in members.items()
     }
     per_type = {

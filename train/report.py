@@ -173,7 +173,7 @@ def _grid_figure(evaluated: list[Evaluated], has_polygons: bool) -> Figure:
         f"Worst cases first, then best  ·  green: our polygons  ·  cyan: score {MODEL_THRESHOLD} (model threshold)",
         fontsize=12,
     )
-    for subfigure, (index, why) in zip(np.atleast_1d(figure.subfigures(len(rows), 1)), rows):
+    for subfigure, (index, why) in zip(figure.subfigures(len(rows), 1, squeeze=False)[:, 0], rows):
         item = evaluated[index]
         flagged = "flagged" if item.score >= MODEL_THRESHOLD else "passed"
         name, defect_type = item.sample.image_path.name, item.sample.defect_type

@@ -97,7 +97,7 @@ class SuggestionTally:
                     self.kinds_named += 1
                     self.kinds_right += region_kinds[index] == kind
         self.defect_ious += best[1:].tolist()
-        self.image_ious.append(np.count_nonzero(union & truth) / max(np.count_nonzero(union | truth), 1))
+        self.image_ious.append(np.count_nonzero(union & truth) / max(int(np.count_nonzero(union | truth)), 1))
 
     def summary(self) -> dict:
         defects = len(self.defect_ious)
