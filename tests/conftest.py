@@ -7,6 +7,7 @@ import os
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -18,7 +19,7 @@ from labelme_dsarad.model.scoring import ScoreNormaliser
 REPO = Path(__file__).resolve().parents[1]
 
 # A shape a person drew: merges and reruns must leave it exactly as it is.
-PERSON_SHAPE = {
+PERSON_SHAPE: dict[str, Any] = {
     "label": "scratch",
     "points": [[1.0, 2.0], [9.0, 7.0]],
     "group_id": None,
@@ -70,3 +71,56 @@ def denormals_restored():
     to run in a process left in that mode, so every test ends with it off."""
     yield
     torch.set_flush_denormal(False)
+
+
+# GUI fixtures: the test_gui_* modules use them; LabelMe and Qt are imported
+# only when a test asks for one.
+@pytest.fixture
+def qsettings_sandbox(tmp_path):
+    from labelme_dsarad._labelme_adapter import install_qsettings_sandbox
+
+    install_qsettings_sandbox(tmp_path / "qsettings")
+    return tmp_path / "qsettings"
+
+
+@pytest.fixture
+def no_dialogs(monkeypatch):
+    """Modal message boxes would hang an offscreen test: record them instead."""
+    from qtpy import QtWidgets
+
+    shown = []
+
+    def record(kind):
+        def show(*args, **kwargs):
+            shown.append((kind, args[1:3] if len(args) > 2 else args))
+            return QtWidgets.QMessageBox.Discard if kind == "question" else QtWidgets.QMessageBox.Ok
+
+        return staticmethod(show)
+
+    for kind in ("critical", "warning", "question", "information"):
+        monkeypatch.setattr(QtWidgets.QMessageBox, kind, record(kind))
+    return shown
+
+
+@pytest.fixture
+def make_window(qtbot, qsettings_sandbox, no_dialogs):
+    """Build a LabelMe window with the panel attached; shuts the worker down afterwards."""
+    from labelme.app import MainWindow
+
+    from labelme_dsarad.panel import attach_panel
+
+    built = []
+
+    def build(models, open_path=None, **config):
+        window = MainWindow(config_file=None, config_overrides={"auto_save": True, **config})
+        window.resize(900, 600)
+        panel = attach_panel(window, models)
+        qtbot.addWidget(window)
+        built.append(panel)
+        if open_path is not None:
+            panel.adapter.open_folder(str(open_path)) if Path(open_path).is_dir() else panel.adapter.open_file(str(open_path))
+        return window, panel
+
+    yield build
+    for panel in built:
+        panel.shutdown()

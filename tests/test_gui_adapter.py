@@ -8,7 +8,6 @@ from qtpy import QtWidgets
 from labelme_dsarad._labelme_adapter import REQUIRED, missing_attributes
 
 
-
 @pytest.fixture(scope="module")
 def labelme_missing(qapp, tmp_path_factory):
     from labelme.app import MainWindow

@@ -14,15 +14,7 @@ from labelme_dsarad import review
 from labelme_dsarad._labelme_adapter import PENDING_COLOUR
 from labelme_dsarad.panel import ModelOption
 
-from .test_gui_support import (  # noqa: F401 - fixtures
-    FakePredictor,
-    fake_factory,
-    inside_squares,
-    make_window,
-    no_dialogs,
-    qsettings_sandbox,
-    write_sample_images,
-)
+from .test_gui_support import FakePredictor, fake_factory, inside_squares, write_sample_images
 
 WAIT = 20000  # ms; generous, the machine is shared
 

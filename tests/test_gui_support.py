@@ -1,4 +1,5 @@
-"""Fixtures and fakes shared by the GUI tests (imported by the test_gui_* modules).
+"""Fakes and helpers shared by the GUI tests (imported by the test_gui_* modules; the
+GUI fixtures, make_window and the ones it uses, are in conftest.py).
 
 The fake predictor makes the anomaly map from the image itself (bright
 pixels are defects), so a test knows exactly where each image's suggestions
@@ -15,7 +16,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-import pytest
 from PIL import Image
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -95,54 +95,3 @@ class FakePredictor:
 
 def fake_factory(predictor: FakePredictor):
     return lambda device: predictor
-
-
-@pytest.fixture
-def qsettings_sandbox(tmp_path):
-    from labelme_dsarad._labelme_adapter import install_qsettings_sandbox
-
-    install_qsettings_sandbox(tmp_path / "qsettings")
-    return tmp_path / "qsettings"
-
-
-@pytest.fixture
-def no_dialogs(monkeypatch):
-    """Modal message boxes would hang an offscreen test: record them instead."""
-    from qtpy import QtWidgets
-
-    shown = []
-
-    def record(kind):
-        def show(*args, **kwargs):
-            shown.append((kind, args[1:3] if len(args) > 2 else args))
-            return QtWidgets.QMessageBox.Discard if kind == "question" else QtWidgets.QMessageBox.Ok
-
-        return staticmethod(show)
-
-    for kind in ("critical", "warning", "question", "information"):
-        monkeypatch.setattr(QtWidgets.QMessageBox, kind, record(kind))
-    return shown
-
-
-@pytest.fixture
-def make_window(qtbot, qsettings_sandbox, no_dialogs):
-    """Build a LabelMe window with the panel attached; shuts the worker down afterwards."""
-    from labelme.app import MainWindow
-
-    from labelme_dsarad.panel import attach_panel
-
-    built = []
-
-    def build(models, open_path=None, **config):
-        window = MainWindow(config_file=None, config_overrides={"auto_save": True, **config})
-        window.resize(900, 600)
-        panel = attach_panel(window, models)
-        qtbot.addWidget(window)
-        built.append(panel)
-        if open_path is not None:
-            panel.adapter.open_folder(str(open_path)) if Path(open_path).is_dir() else panel.adapter.open_file(str(open_path))
-        return window, panel
-
-    yield build
-    for panel in built:
-        panel.shutdown()

@@ -26,7 +26,8 @@ labelme_utils = pytest.importorskip("labelme.utils")
 def gradient_rgb(width: int, height: int) -> np.ndarray:
     """An image with no symmetry, so any wrong flip or turn shows."""
     ys, xs = np.mgrid[0:height, 0:width]
-    return np.stack([xs * 255 // max(width - 1, 1), ys * 255 // max(height - 1, 1), (xs * 7 + ys * 3) % 256], axis=2).astype(np.uint8)
+    channels = [xs * 255 // max(width - 1, 1), ys * 255 // max(height - 1, 1), (xs * 7 + ys * 3) % 256]
+    return np.stack(channels, axis=2).astype(np.uint8)
 
 
 def save(path: Path, image: PIL.Image.Image, format: str | None = None, **options) -> Path:

@@ -230,13 +230,15 @@ def test_merge_refuses_labels_of_another_image():
 # -- fuzz: people's shapes always survive ---------------------------------------------
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=6),
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=6),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
     max_leaves=6,
 )
 coordinate = st.integers(0, WIDTH - 1) | st.floats(0, WIDTH - 1, allow_nan=False).map(lambda v: round(v, 3))
 point = st.lists(coordinate, min_size=2, max_size=2)
-POINT_COUNTS = {"polygon": (3, 7), "rectangle": (2, 2), "circle": (2, 2), "line": (2, 2), "point": (1, 1), "linestrip": (2, 6), "mask": (2, 2), "oriented_rectangle": (4, 4)}
+POINT_COUNTS = {"polygon": (3, 7), "rectangle": (2, 2), "circle": (2, 2), "line": (2, 2), "point": (1, 1), "linestrip": (2, 6),
+                "mask": (2, 2), "oriented_rectangle": (4, 4)}
 MASK_B64 = mask_b64()
 label_text = st.text(min_size=1, max_size=10)
 

@@ -38,7 +38,7 @@ def person_shape(points, shape_type="polygon", **extra) -> dict:
 
 
 def suggestion(x0, y0, x1, y1, provenance=PROVENANCE) -> dict:
-    region = Region(points=[tuple(p) for p in square(x0, y0, x1, y1)], area=(x1 - x0) * (y1 - y0),
+    region = Region(points=[(x, y) for x, y in square(x0, y0, x1, y1)], area=(x1 - x0) * (y1 - y0),
                     score_max=0.9, score_mean=0.7, bbox=(x0, y0, x1, y1))
     return suggestion_shape(region, "defect", provenance)
 

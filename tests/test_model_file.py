@@ -1,6 +1,7 @@
 import json
 import pickle
 import struct
+from pathlib import Path
 
 import pytest
 import torch
@@ -75,7 +76,7 @@ def test_torch_zip_renamed_safetensors_is_refused(tmp_path):
     one_line(error, path)
 
 
-def header_with(tmp_path, mutate) -> "Path":
+def header_with(tmp_path, mutate) -> Path:
     path = make_tiny_model(tmp_path / "base.safetensors")
     metadata, tensors = read_safetensors(path)
     header = json.loads(metadata["dsarad"])
@@ -136,7 +137,8 @@ def test_non_finite_weights_are_refused(tmp_path):
     path = make_tiny_model(tmp_path / "base.safetensors")
     metadata, tensors = read_safetensors(path)
     name = "segmentation.to_logits.bias"
-    save_file(dict(tensors, **{name: torch.full_like(tensors[name], float("nan"))}), tmp_path / "nan.safetensors", metadata=metadata)
+    poisoned = dict(tensors, **{name: torch.full_like(tensors[name], float("nan"))})
+    save_file(poisoned, tmp_path / "nan.safetensors", metadata=metadata)
     with pytest.raises(ModelFileError, match="NaN"):
         load_model(tmp_path / "nan.safetensors")
 

@@ -63,7 +63,7 @@ def drawn_masks(draw) -> np.ndarray:
         else:
             # Thresholded smooth noise: irregular, with holes and corner-only joints.
             seed = draw(st.integers(0, 2**32 - 1))
-            noise = np.random.default_rng(seed).random((height, width)).astype(np.float32)
+            noise: np.ndarray = np.random.default_rng(seed).random((height, width)).astype(np.float32)
             noise = cv2.GaussianBlur(noise, (0, 0), draw(st.floats(2, 6)))
             mask |= (noise > np.quantile(noise, draw(st.floats(0.3, 0.9)))).astype(np.uint8)
     return mask.astype(bool)

@@ -21,14 +21,13 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import pytest
+from labelme._label_file import LabelFile  # LabelMe's own reader, the one that matters
 
 from labelme_dsarad.cli import main
 from labelme_dsarad.model.inference import Predictor
 from labelme_dsarad.model.labelfile import load_label_file, shape_fingerprint
 from labelme_dsarad.pipeline import PredictOptions, predict_paths
 from tests.conftest import PERSON_SHAPE, REPO, make_tiny_model
-
-from labelme._label_file import LabelFile  # noqa: E402 - LabelMe's own reader, the one that matters
 
 SUMMARY = re.compile(r"(\d+) images: (\d+) predicted, (\d+) already done, (\d+) failed")
 # The CLI in a real process; one thread each, the machine is shared.
@@ -65,8 +64,9 @@ def write_persons_labels(image: Path, embed_image: bool = False) -> Path:
     return path
 
 
-def predict(capsys, *args) -> tuple[int, str]:
+def predict(capsys, *args) -> tuple[int | str | None, str]:
     """Exit status and stderr of ``dsarad predict ARGS``, run in this process."""
+    status: int | str | None
     try:
         status = main(["predict", *map(str, args)])
     except SystemExit as exit_:  # argparse refusals
@@ -266,6 +266,7 @@ def start_run(folder: Path, model: Path) -> subprocess.Popen:
 
 def wait_until_labelled(folder: Path, count: int, process: subprocess.Popen) -> None:
     deadline = time.monotonic() + 120
+    assert process.stderr is not None  # started with stderr=PIPE
     while labelled_by_us(folder) < count:
         assert process.poll() is None, f"the run ended first: {process.stderr.read()[-2000:]}"
         assert time.monotonic() < deadline

@@ -15,10 +15,10 @@ from labelme_dsarad.cli import main
 from labelme_dsarad.model.model_file import file_sha256, load_model
 from labelme_dsarad.model.scoring import ScoreNormaliser
 from labelme_dsarad.model.store import ModelStore
-from labelme_dsarad.train.labels import LabelledImage
-from labelme_dsarad.train.losses import focal_loss
 from labelme_dsarad.train.calibration import f1_thresholds
 from labelme_dsarad.train.corrections import Examples, split_labels
+from labelme_dsarad.train.labels import LabelledImage
+from labelme_dsarad.train.losses import focal_loss
 from labelme_dsarad.train.retrain import RetrainConfig, Retrainer
 
 from .conftest import make_tiny_model
@@ -34,7 +34,7 @@ def write_tiny_labels(folder: Path, count: int = 8) -> Path:
     stripes = (128 + 60 * np.sin(np.arange(SIZE) / 3.0))[None, :].repeat(SIZE, axis=0)
     for index in range(count):
         image = np.clip(stripes + rng.normal(0, 8, (SIZE, SIZE)), 0, 255).astype(np.uint8)
-        shapes = []
+        shapes: list[dict] = []
         if index % 2:
             x, y = 4 + 3 * index, 6 + 2 * index
             image[y : y + SQUARE, x : x + SQUARE] = 250

@@ -23,6 +23,7 @@ import PIL.Image
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from labelme._label_file import LabelFile  # LabelMe's own reader, the one that matters
 
 from labelme_dsarad.model.inference import Predictor
 from labelme_dsarad.model.labelfile import load_label_file
@@ -30,9 +31,6 @@ from labelme_dsarad.model.model_file import ModelFileError, ModelInfo, parse_hea
 from labelme_dsarad.model.polygons import SuggestionSettings
 from labelme_dsarad.pipeline import PredictOptions, predict_paths
 from tests.conftest import PERSON_SHAPE, REPO, make_tiny_model
-
-from labelme._label_file import LabelFile  # noqa: E402 - LabelMe's own reader, the one that matters
-
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +225,8 @@ def test_20000_by_20000_image_is_refused_with_a_message_and_memory_stays_bounded
 # allow_subnormal=False: hypothesis refuses subnormal floats while flush-to-zero
 # is on, which a Predictor made by an earlier test module may have left on.
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.integers(min_value=10**18) | st.floats(allow_subnormal=False) | st.text(max_size=8),
+    st.none() | st.booleans() | st.integers() | st.integers(min_value=10**18) | st.floats(allow_subnormal=False)
+    | st.text(max_size=8),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=10,
 )
@@ -258,7 +257,7 @@ KEYS = sorted({*valid_header(), *valid_header()["architecture"], *valid_header()
 def mutated_headers(draw) -> str:
     header = valid_header()
     for _ in range(draw(st.integers(0, 4))):
-        place = header
+        place: dict | None = header
         for key in draw(st.sampled_from(PLACES)):
             place = place.get(key) if isinstance(place, dict) else None
         if not isinstance(place, dict):
@@ -280,7 +279,8 @@ metadata_values = st.one_of(
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(metadata=st.one_of(st.fixed_dictionaries({"dsarad": metadata_values}), st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=2)))
+@given(metadata=st.one_of(st.fixed_dictionaries({"dsarad": metadata_values}),
+                          st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=2)))
 def test_fuzz_model_header_gives_a_model_info_or_a_one_line_model_file_error(metadata):
     path = "models/fuzz.safetensors"
     try:

@@ -73,7 +73,8 @@ def test_train_command_refuses_a_zero_batch_in_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_status:
         main(["train", "--product", "widget", "--images", str(tmp_path), "--epochs", "1", "--batch-size", "0"])
     assert exit_status.value.code == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1] == "dsarad train: error: argument --batch-size: must be 1 or more, got 0"
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last_line == "dsarad train: error: argument --batch-size: must be 1 or more, got 0"
 
 
 def test_validation_split_is_deterministic_and_disjoint():
