@@ -104,8 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a model for one product type from defect-free images")
     train.add_argument("--product", required=True, help="product type name, e.g. magnetic_tile")
     train.add_argument("--images", nargs="+", help="folders, files or glob patterns of defect-free images")
-    train.add_argument("--dataset", choices=["mtd", "mvtec"],
-                       help="--images names a Magnetic Tile root or an MVTec AD category: only its train split is used")
+    train.add_argument("--dataset", choices=["mtd", "mvtec", "ball_screw"],
+                       help="--images names a Magnetic Tile root, an MVTec AD category or the ball screw (BSData) "
+                            "folder: only its train split is used")
     train.add_argument("--preset", choices=["compact", "paper", "tiny"], default="compact")
     train.add_argument("--input-size", type=int, help="square training and inference size (default: the preset's, 256)")
     budget = train.add_mutually_exclusive_group()
@@ -131,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="measure a model on a labelled test set and write a report")
     add_model_arguments(evaluate)
     evaluate.add_argument("--dataset", nargs=2, metavar=("KIND", "PATH"), required=True,
-                          help="mtd ROOT (Magnetic Tile, its test split), mvtec CATEGORY_DIR, or folder ROOT")
+                          help="mtd ROOT (Magnetic Tile, its test split), ball_screw ROOT (BSData), mvtec CATEGORY_DIR, "
+                               "or folder ROOT")
     evaluate.add_argument("--report", type=Path, metavar="DIR", help="write metrics.json, plots, an image grid and report.md")
     evaluate.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     evaluate.add_argument("--save-to-model", action="store_true",
@@ -201,11 +203,11 @@ def without_devices_option(argv: list[str]) -> list[str]:
 
 
 def dataset_train_images(kind: str, roots: list[str]) -> list[Path]:
-    from labelme_dsarad.train.datasets import mtd_train_images, mvtec_train_images
+    from labelme_dsarad.train.datasets import ball_screw_train_images, mtd_train_images, mvtec_train_images
 
     if len(roots) != 1:
         raise CommandError("with --dataset, --images names exactly one dataset folder")
-    reader = {"mtd": mtd_train_images, "mvtec": mvtec_train_images}[kind]
+    reader = {"mtd": mtd_train_images, "mvtec": mvtec_train_images, "ball_screw": ball_screw_train_images}[kind]
     return reader(Path(roots[0]))
 
 
@@ -262,7 +264,7 @@ def run_train(args) -> int:
     started = time.monotonic()
     try:
         # config is None only with --resume, when train_model does not read it (its annotation does not say so yet).
-        train_model(config, run_dir, output, resume=args.resume, version=version, storage=args.storage)  # type: ignore[arg-type]
+        train_model(config, run_dir, output, resume=args.resume, version=version, storage=args.storage)
     except KeyboardInterrupt:
         print(f"\ninterrupted; checkpoint saved in {run_dir}; continue with: dsarad train --product {product} --resume"
               + (f" --run-dir {run_dir}" if args.run_dir else ""), file=sys.stderr)
@@ -282,12 +284,12 @@ def run_evaluate(args) -> int:
 
     from labelme_dsarad.model.inference import Predictor
     from labelme_dsarad.model.model_file import rewrite_header
-    from labelme_dsarad.train.datasets import load_samples
+    from labelme_dsarad.train.datasets import SAMPLE_KINDS, load_samples
     from labelme_dsarad.train.evaluation import evaluate_predictor
 
     kind, root = args.dataset
-    if kind not in ("mtd", "mvtec", "folder"):
-        raise CommandError(f"--dataset {kind}: use mtd, mvtec or folder")
+    if kind not in SAMPLE_KINDS:
+        raise CommandError(f"--dataset {kind}: use one of {', '.join(SAMPLE_KINDS)}")
     model_path = resolve_model_path(args)
     samples = load_samples(kind, Path(root))
     predictor = Predictor(model_path, device=args.device)

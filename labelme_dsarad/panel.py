@@ -38,7 +38,6 @@ from labelme_dsarad.worker import (
 )
 
 
-
 @dataclass
 class ModelOption:
     """One entry of the model chooser."""
@@ -57,7 +56,7 @@ def guarded(method: Callable) -> Callable:
     """Slots report errors in the panel: LabelMe's excepthook would close the app."""
 
     @functools.wraps(method)
-    def wrapper(self: "DefectPanel", *args, **kwargs):
+    def wrapper(self: DefectPanel, *args, **kwargs):
         try:
             return method(self, *args, **kwargs)
         except Exception as error:  # noqa: BLE001 - shown, logged, never fatal
@@ -292,6 +291,7 @@ class DefectPanel(QtCore.QObject):
             self._look_ahead()
 
     def _request(self, path: str, priority: int) -> None:
+        assert self.model is not None  # callers check
         entry = self.cache.get(path, self.model.key)
         if entry is not None and entry.image_shape == self.adapter.image_size():
             self._deliver(entry)
@@ -305,7 +305,8 @@ class DefectPanel(QtCore.QObject):
         self.inference_runs += 1
         if self.model is None or result.model_key != self.model.key:
             return  # computed by a model no longer in use
-        entry = CachedMap(result.job.path, result.model_key, result.prediction, tuple(result.image_shape),
+        height, width = result.image_shape
+        entry = CachedMap(result.job.path, result.model_key, result.prediction, (height, width),
                           ahead=result.job.priority == PRIORITY_LOOKAHEAD)
         self.cache.put(entry)
         if entry.path != self._current:
@@ -353,6 +354,7 @@ class DefectPanel(QtCore.QObject):
 
     def _derive(self, entry: CachedMap, ahead_note: bool) -> None:
         """Turn the cached map into pending suggestions, replacing the pending ones."""
+        assert self.model is not None  # a map is only delivered while its model is in use
         shapes = self.adapter.shapes()
         regions = self.view.suggestion_settings().regions(entry.prediction.score_map)
         kept = review.drop_covered(regions, review.reviewed_outlines(shapes)
@@ -568,8 +570,9 @@ def attach_panel(window: QtWidgets.QMainWindow, models: list[ModelOption]) -> De
     dock.setWidget(scroll)
     adapter.add_dock(dock)
     adapter.add_toolbar_actions([panel.view.detect_action])
-    actions = [panel.view.detect_action, panel.view.detect_on_open_action, panel.view.detect_all_action, panel.view.heat_map_action,
-               panel.view.accept_action, panel.view.reject_action, panel.view.accept_all_action, panel.view.reject_all_action]
+    view = panel.view
+    actions = [view.detect_action, view.detect_on_open_action, view.detect_all_action, view.heat_map_action,
+               view.accept_action, view.reject_action, view.accept_all_action, view.reject_all_action]
     window.addActions(actions)  # shortcuts work wherever the focus is in the window
     adapter.add_canvas_menu_actions([panel.view.accept_action, panel.view.reject_action])
     adapter.add_view_menu_action(dock.toggleViewAction())

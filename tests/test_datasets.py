@@ -9,6 +9,10 @@ import numpy as np
 import pytest
 
 from labelme_dsarad.train.datasets import (
+    ball_screw_retrain_halves,
+    ball_screw_sequence,
+    ball_screw_test_samples,
+    ball_screw_train_images,
     MTD_DEFECT_FOLDERS,
     default_mtd_root,
     folder_test_samples,
@@ -124,6 +128,21 @@ def test_real_mtd_split_counts(mtd_root):  # mtd_root: conftest.py, skips withou
 
     fit, val = mtd_validation_split(train)
     assert (len(fit), len(val)) == (685, 76)
+
+
+def test_real_ball_screw_split_follows_dataset_md(ball_screw_root):
+    train = ball_screw_train_images(ball_screw_root)
+    test = ball_screw_test_samples(ball_screw_root)
+    assert len(train) == 550 and sum(not s.is_anomalous for s in test) == 138
+    assert sum(s.is_anomalous for s in test) == 167 and {s.defect_type for s in test} == {"good", "Pitting"}
+    assert not {p.name for p in train} & {s.image_path.name for s in test}
+    corrections, measurement = ball_screw_retrain_halves(ball_screw_root)
+    assert len(corrections) == 84 and sum(s.is_anomalous for s in measurement) == 83
+    assert not {ball_screw_sequence(s.image_path) for s in corrections} & \
+        {ball_screw_sequence(s.image_path) for s in measurement if s.is_anomalous}
+    pitted = test[-1]
+    mask = pitted.mask(*pitted.read_image().shape[:2])
+    assert mask.shape == (460, 1130) and 0 < mask.sum() < mask.size / 10
 
 
 def test_mvtec_layout(tmp_path):

@@ -22,7 +22,7 @@ MTD_NORMAL_FOLDER = "MT_Free"
 MTD_DEFECT_FOLDERS = ("MT_Blowhole", "MT_Break", "MT_Crack", "MT_Fray", "MT_Uneven")
 MTD_TEST_EVERY = 5  # MT_Free index i is a test image when i % 5 == 0
 
-SAMPLE_KINDS = ("mtd", "mvtec", "folder")
+SAMPLE_KINDS = ("mtd", "mvtec", "folder", "ball_screw")
 
 
 @dataclass
@@ -38,6 +38,8 @@ class Sample:
         return read_image(self.image_path)
 
     def mask(self, height: int, width: int) -> np.ndarray:
+        if self.mask_path is not None and self.mask_path.suffix.lower() == ".json":
+            return labelme_mask(self.mask_path, height, width)
         return read_mask(self.mask_path, height, width)
 
 
@@ -185,6 +187,54 @@ def mvtec_test_samples(category_dir: Path) -> list[Sample]:
     return samples
 
 
+# --- Ball screw drives (BSData) ------------------------------------------------
+
+BALL_SCREW_IMAGES = "01_*_crop_2.jpg"  # the product "ball_screw" of DATASET.md
+BALL_SCREW_TEST_EVERY = 5
+
+
+def _ball_screw_images(root: Path) -> tuple[list[Path], list[Path]]:
+    """(defect-free, with pitting) images of the product, byte-sorted: pitting is what has a label file."""
+    images = _byte_sorted(_require_dir(Path(root) / "data", "ball screw").glob(BALL_SCREW_IMAGES))
+    labelled = {path.stem for path in (Path(root) / "label").glob("*.json")}
+    return [p for p in images if p.stem not in labelled], [p for p in images if p.stem in labelled]
+
+
+def _ball_screw_defect_sample(root: Path, image: Path) -> Sample:
+    return Sample(image, Path(root) / "label" / f"{image.stem}.json", "Pitting", True)
+
+
+def ball_screw_sequence(image: Path) -> str:
+    """A wear sequence: the 3rd and 4th name fields (``01_200907033001_332500_225_crop_2`` -> ``332500_225``)."""
+    return "_".join(image.stem.split("_")[2:4])
+
+
+def ball_screw_train_images(root: Path) -> list[Path]:
+    """The train-split defect-free images (550 in the full data set)."""
+    normals, _ = _ball_screw_images(root)
+    return [p for i, p in enumerate(normals) if i % BALL_SCREW_TEST_EVERY != 0]
+
+
+def ball_screw_test_samples(root: Path) -> list[Sample]:
+    """The test split: 138 defect-free images, then the 167 with pitting (masks from their LabelMe files)."""
+    normals, pitted = _ball_screw_images(root)
+    return ([Sample(p, None, "good", False) for i, p in enumerate(normals) if i % BALL_SCREW_TEST_EVERY == 0]
+            + [_ball_screw_defect_sample(root, p) for p in pitted])
+
+
+def ball_screw_retrain_halves(root: Path) -> tuple[list[Sample], list[Sample]]:
+    """(corrections, measurement) by wear sequence (DATASET.md): the sequences with pitting,
+    sorted by name, even index to corrections, odd to measurement; the measurement list also
+    holds the test-split defect-free images."""
+    _, pitted = _ball_screw_images(root)
+    sequences = sorted({ball_screw_sequence(p) for p in pitted}, key=str.encode)
+    corrections = [p for p in pitted if sequences.index(ball_screw_sequence(p)) % 2 == 0]
+    measured = [p for p in pitted if sequences.index(ball_screw_sequence(p)) % 2 == 1]
+    normals = [s for s in ball_screw_test_samples(root) if not s.is_anomalous]
+    return ([_ball_screw_defect_sample(root, p) for p in corrections],
+            normals + [_ball_screw_defect_sample(root, p) for p in measured])
+
+
 # --- Plain folders -----------------------------------------------------------
 
 
@@ -217,8 +267,9 @@ def folder_test_samples(root: Path) -> list[Sample]:
 
 
 def load_samples(kind: str, path: Path) -> list[Sample]:
-    """The test samples of a data set of the given kind ("mtd", "mvtec", "folder")."""
-    readers = {"mtd": mtd_test_samples, "mvtec": mvtec_test_samples, "folder": folder_test_samples}
+    """The test samples of a data set of the given kind (SAMPLE_KINDS)."""
+    readers = {"mtd": mtd_test_samples, "mvtec": mvtec_test_samples, "folder": folder_test_samples,
+               "ball_screw": ball_screw_test_samples}
     if kind not in readers:
         raise ValueError(f"unknown data set kind {kind!r}; expected one of {', '.join(SAMPLE_KINDS)}")
     path = Path(path)
@@ -248,3 +299,17 @@ def read_mask(path: Path | None, height: int, width: int) -> np.ndarray:
     if mask.shape != (height, width):
         mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
     return mask > 127
+
+
+def labelme_mask(path: Path, height: int, width: int) -> np.ndarray:
+    """A (height, width) bool mask: the shapes of a LabelMe file, drawn at the image's size."""
+    from labelme_dsarad.model.labelfile import load_label_file
+
+    from .labels import rasterise_shapes
+
+    data = load_label_file(path)
+    stored = (data.get("imageHeight"), data.get("imageWidth"))
+    mask = rasterise_shapes(data["shapes"], *(stored if None not in stored else (height, width)))
+    if mask.shape != (height, width):
+        mask = cv2.resize(mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0
+    return mask

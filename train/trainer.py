@@ -23,16 +23,15 @@ import torch.distributed as dist
 from safetensors.torch import save as save_safetensors_bytes
 from tqdm import tqdm
 
+from labelme_dsarad.model.atomic_write import write_atomically
 from labelme_dsarad.model.images import read_image
 from labelme_dsarad.model.inference import resize_for_model, resolve_device
-from labelme_dsarad.model.atomic_write import write_atomically
 from labelme_dsarad.model.model_file import ModelInfo, preset_architecture, read_safetensors, save_model
 from labelme_dsarad.model.networks import DSARAD, ReconstructionNetwork, check_input_size
 from labelme_dsarad.model.scoring import ScoreNormaliser
 
 from .calibration import normal_thresholds, raw_outputs
-from .engine import (Budget, LoopState, Progress, StudentTraining, TrainingBatch, autocast_for, every,
-                     run_steps)
+from .engine import Budget, LoopState, Progress, StudentTraining, TrainingBatch, autocast_for, every, run_steps
 from .losses import reconstruction_loss
 from .progress import TerminalProgress
 from .sources import AnomalySources
@@ -115,8 +114,8 @@ class Trainer:
         self.phase = "teacher"
         self.state = LoopState("teacher")
         if self.device.type == "cuda":
-            self.teacher.to(memory_format=torch.channels_last)
-            self.network.to(memory_format=torch.channels_last)
+            self.teacher.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # valid; not in the stubs
+            self.network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         # The modules that take gradient steps; under DDP they average
         # gradients across processes, and the plain modules stay for export.
         self.teacher_trained: torch.nn.Module = self.teacher
@@ -151,7 +150,8 @@ class Trainer:
         if config.anomaly_source:
             from labelme_dsarad.model.images import list_images
 
-            folder_images = decode_images([str(p) for p in list_images([config.anomaly_source])], size, "decoding anomaly sources")
+            source_paths = [str(p) for p in list_images([config.anomaly_source])]
+            folder_images = decode_images(source_paths, size, "decoding anomaly sources")
             if not len(folder_images):
                 raise ValueError(f"{config.anomaly_source}: no images in the anomaly-source folder")
             folder_images = folder_images.to(self.device)
@@ -251,7 +251,8 @@ class Trainer:
             labels=list(config.labels),
             normaliser=normaliser,
             training={
-                "method": "DSARAD: teacher reconstruction, then student with feature distillation and U-Net on synthetic anomalies",
+                "method": "DSARAD: teacher reconstruction, then student with feature distillation and U-Net "
+                          "on synthetic anomalies",
                 "images": self.train_count,
                 "validation_images": len(self.validation_paths),
                 "anomaly_sources": self.sources.description,
@@ -298,15 +299,21 @@ class Trainer:
     def checkpoint_path(self) -> Path:
         return self.run_dir / CHECKPOINT_NAME
 
+    def checkpointed_modules(self) -> tuple[tuple[str, torch.nn.Module], ...]:
+        return ("teacher", self.teacher), ("student", self.network.student), ("segmentation", self.network.segmentation)
+
+    def checkpointed_optimizers(self) -> tuple[tuple[str, torch.optim.Optimizer], ...]:
+        return ("teacher_optimizer", self.teacher_optimizer), ("student_optimizer", self.student_optimizer)
+
     def save_checkpoint(self) -> None:
         if self.rank != 0:
             return
         tensors = {}
-        for prefix, module in (("teacher", self.teacher), ("student", self.network.student), ("segmentation", self.network.segmentation)):
+        for prefix, module in self.checkpointed_modules():
             for key, value in module.state_dict().items():
                 tensors[f"{prefix}.{key}"] = value.detach().cpu().contiguous()
         groups = {}
-        for name, optimizer in (("teacher_optimizer", self.teacher_optimizer), ("student_optimizer", self.student_optimizer)):
+        for name, optimizer in self.checkpointed_optimizers():
             state = optimizer.state_dict()
             for index, values in state["state"].items():
                 for key, value in values.items():
@@ -325,14 +332,15 @@ class Trainer:
         write_atomically(self.checkpoint_path, save_safetensors_bytes(tensors, metadata={"checkpoint": json.dumps(meta)}))
 
     @classmethod
-    def resume(cls, run_dir: Path, progress: Progress | None = None) -> "Trainer":
+    def resume(cls, run_dir: Path, progress: Progress | None = None) -> Trainer:
         checkpoint = Path(run_dir) / CHECKPOINT_NAME
         metadata, tensors = read_safetensors(checkpoint)
         meta = json.loads(metadata["checkpoint"])
         trainer = cls(TrainConfig(**meta["config"]), run_dir, progress)
-        for prefix, module in (("teacher", trainer.teacher), ("student", trainer.network.student), ("segmentation", trainer.network.segmentation)):
-            module.load_state_dict({key[len(prefix) + 1 :]: value for key, value in tensors.items() if key.startswith(prefix + ".")})
-        for name, optimizer in (("teacher_optimizer", trainer.teacher_optimizer), ("student_optimizer", trainer.student_optimizer)):
+        for prefix, module in trainer.checkpointed_modules():
+            module.load_state_dict({key[len(prefix) + 1 :]: value for key, value in tensors.items()
+                                    if key.startswith(prefix + ".")})
+        for name, optimizer in trainer.checkpointed_optimizers():
             state: dict = {}
             for key, value in tensors.items():
                 if key.startswith(name + "."):
@@ -346,12 +354,15 @@ class Trainer:
         return trainer
 
 
-def train_model(config: TrainConfig, run_dir: Path, output: Path, resume: bool = False, version: int = 1,
+def train_model(config: TrainConfig | None, run_dir: Path, output: Path, resume: bool = False, version: int = 1,
                 storage: str = "fp16") -> Path:
-    """Train (or resume) and write the model file; returns its path."""
+    """Train (or resume, when ``config`` is None) and write the model file; returns its path."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer.resume(run_dir) if resume else Trainer(config, run_dir)
+    if resume or config is None:
+        trainer = Trainer.resume(run_dir)
+    else:
+        trainer = Trainer(config, run_dir)
     trainer.prepare_data()
     if trainer.phase != "done":
         trainer.train()

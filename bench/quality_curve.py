@@ -1,0 +1,185 @@
+"""How detection quality grows with training: one recipe, a fixed budget, the test split at regular points.
+
+    .venv/bin/python bench/quality_curve.py --minutes 60 --out runs/curve [--recipe COMMIT] [--threads 1]
+
+Trains the `magnetic_tile` model (or ``--dataset ball_screw``) through
+``dsarad train`` with ``--snapshots``, then evaluates every snapshot and the
+final model on the data set's test split with the one evaluator (``dsarad
+evaluate``'s numbers). ``--recipe COMMIT`` trains with the code of another
+commit instead (``git archive``, run in a separate process), so today's recipe
+and an older one are compared on the same machine, seeds and evaluation.
+Writes ``curve.csv`` (one row per point: seconds, student steps, samples
+seen, image AUROC, pixel AUROC, AUPRO, per-type image AUROC) and, with
+``--plot`` given earlier curves, ``curve.png`` with all of them.
+
+Snapshots of one run share its learning-rate schedule, so an early point
+is not what a shorter run would reach (a shorter run would end its schedule
+there). Training time includes the snapshot exports, the same for every
+recipe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+from _common import REPO, machine_line, stderr
+
+from labelme_dsarad.model.inference import Predictor
+from labelme_dsarad.model.model_file import load_model
+from labelme_dsarad.train.datasets import default_mtd_root, load_samples
+from labelme_dsarad.train.evaluation import evaluate_predictor
+
+COLUMNS = ("recipe", "point", "seconds", "student_steps", "samples_seen", "image_auroc", "pixel_auroc", "aupro")
+
+
+def parse_arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=60.0, help="training budget, setup excluded")
+    parser.add_argument("--snapshots", type=int, default=6, help="points evaluated during training")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--recipe", default="current", help="'current' (this tree) or a git commit")
+    parser.add_argument("--dataset", choices=["mtd", "ball_screw"], default="mtd")
+    parser.add_argument("--root", type=Path, help="the data set's folder (default: the shared copy)")
+    parser.add_argument("--threads", type=int, help="torch threads for training and evaluation")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-args", default="--preset compact --input-size 128 --learning-rate 1e-3",
+                        help="further 'dsarad train' options, the same for every recipe")
+    parser.add_argument("--plot", type=Path, nargs="*", default=[], help="earlier curve.csv files to draw beside this one")
+    parser.add_argument("--evaluate-only", action="store_true", help="evaluate the models already in --out")
+    return parser.parse_args()
+
+
+def dataset_root(args: argparse.Namespace) -> Path:
+    if args.root is not None:
+        return args.root
+    root = default_mtd_root() if args.dataset == "mtd" else REPO.parent / "shared" / "datasets" / "ball_screw"
+    if root is None or not root.is_dir():
+        raise SystemExit(f"no {args.dataset} data set: pass --root")
+    return root
+
+
+def package_of_commit(commit: str, into: Path) -> Path:
+    """The package as installed (labelme_dsarad with model/ and train/ inside) from a commit's tree."""
+    archive = into / "tree.tar"
+    with archive.open("wb") as stream:
+        subprocess.run(["git", "-C", str(REPO), "archive", commit], stdout=stream, check=True)
+    source = into / "source"
+    with tarfile.open(archive) as tar:
+        tar.extractall(source, filter="data")
+    package = into / "site" / "labelme_dsarad"
+    shutil.copytree(source / "labelme_dsarad", package)
+    for part in ("model", "train", "resources"):
+        shutil.copytree(source / part, package / part)
+    return package.parent
+
+
+def train(args: argparse.Namespace, root: Path, run_dir: Path) -> None:
+    environment = dict(os.environ)
+    if args.threads:
+        environment["OMP_NUM_THREADS"] = str(args.threads)
+    with tempfile.TemporaryDirectory() as scratch:
+        if args.recipe != "current":
+            environment["PYTHONPATH"] = str(package_of_commit(args.recipe, Path(scratch)))
+        dataset = ["--dataset", "mtd", "--images", str(root)] if args.dataset == "mtd" else \
+            ["--dataset", "ball_screw", "--images", str(root)]
+        command = [sys.executable, "-m", "labelme_dsarad.cli", "train", "--product", args.dataset, *dataset,
+                   *args.train_args.split(), "--minutes", str(args.minutes), "--snapshots", str(args.snapshots),
+                   "--seed", str(args.seed), "--run-dir", str(run_dir), "--output", str(run_dir / "final.safetensors")]
+        stderr(" ".join(command))
+        subprocess.run(command, env=environment, check=True, cwd=scratch)
+
+
+def points(run_dir: Path) -> list[Path]:
+    snapshots = sorted((run_dir / "snapshots").glob("*.safetensors"), key=lambda p: float(p.name.split("_")[1]))
+    return snapshots + [run_dir / "final.safetensors"]
+
+
+def training_point(path: Path) -> tuple[float, int]:
+    """(seconds of teacher and student training, student steps) when this model was written.
+
+    Snapshot names say both (``student_P_stepN_at_Ss``; older code wrote no
+    step, and its header's last history entry, every 20 steps, stands in).
+    """
+    training = load_model(path).info.training
+    seconds, step = re.search(r"_at_(\d+)s$", path.stem), re.search(r"_step(\d+)_", path.stem)
+    history_step = int(training.get("final_losses", {}).get("step", 0))
+    return (float(seconds.group(1)) if seconds else float(training["seconds"]),
+            int(step.group(1)) if step else history_step)
+
+
+def evaluate_point(path: Path, samples: list, recipe: str, batch_size: int) -> dict:
+    seconds, steps = training_point(path)
+    metrics = evaluate_predictor(Predictor(path, device="cpu"), samples, show_progress=False)
+    overall = metrics["overall"]
+    row = {
+        "recipe": recipe, "point": path.stem, "seconds": seconds, "student_steps": steps,
+        "samples_seen": steps * batch_size,
+        "image_auroc": overall["image_auroc"], "pixel_auroc": overall["pixel_auroc"], "aupro": overall["aupro"],
+    }
+    row.update({f"image_auroc_{name}": values["image_auroc"] for name, values in metrics["per_type"].items()})
+    return row
+
+
+def plot(curves: list[Path], output: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(13, 4.5), layout="constrained")
+    axes = figure.subplots(1, 3)
+    for path in curves:
+        with path.open() as stream:
+            rows = list(csv.DictReader(stream))
+        if not rows:
+            continue
+        minutes = [float(row["seconds"]) / 60 for row in rows]
+        for ax, key in zip(axes, ("image_auroc", "pixel_auroc", "aupro")):
+            ax.plot(minutes, [float(row[key]) for row in rows], marker="o", label=rows[0]["recipe"])
+    for ax, title in zip(axes, ("image AUROC", "pixel AUROC", "AUPRO (FPR 0.3)")):
+        ax.set(xlabel="training minutes (teacher + student)", title=title, ylim=(0.4, 1.0))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    FigureCanvasAgg(figure).print_png(str(output))
+
+
+def main() -> int:
+    args = parse_arguments()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    root = dataset_root(args)
+    run_dir = args.out / "run"
+    args.out.mkdir(parents=True, exist_ok=True)
+    stderr(machine_line())
+    if not args.evaluate_only:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        train(args, root, run_dir)
+    samples = load_samples(args.dataset, root)
+    batch_size = int(load_model(run_dir / "final.safetensors").info.training.get("batch_size", 8))
+    recipe = args.recipe if args.recipe != "current" else "current"
+    rows = []
+    for path in points(run_dir):
+        rows.append(evaluate_point(path, samples, recipe, batch_size))
+        stderr(json.dumps({key: round(value, 4) if isinstance(value, float) else value for key, value in rows[-1].items()}))
+    columns = list(COLUMNS) + sorted({key for row in rows for key in row} - set(COLUMNS))
+    with (args.out / "curve.csv").open("w", newline="") as stream:
+        writer = csv.DictWriter(stream, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    plot([*args.plot, args.out / "curve.csv"], args.out / "curve.png")
+    stderr(f"written: {args.out / 'curve.csv'}, {args.out / 'curve.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
