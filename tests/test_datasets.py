@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from labelme_dsarad.train.datasets import (
+    MTD_DEFECT_FOLDERS,
     ball_screw_retrain_halves,
     ball_screw_sequence,
     ball_screw_test_samples,
     ball_screw_train_images,
-    MTD_DEFECT_FOLDERS,
     default_mtd_root,
     folder_test_samples,
     load_samples,
