@@ -10,6 +10,10 @@ Hooks are instance attributes that wrap the window's own methods. LabelMe
 calls the wrapped ones through ``self.``, so the wrappers see every call,
 whatever starts it; where LabelMe bound a method to a signal before we
 could wrap it (shape moves, undo), we connect to the same signal.
+
+Why one module (and one class) of this size: the point of it is that
+nothing else reaches into LabelMe, so every private attribute we use is
+listed and tested here; splitting it would spread those touches again.
 """
 
 from __future__ import annotations

@@ -12,10 +12,7 @@ they carry.
 
 from __future__ import annotations
 
-import functools
 import time
-import traceback
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,12 +20,14 @@ from qtpy import QtCore, QtWidgets
 
 from labelme_dsarad import review
 from labelme_dsarad._labelme_adapter import LabelMeAdapter
+from labelme_dsarad.batch_detection import BatchDetection
+from labelme_dsarad.guarded import guarded
 from labelme_dsarad.heat_map import CachedMap, HeatMap, MapCache
 from labelme_dsarad.panel_view import PanelView, plural
+from labelme_dsarad.review_actions import ReviewActions
 from labelme_dsarad.worker import (
     PRIORITY_CURRENT,
     PRIORITY_LOOKAHEAD,
-    BatchJob,
     DetectionWorker,
     Job,
     JobResult,
@@ -52,21 +51,6 @@ class ModelOption:
         return default_factory(self.path) if self.path is not None else None
 
 
-def guarded(method: Callable) -> Callable:
-    """Slots report errors in the panel: LabelMe's excepthook would close the app."""
-
-    @functools.wraps(method)
-    def wrapper(self: DefectPanel, *args, **kwargs):
-        try:
-            return method(self, *args, **kwargs)
-        except Exception as error:  # noqa: BLE001 - shown, logged, never fatal
-            traceback.print_exc()
-            self.show_message(f"{method.__name__.strip('_').replace('_', ' ')} failed: {error}", error=True)
-            return None
-
-    return wrapper
-
-
 class DefectPanel(QtCore.QObject):
     """The controller behind the dock's view; one per main window."""
 
@@ -88,10 +72,6 @@ class DefectPanel(QtCore.QObject):
         self._want_suggestions: set[str] = set()  # images whose map, when ready, becomes suggestions
         self._derived_for: str | None = None
         self._undo_token = None
-        self._rejected: dict[str, list[list[tuple[float, float]]]] = {}
-        self._batch: BatchJob | None = None
-        self._batch_dialog: QtWidgets.QProgressDialog | None = None
-        self._batch_includes_current = False
         self._shut_down = False
         self._shown_heat: HeatMap | None = None
         self._shown_heat_of: CachedMap | None = None
@@ -106,20 +86,19 @@ class DefectPanel(QtCore.QObject):
         self.worker.result_ready.connect(self._on_result)
         self.worker.job_failed.connect(self._on_job_failed)
         self.worker.notice.connect(lambda text: self.show_message(text))
-        self.worker.batch_progress.connect(self._on_batch_progress)
-        self.worker.batch_finished.connect(self._on_batch_finished)
-        self.worker.batch_failed.connect(self._on_batch_failed)
+        self.batch = BatchDetection(self.worker, adapter, self.show_message, self.view)
+        self.review = ReviewActions(adapter, self.view, self.show_message, lambda: self._current, self._forget_undo)
 
         self._connect_view()
         adapter.install_hooks(
             is_pending=review.is_pending,
             shape_suffix=review.list_suffix,
-            before_save=self._reconcile,
-            after_change=self._on_shapes_changed,
-            shape_moved=self._on_shape_moved,
+            before_save=self.review.reconcile,
+            after_change=self.review.on_shapes_changed,
+            shape_moved=self.review.on_shape_moved,
             image_closing=self._on_image_closing,
             image_opened=self._on_image_opened,
-            selection_changed=lambda _shapes: self._update_review_actions(),
+            selection_changed=lambda _shapes: self.review.update(),
         )
         self.worker.start()
         if models:
@@ -128,7 +107,7 @@ class DefectPanel(QtCore.QObject):
             self.worker.set_model(None)
         if adapter.image_path() is not None:  # LabelMe opened a file before we were attached
             self._on_image_opened(adapter.image_path())
-        self._update_review_actions()
+        self.review.update()
 
     def _connect_view(self) -> None:
         view = self.view
@@ -136,10 +115,10 @@ class DefectPanel(QtCore.QObject):
         view.detect_on_open_action.toggled.connect(lambda checked: self._set_detect_on_open(checked))
         view.detect_all_action.triggered.connect(lambda: self.detect_all())
         view.heat_map_action.toggled.connect(lambda checked: self._set_heat_map(checked))
-        view.accept_action.triggered.connect(lambda: self.accept_selected())
-        view.reject_action.triggered.connect(lambda: self.reject_selected())
-        view.accept_all_action.triggered.connect(lambda: self.accept_all())
-        view.reject_all_action.triggered.connect(lambda: self.reject_all())
+        view.accept_action.triggered.connect(lambda: self.review.accept_selected())
+        view.reject_action.triggered.connect(lambda: self.review.reject_selected())
+        view.accept_all_action.triggered.connect(lambda: self.review.accept_all())
+        view.reject_all_action.triggered.connect(lambda: self.review.reject_all())
         view.retrain_action.triggered.connect(lambda: self.retrain_from_labels())
         view.model_box.currentIndexChanged.connect(lambda index: self.select_model(index))
         view.on_settings_changed(self._on_setting_changed)
@@ -247,7 +226,7 @@ class DefectPanel(QtCore.QObject):
         # Switching images cancels what was queued for the others.
         self.worker.keep_only({path, self.adapter.next_image_path() or path})
         self._want_suggestions.intersection_update({path})
-        self._update_review_actions()
+        self.review.update()
         if self.model is None:
             return
         if self.view.detect_on_open_action.isChecked():
@@ -358,7 +337,7 @@ class DefectPanel(QtCore.QObject):
         shapes = self.adapter.shapes()
         regions = self.view.suggestion_settings().regions(entry.prediction.score_map)
         kept = review.drop_covered(regions, review.reviewed_outlines(shapes)
-                                   + self._rejected.get(entry.path, []))
+                                   + self.review.rejected.get(entry.path, []))
         provenance = review.provenance(self.model, self.view.threshold)
         label = self.model.info.labels[0] if self.model.info is not None else "defect"
         new_shapes = [self.adapter.make_shape(review.suggestion_dict(region, label, provenance)) for region in kept]
@@ -374,7 +353,7 @@ class DefectPanel(QtCore.QObject):
             self.last_open_to_shown_ms = (time.perf_counter() - opened) * 1000
         found = plural(len(new_shapes), "suggestion") if new_shapes else "no suggestions"
         self.show_message(self._timing_text(entry, found, ahead_note))
-        self._update_review_actions()
+        self.review.update()
         self.suggestions_shown.emit(entry.path, len(new_shapes))
 
     def _timing_text(self, entry: CachedMap, what: str, ahead: bool = False) -> str:
@@ -388,138 +367,16 @@ class DefectPanel(QtCore.QObject):
         if job.path == self._current or job.priority == PRIORITY_CURRENT:
             self.show_message(message, error=True)
 
-    # --- reviewing ---
-
-    def _selected_pending(self) -> list:
-        return review.pending(self.adapter.selected_shapes())
-
-    @guarded
-    def accept_selected(self) -> None:
-        self._accept(self._selected_pending())
-
-    @guarded
-    def accept_all(self) -> None:
-        self._accept(review.pending(self.adapter.shapes()))
-
-    def _accept(self, shapes: list) -> None:
-        if not shapes:
-            return
-        for shape in shapes:
-            review.set_state(shape, review.ACCEPTED)
-            self.adapter.restyle(shape)
-        self.adapter.record_undo_step()
-        self.adapter.mark_dirty()
-        self.show_message(f"accepted {plural(len(shapes), 'suggestion')}")
-        self._update_review_actions()
-
-    @guarded
-    def reject_selected(self) -> None:
-        self._reject(self._selected_pending())
-
-    @guarded
-    def reject_all(self) -> None:
-        self._reject(review.pending(self.adapter.shapes()))
-
-    def _reject(self, shapes: list) -> None:
-        if not shapes:
-            return
-        if self._current is not None:
-            # Remembered for this session, so the sliders do not bring them back.
-            self._rejected.setdefault(self._current, []).extend(review.points_of(shape) for shape in shapes)
-        self.adapter.remove_shapes(shapes)
+    def _forget_undo(self) -> None:
+        """After a rejection, the next derivation is a step of its own, not an amendment of the last."""
         self._undo_token = None
-        self.adapter.mark_dirty()
-        self.show_message(f"rejected {plural(len(shapes), 'suggestion')}")
-        self._update_review_actions()
-
-    def _reconcile(self) -> bool:
-        """Suggestions a person edited (moved, reshaped, relabelled, unflagged) are accepted."""
-        changed = review.accept_edited(self.adapter.shapes())
-        for shape in changed:
-            self.adapter.restyle(shape)
-        if changed:
-            self._update_review_actions()
-        return bool(changed)
-
-    @guarded
-    def _on_shapes_changed(self) -> None:
-        self._reconcile()
-        self._update_review_actions()
-
-    @guarded
-    def _on_shape_moved(self) -> None:
-        # LabelMe's own handler (autosave) ran first with the old state.
-        if self._reconcile():
-            self.adapter.mark_dirty()
-
-    def _update_review_actions(self) -> None:
-        shapes = self.adapter.shapes()
-        pending = review.pending(shapes)
-        accepted = sum(review.state(shape) == review.ACCEPTED for shape in shapes)
-        self.view.show_review_state(len(pending), accepted, len(self._selected_pending()))
 
     # --- Detect all ---
 
     @guarded
     def detect_all(self) -> None:
-        from labelme_dsarad.pipeline import PredictOptions
-
-        if self.model is None or self._batch is not None:
-            return
-        images = self.adapter.image_list() or ([self._current] if self._current else [])
-        self._batch_includes_current = self._current in images
-        if self._current in images and self.adapter.is_dirty():
-            # Unsaved edits live only in the window: leave that file to the person.
-            images.remove(self._current)
-            self._batch_includes_current = False
-        if not images:
-            self.show_message("No images to detect: open a folder first.")
-            return
-        options = PredictOptions(suggestions=self.view.suggestion_settings(), out_dir=self.adapter.output_dir())
-        self._batch = BatchJob([Path(image) for image in images], options)
-        dialog = QtWidgets.QProgressDialog(
-            f"Detecting defects in {plural(len(images), 'image')}…", "Cancel", 0, len(images), self.view.window()
-        )
-        dialog.setWindowTitle("Detect all")
-        dialog.setWindowModality(QtCore.Qt.WindowModal)
-        dialog.setMinimumDuration(0)
-        dialog.setAutoClose(False)
-        dialog.setAutoReset(False)
-        dialog.canceled.connect(self._batch.cancel.set)
-        dialog.setValue(0)
-        dialog.show()
-        self._batch_dialog = dialog
-        self.worker.submit_batch(self._batch)
-
-    @guarded
-    def _on_batch_progress(self, done: int, total: int, path: str) -> None:
-        if self._batch_dialog is not None:
-            self._batch_dialog.setMaximum(total)
-            self._batch_dialog.setValue(done)
-            self._batch_dialog.setLabelText(f"{done} of {total}: {Path(path).name}")
-
-    @guarded
-    def _on_batch_finished(self, batch: BatchJob, summary) -> None:
-        self._end_batch()
-        lines = summary.describe().splitlines()
-        self.show_message("\n".join(lines[:4] + ([f"… {len(lines) - 4} more failures"] if len(lines) > 4 else [])),
-                          error=bool(summary.failures))
-        self.adapter.show_status(lines[0])
-        self.adapter.refresh_file_checks()
-        if self._batch_includes_current and self._current is not None and not self.adapter.is_dirty():
-            self.adapter.reload_current()  # show what was written for the open image
-
-    @guarded
-    def _on_batch_failed(self, batch: BatchJob, message: str) -> None:
-        self._end_batch()
-        self.show_message(f"Detect all failed: {message}", error=True)
-
-    def _end_batch(self) -> None:
-        self._batch = None
-        if self._batch_dialog is not None:
-            self._batch_dialog.close()
-            self._batch_dialog.deleteLater()
-            self._batch_dialog = None
+        if self.model is not None:
+            self.batch.start(self._current, self.view.suggestion_settings())
 
     # --- messages and shutdown ---
 
@@ -532,8 +389,7 @@ class DefectPanel(QtCore.QObject):
         if self._shut_down:
             return
         self._shut_down = True
-        if self._batch is not None:
-            self._batch.cancel.set()
+        self.batch.cancel()
         self.worker.stop()
 
 

@@ -325,7 +325,7 @@ def test_detect_all_writes_label_files_and_keeps_people_shapes(qtbot, tmp_path, 
     window, panel = make_window([fake_option(FakePredictor())], open_path=tmp_path)
     ready(qtbot, panel)
     panel.view.detect_all_action.trigger()
-    qtbot.waitUntil(lambda: panel._batch is None, timeout=WAIT)
+    qtbot.waitUntil(lambda: not panel.batch.running, timeout=WAIT)
     assert "3 images: 3 predicted" in panel.view.message_label.text()
     for index, image in enumerate(images):
         shapes = json.loads(image.with_suffix(".json").read_text())["shapes"]
@@ -340,11 +340,11 @@ def test_detect_all_can_be_cancelled(qtbot, tmp_path, make_window):
     window, panel = make_window([fake_option(FakePredictor(delay=0.2))], open_path=tmp_path)
     ready(qtbot, panel)
     panel.view.detect_all_action.trigger()
-    dialog = panel._batch_dialog
+    dialog = panel.batch.dialog
     assert dialog is not None and dialog.maximum() == 8
     qtbot.waitUntil(lambda: dialog.value() >= 1, timeout=WAIT)
     dialog.findChild(QtWidgets.QPushButton).click()  # the dialog's Cancel button
-    qtbot.waitUntil(lambda: panel._batch is None, timeout=WAIT)
+    qtbot.waitUntil(lambda: not panel.batch.running, timeout=WAIT)
     assert "(cancelled)" in panel.view.message_label.text()
     assert sum(image.with_suffix(".json").exists() for image in images) < 8
 
