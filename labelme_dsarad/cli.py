@@ -127,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--storage", choices=["fp32", "fp16", "int8"], default="fp16",
                        help="weights in the model file: fp16 (default) or int8 convolution weights (a quarter of fp32)")
     train.add_argument("--store", type=Path, help="model store folder")
+    train.add_argument("--allow-labelled", action="store_true",
+                       help="train even on images whose label files hold defect shapes (they are learnt as normal)")
     train.set_defaults(handler=run_train)
 
     evaluate = commands.add_parser("evaluate", help="measure a model on a labelled test set and write a report")
@@ -213,6 +215,7 @@ def dataset_train_images(kind: str, roots: list[str]) -> list[Path]:
 
 def run_train(args) -> int:
     from labelme_dsarad.model.store import ModelStore, check_product_name
+    from labelme_dsarad.train.labels import label_files_with_defects
     from labelme_dsarad.train.trainer import TrainConfig, train_model
 
     try:
@@ -233,6 +236,11 @@ def run_train(args) -> int:
         images = dataset_train_images(args.dataset, args.images) if args.dataset else expand_image_arguments(args.images)
         if not images:
             raise CommandError(f"{' '.join(args.images)}: no images found")
+        labelled = label_files_with_defects(images)
+        if labelled and not args.allow_labelled:
+            raise CommandError(f"{len(labelled)} of {len(images)} training images have defects labelled in their "
+                               f"label files (first: {labelled[0]}); train on defect-free images only, or pass "
+                               "--allow-labelled")
         config = TrainConfig(
             product=args.product,
             images=[str(path) for path in images],
@@ -261,10 +269,9 @@ def run_train(args) -> int:
         output, version = args.output, 1
     else:
         version, output = store.next_path(product)
-    started = time.monotonic()
     try:
-        # config is None only with --resume, when train_model does not read it (its annotation does not say so yet).
-        train_model(config, run_dir, output, resume=args.resume, version=version, storage=args.storage)
+        train_model(config, run_dir, output, resume=args.resume, version=version, storage=args.storage,
+                    started=args.started)
     except KeyboardInterrupt:
         print(f"\ninterrupted; checkpoint saved in {run_dir}; continue with: dsarad train --product {product} --resume"
               + (f" --run-dir {run_dir}" if args.run_dir else ""), file=sys.stderr)
@@ -275,7 +282,7 @@ def run_train(args) -> int:
         return EXIT_OK
     if not args.output:
         store.set_current(product, version)
-    print(f"model written to {output} ({(time.monotonic() - started) / 60:.1f} min)")
+    print(f"model written to {output} ({(time.monotonic() - args.started) / 60:.1f} min)")
     return EXIT_OK
 
 
@@ -453,8 +460,10 @@ def check_writable_folder(folder: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    started = time.monotonic()
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.started = started  # a training budget in minutes counts from here
     from labelme_dsarad.model.images import ImageReadError
     from labelme_dsarad.model.model_file import ModelFileError
 

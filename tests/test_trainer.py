@@ -137,3 +137,32 @@ def test_data_parallel_training_with_two_cpu_processes(tmp_path):
     # Two processes of batch 2 over 11 images: 3 steps an epoch, not 6.
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert history[-1]["phase"] == "student" and history[-1]["step"] == round(4 * 0.75 * 3)
+
+
+def test_a_minutes_budget_ends_close_to_it_setup_and_export_included(tmp_path, capsys):
+    images = textured_images(tmp_path / "images", count=8)
+    started = time.monotonic()
+    code = main(["train", "--product", "widget", "--images", *images, "--preset", "tiny", "--input-size", "32",
+                 "--minutes", "0.25", "--batch-size", "4", "--output", str(tmp_path / "m.safetensors"),
+                 "--run-dir", str(tmp_path / "run")])
+    elapsed = time.monotonic() - started
+    assert code == 0, capsys.readouterr().err
+    assert 15 - 5 < elapsed < 15 + 5, elapsed
+    err = capsys.readouterr().err
+    assert "validation:" in err and "raw image scores" in err
+
+
+def test_training_refuses_images_with_labelled_defects_unless_allowed(tmp_path, capsys):
+    images = textured_images(tmp_path / "images", count=6)
+    Path(images[0]).with_suffix(".json").write_text(json.dumps(
+        {"version": "6.3.1", "flags": {}, "shapes": [{"label": "crack", "points": [[1, 1], [5, 1], [5, 5]],
+                                                      "shape_type": "polygon", "flags": {}}],
+         "imagePath": Path(images[0]).name, "imageData": None, "imageHeight": 48, "imageWidth": 48}))
+    arguments = ["train", "--product", "widget", "--images", *images, "--preset", "tiny", "--input-size", "32",
+                 "--epochs", "1", "--batch-size", "4", "--output", str(tmp_path / "m.safetensors"),
+                 "--run-dir", str(tmp_path / "run")]
+    assert main(arguments) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "1 of 6 training images have defects labelled" in error[0]
+    assert "normal_00.json" in error[0] and "--allow-labelled" in error[0]
+    assert main([*arguments, "--allow-labelled"]) == 0

@@ -22,6 +22,9 @@ from labelme_dsarad.model.scoring import ScoreNormaliser, clamp_threshold
 from .metrics import best_f1, pixel_curves
 
 PIXEL_THRESHOLD_QUANTILE = 0.999
+# Raw maps whose values spread less than this over the validation images
+# are flat: the U-Net answers the same everywhere and has learnt nothing.
+FLAT_MAP_SPREAD = 1e-3
 BATCH = 16
 NORMALS_RULE = ("image threshold: maximum image score over the validation normals; pixel threshold: maximum over "
                 f"the validation normals of each image's {PIXEL_THRESHOLD_QUANTILE:.1%} pixel quantile")
@@ -61,8 +64,21 @@ def normal_thresholds(maps: np.ndarray, scores: np.ndarray, validation_from: str
         "image_score_max": float(scores.max()),
         "pixel_quantile_mean": float(quantiles.mean()),
         "pixel_quantile_max": float(quantiles.max()),
+        "map_spread": float(maps.std()),
     }
     return ScoreNormaliser(clamp_threshold(float(scores.max())), clamp_threshold(float(quantiles.max())), statistics)
+
+
+def describe_validation(normaliser: ScoreNormaliser) -> tuple[str, str | None]:
+    """A line about the validation normals' scores, and a warning when the maps are flat."""
+    statistics = normaliser.statistics
+    line = (f"validation: {statistics['validation_images']} normal images ({statistics['validation_from']}); raw image "
+            f"scores {statistics['image_score_mean']:.3f} ± {statistics['image_score_std']:.3f}, highest "
+            f"{statistics['image_score_max']:.3f} (the image threshold)")
+    if statistics["map_spread"] >= FLAT_MAP_SPREAD:
+        return line, None
+    return line, ("warning: the anomaly maps are flat (the same score everywhere): the model has not learnt yet; "
+                  "train longer, on more defect-free images, or check that they are defect-free")
 
 
 def f1_thresholds(maps: np.ndarray, scores: np.ndarray, masks: np.ndarray, labels: np.ndarray,

@@ -293,6 +293,27 @@ def _image_path(label_path: Path, stored) -> Path | None:
     return next((candidate for candidate in candidates if candidate.is_file()), None)
 
 
+def label_files_with_defects(images: list[Path]) -> list[Path]:
+    """The label files next to ``images`` (same stem) that hold people's shapes: images showing defects.
+
+    A folder of "defect-free" training images that has such files mixes in
+    defects the model would learn as normal. Unreadable label files and
+    files with only pending suggestions do not count.
+    """
+    found = []
+    for image in images:
+        label_path = Path(image).with_suffix(".json")
+        if not label_path.is_file():
+            continue
+        try:
+            shapes = load_label_file(label_path)["shapes"]
+        except LabelFileError:
+            continue
+        if any(not is_pending_suggestion(shape) for shape in shapes):
+            found.append(label_path)
+    return found
+
+
 # -- how suggestions fared -----------------------------------------------------------
 
 

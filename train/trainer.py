@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,7 +31,7 @@ from labelme_dsarad.model.model_file import ModelInfo, preset_architecture, read
 from labelme_dsarad.model.networks import DSARAD, ReconstructionNetwork, check_input_size
 from labelme_dsarad.model.scoring import ScoreNormaliser
 
-from .calibration import normal_thresholds, raw_outputs
+from .calibration import describe_validation, normal_thresholds, raw_outputs
 from .engine import Budget, LoopState, Progress, StudentTraining, TrainingBatch, autocast_for, every, run_steps
 from .losses import reconstruction_loss
 from .progress import TerminalProgress
@@ -38,6 +39,12 @@ from .sources import AnomalySources
 from .synthesis import synthesise
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
+# With --minutes: writing the model is timed on this many validation images,
+# and given this much slack, plus a fixed allowance for saving the file.
+CALIBRATION_TIMING_IMAGES = 8
+EXPORT_SAFETY = 1.5
+EXPORT_WRITE_SECONDS = 2.0
+MINIMUM_TRAINING_SECONDS = 5.0
 
 
 @dataclass
@@ -113,6 +120,7 @@ class Trainer:
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed * 1000 + self.rank)
         self.phase = "teacher"
         self.state = LoopState("teacher")
+        self.training_seconds: float | None = None  # with --minutes: both phases together (plan_time)
         if self.device.type == "cuda":
             self.teacher.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # valid; not in the stubs
             self.network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -170,13 +178,35 @@ class Trainer:
                                self.generator)
         return TrainingBatch(inputs=synthetic.augmented, masks=synthetic.mask, clean=synthetic.clean)
 
+    def plan_time(self, started: float) -> None:
+        """With ``--minutes``, the seconds both phases may train: the whole budget less what setup took
+        and what writing the model will take, so the command ends close to the minutes asked for."""
+        if self.config.minutes is None or self.training_seconds is not None:
+            return  # a step budget, or a resumed run that planned already
+        setup = time.monotonic() - started
+        seconds = max(self.config.minutes * 60.0 - setup - self.export_seconds(), MINIMUM_TRAINING_SECONDS)
+        if self.distributed:  # every process must plan the same budget, or they stop at different steps
+            agreed = torch.tensor([seconds], dtype=torch.float64, device=self.device)
+            dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
+            seconds = float(agreed.item())
+        self.training_seconds = seconds
+
+    def export_seconds(self) -> float:
+        """What ``export`` will take: thresholds need one pass over the validation images, timed on a batch."""
+        images = self.validation_images if len(self.validation_images) else self.images.cpu()[:16]
+        sample = images[:CALIBRATION_TIMING_IMAGES]
+        began = time.monotonic()
+        raw_outputs(self.network, sample, self.device)
+        per_image = (time.monotonic() - began) / max(len(sample), 1)
+        return EXPORT_SAFETY * per_image * len(images) + EXPORT_WRITE_SECONDS
+
     def phase_budget(self, phase: str) -> Budget:
         share = self.config.teacher_share if phase == "teacher" else 1.0 - self.config.teacher_share
         if self.config.epochs is not None:
             steps_per_epoch = math.ceil(self.train_count / (self.config.batch_size * self.world_size))
             return Budget(steps=max(1, round(self.config.epochs * share * steps_per_epoch)))
-        assert self.config.minutes is not None
-        return Budget(seconds=self.config.minutes * 60.0 * share)
+        assert self.training_seconds is not None, "plan_time comes first"
+        return Budget(seconds=self.training_seconds * share)
 
     # ----- steps -----
     def teacher_step(self) -> dict[str, float]:
@@ -278,9 +308,14 @@ class Trainer:
             ends[entry["phase"]] = entry
         return list(ends.values())
 
-    def export(self, path: Path, version: int = 1, storage: str = "fp16") -> Path:
+    def export(self, path: Path, version: int = 1, storage: str = "fp16", report: bool = True) -> Path:
         normaliser = self.calibrate()
         save_model(path, self.network, self.model_info(normaliser, version), storage=storage)
+        if report:
+            line, warning = describe_validation(normaliser)
+            self.progress({"event": "stage", "stage": "calibrating", "message": line})
+            if warning:
+                self.progress({"event": "problem", "message": warning})
         return path
 
     def snapshot_paths(self) -> list[Path]:
@@ -291,7 +326,8 @@ class Trainer:
         if self.rank != 0 or fraction >= 1.0 or fraction * self.config.snapshots < len(self.snapshot_paths()) + 1:
             return
         seconds = int(sum(entry["seconds"] for entry in self.phase_ends() if entry["phase"] == "teacher") + state.elapsed)
-        self.export(self.run_dir / "snapshots" / f"student_{fraction:.2f}_step{state.step}_at_{seconds}s.safetensors")
+        self.export(self.run_dir / "snapshots" / f"student_{fraction:.2f}_step{state.step}_at_{seconds}s.safetensors",
+                    report=False)
         self.network.train()
 
     # ----- checkpoints -----
@@ -325,6 +361,7 @@ class Trainer:
             "phase": self.phase,
             "step": self.state.step,
             "elapsed": self.state.elapsed,
+            "training_seconds": self.training_seconds,
             "running": self.state.running,
             "history": self.state.history,
             "param_groups": groups,
@@ -349,14 +386,20 @@ class Trainer:
             optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"][name]})
         trainer.generator.set_state(tensors["generator_state"])
         trainer.phase = meta["phase"]
+        trainer.training_seconds = meta.get("training_seconds")
         trainer.state = LoopState("student" if trainer.phase == "done" else trainer.phase, meta["step"],
                                   meta["elapsed"], meta.get("running", {}), meta["history"])
         return trainer
 
 
 def train_model(config: TrainConfig | None, run_dir: Path, output: Path, resume: bool = False, version: int = 1,
-                storage: str = "fp16") -> Path:
-    """Train (or resume, when ``config`` is None) and write the model file; returns its path."""
+                storage: str = "fp16", started: float | None = None) -> Path:
+    """Train (or resume, when ``config`` is None) and write the model file; returns its path.
+
+    ``started`` (``time.monotonic()``) is when the command began: a minutes
+    budget counts from there, setup and writing the model included.
+    """
+    started = time.monotonic() if started is None else started
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume or config is None:
@@ -364,6 +407,7 @@ def train_model(config: TrainConfig | None, run_dir: Path, output: Path, resume:
     else:
         trainer = Trainer(config, run_dir)
     trainer.prepare_data()
+    trainer.plan_time(started)
     if trainer.phase != "done":
         trainer.train()
     if trainer.rank == 0:
