@@ -59,7 +59,7 @@ class ReferenceSources:
         # The product's own normals, flipped, as ours use when no folder is given.
         self.pool = [np.ascontiguousarray(image.permute(1, 2, 0).numpy()[::-1, ::-1]) for image in images.cpu()]
         self.rng = np.random.default_rng(seed)
-
+        self.chroma = 0.0  # read by the trainer, unused by the reference synthesis
     def sample(self, batch: int, generator, device) -> list[np.ndarray]:
         return [self.pool[index] for index in self.rng.integers(0, len(self.pool), batch)]
 
@@ -86,7 +86,7 @@ def reference_style(trainer: Trainer, sources: ReferenceSources, flush_denormal:
     saved_sources, saved_synthesise = trainer.sources, trainer_module.synthesise
     # Deliberate stand-ins: the reference's sources and synthesis, duck-typed for the trainer's.
     trainer.sources = sources  # type: ignore[assignment]
-    trainer_module.synthesise = lambda normal, drawn, generator: reference_synthesise(normal, drawn, generator, rng)  # type: ignore[assignment, arg-type]
+    trainer_module.synthesise = lambda normal, drawn, generator, chroma: reference_synthesise(normal, drawn, generator, rng)  # type: ignore[assignment, arg-type]
     torch.set_flush_denormal(flush_denormal)
     set_explicit_attention(trainer, explicit_attention)
     try:
@@ -157,7 +157,7 @@ def main() -> None:
 
     def ours(anomaly_sources: AnomalySources):
         drawn = anomaly_sources.sample(args.batch_size, trainer.generator, trainer.device)
-        return synthesise(trainer.batch(), drawn, trainer.generator)
+        return synthesise(trainer.batch(), drawn, trainer.generator, trainer.sources.chroma)
 
     def finished(run):
         # CUDA runs asynchronously: time the work, not its launch.

@@ -67,3 +67,25 @@ def test_a_budget_is_steps_or_seconds():
     assert engine.Budget(seconds=10.0).progress(1000, 5.0) == 0.5
     with pytest.raises(ValueError):
         engine.Budget(steps=1, seconds=1.0)
+
+
+def test_the_exported_network_is_the_average_of_the_weights():
+    from labelme_dsarad.model.networks import DSARAD, PRESETS
+
+    network = DSARAD(PRESETS["tiny"])
+    optimizer = torch.optim.SGD(list(network.parameters()), lr=0.1)
+    training = engine.StudentTraining(network, network.student.encoder, optimizer, engine.autocast_for(torch.device("cpu")))
+    assert training.result() is network  # no step taken: nothing to average yet
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        clean = torch.rand(2, 3, 64, 64, generator=generator)
+        masks = (torch.rand(2, 1, 64, 64, generator=generator) > 0.9).float()
+        training.step(engine.TrainingBatch(inputs=clean, masks=masks, clean=clean))
+    averaged = training.result()
+    assert averaged is not network
+    live = dict(network.named_parameters())
+    with torch.no_grad():
+        differences = [float((parameter - live[name]).abs().max()) for name, parameter in averaged.named_parameters()]
+    assert max(differences) > 0  # it lags behind the live weights ...
+    first = dict(averaged.named_parameters())["segmentation.to_logits.weight"]
+    assert torch.isfinite(first).all()  # ... and is a whole, usable model

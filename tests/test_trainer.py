@@ -84,8 +84,13 @@ def test_validation_split_is_deterministic_and_disjoint():
     assert len(validation) == 5 and not set(train) & set(validation) and len(train) + len(validation) == 50
 
 
-def test_learning_rate_schedule():
-    assert [learning_rate_at(1.0, p) for p in (0.0, 0.19, 0.2, 0.5, 0.99)] == pytest.approx([1, 1, 0.2, 0.04, 0.0016])
+def test_learning_rate_warms_up_then_follows_a_cosine_to_a_hundredth():
+    rates = [learning_rate_at(1.0, p / 100) for p in range(101)]
+    assert rates[0] == pytest.approx(0.1) and max(rates) == pytest.approx(1.0, abs=1e-3)
+    peak = rates.index(max(rates))
+    assert 0 < peak <= 5 and all(a >= b for a, b in zip(rates[peak:], rates[peak + 1 :]))
+    assert learning_rate_at(1.0, 0.515) == pytest.approx(0.505, abs=0.01)  # half way down the cosine
+    assert rates[-1] == pytest.approx(0.01) and learning_rate_at(1.0, 1.5) == pytest.approx(0.01)
 
 
 def checkpoint_step(path: Path) -> int:

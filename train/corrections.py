@@ -142,7 +142,7 @@ class CorrectionBatches:
         synthetic_count = self.batch_size - real_count
         normal = self.normals[self._draw(self.normals, synthetic_count)].float() / 255.0
         synthetic = synthesise(normal, self.sources.sample(synthetic_count, self.generator, self.device),
-                               self.generator)
+                               self.generator, self.sources.chroma)
         augmented, target = synthetic.augmented, synthetic.mask
         if len(self.defects) and self.paste_probability > 0:
             augmented, target = self.paste_real(synthetic.clean, augmented, target)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from labelme_dsarad.model.networks import DSARAD
 
@@ -24,8 +25,14 @@ from .losses import distillation_loss, focal_loss, reconstruction_loss
 
 Progress = Callable[[dict], None]
 
-LR_MILESTONES = (0.2, 0.4, 0.6, 0.8)
-LR_DECAY = 0.2
+# The share of a phase over which the learning rate ramps up from a tenth.
+WARMUP_SHARE = 0.03
+# The rate at the end of the cosine, as a share of the peak.
+FINAL_RATE_SHARE = 0.01
+# Exponential moving average of the student and U-Net weights: what is
+# exported. Early on the decay is lower ((1 + n) / (10 + n) after n steps),
+# so the average never drags the random initial weights along.
+AVERAGE_DECAY = 0.99
 LOSS_SMOOTHING = 0.9  # running loss: 0.9 old + 0.1 new
 HISTORY_EVERY_STEPS = 20
 PROGRESS_EVERY_SECONDS = 1.0
@@ -65,12 +72,18 @@ def objective(student: nn.Module, segmentation: nn.Module, target_encoder: nn.Mo
     return terms["reconstruction"] + terms["distillation"] + terms["segmentation"], terms
 
 
+def _average(averaged: torch.Tensor, current: torch.Tensor, steps: torch.Tensor | int) -> torch.Tensor:
+    decay = min(AVERAGE_DECAY, (1.0 + float(steps)) / (10.0 + float(steps)))
+    return decay * averaged + (1.0 - decay) * current
+
+
 class StudentTraining:
-    """One optimisation step of the student and the U-Net on a ``TrainingBatch``.
+    """One optimisation step of the student and the U-Net on a ``TrainingBatch``, and their average.
 
     ``student`` and ``segmentation`` are the modules that take the step
     (DistributedDataParallel wrappers under DDP); ``network`` is the plain
-    model that is exported.
+    model they belong to; ``average`` follows it step by step
+    (``AVERAGE_DECAY``) and is what ``result`` gives to be exported.
     """
 
     def __init__(self, network: DSARAD, target_encoder: nn.Module, optimizer: torch.optim.Optimizer,
@@ -82,6 +95,8 @@ class StudentTraining:
         self.autocast = autocast
         self.student = student or network.student
         self.segmentation = segmentation or network.segmentation
+        # BatchNorm statistics are averaged too (use_buffers), so the average is a whole model.
+        self.average = AveragedModel(network, avg_fn=_average, use_buffers=True)
 
     def step(self, batch: TrainingBatch) -> dict[str, float]:
         with self.autocast():
@@ -89,7 +104,16 @@ class StudentTraining:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        self.average.update_parameters(self.network)
         return {name: value.item() for name, value in terms.items()}
+
+    def result(self) -> DSARAD:
+        """The network to export: the average of the weights, once a step has been taken."""
+        if int(self.average.n_averaged) == 0:
+            return self.network
+        averaged = self.average.module
+        assert isinstance(averaged, DSARAD)
+        return averaged
 
 
 def autocast_for(device: torch.device) -> Callable[[], AbstractContextManager]:
@@ -100,8 +124,12 @@ def autocast_for(device: torch.device) -> Callable[[], AbstractContextManager]:
 
 
 def learning_rate_at(base: float, progress: float) -> float:
-    """The rate at ``progress`` (0..1) of a phase: cut by 5 at 20, 40, 60 and 80%."""
-    return base * LR_DECAY ** sum(progress >= milestone for milestone in LR_MILESTONES)
+    """The rate at ``progress`` (0..1) of a phase: a linear warm-up from a tenth of ``base``, then a
+    cosine down to 1% of it, so that a short run spends most of its steps at a high rate."""
+    if progress < WARMUP_SHARE:
+        return base * (0.1 + 0.9 * progress / WARMUP_SHARE)
+    cosine = 0.5 * (1.0 + math.cos(math.pi * min((progress - WARMUP_SHARE) / (1.0 - WARMUP_SHARE), 1.0)))
+    return base * (FINAL_RATE_SHARE + (1.0 - FINAL_RATE_SHARE) * cosine)
 
 
 class Budget:

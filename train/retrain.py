@@ -205,7 +205,8 @@ def retrain(config: RetrainConfig, progress: Progress | None = None) -> RetrainR
 
     stage("calibrating", "setting thresholds at the best F1")
     calibration = load_examples(split.calibration, size)
-    maps, scores = raw_outputs(trainer.network, calibration.images, device)
+    network = trainer.training.result()
+    maps, scores = raw_outputs(network, calibration.images, device)
     labels = np.array([item.is_defect for item in split.calibration], dtype=bool)
     normaliser = f1_thresholds(maps, scores, calibration.masks[:, 0].numpy() > 0.5, labels, base.info.normaliser)
     flagged = normaliser.statistics.get("calibration_normals_flagged", 0.0)
@@ -243,7 +244,7 @@ def retrain(config: RetrainConfig, progress: Progress | None = None) -> RetrainR
     )
     try:
         stage("saving", f"writing {config.product} v{version}")
-        save_model(temporary, trainer.network, info, storage="fp16")
+        save_model(temporary, network, info, storage="fp16")
         if holdout:
             stage("measuring", f"measuring v{version} on {len(holdout)} held-out images")
         after = measure(temporary, holdout, config.device)

@@ -12,7 +12,9 @@ import math
 
 import torch
 
-from .synthesis import perlin_noise, random_uniform
+from .synthesis import perlin_noise, product_chroma, random_uniform
+
+CHROMA_SAMPLE = 64  # normal images the product's colour is measured on
 
 BUILTIN_SOURCE_NAMES = ("fractal_noise", "stripes", "blobs", "own_normals")
 
@@ -72,6 +74,8 @@ class AnomalySources:
         self.size = size
         self.folder_images = folder_images if folder_images is not None and len(folder_images) else None
         self.normal_images = normal_images
+        # Synthesis matches the sources' colour to this (grey for a grey product).
+        self.chroma = product_chroma(normal_images[:CHROMA_SAMPLE])
 
     @property
     def description(self) -> dict:

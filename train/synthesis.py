@@ -1,8 +1,20 @@
-"""Synthetic anomalies, as DSARAD trains: Perlin masks, augmented sources, blending.
+"""Synthetic anomalies, as DSARAD trains: masks, appearances, blending.
 
-Everything works on whole batches on the training device; per-sample choices
-(noise scale, which augmentations, blend factor) are drawn as tensors and
-applied with ``torch.where``, so no Python loop runs per sample.
+A synthetic anomaly is a mask (a Perlin blob, as in DRAEM, or a drawn
+defect shape: ``defect_shapes``) filled with an appearance: a foreign
+texture (an augmented anomaly source, partly transparent) or a change of
+the product's own brightness with soft edges (pits, stains, uneven zones).
+
+Synthetic anomalies must not be told apart from the product by a cue real
+defects never show, or the segmentation network learns the cue instead of
+the defect. So the sources' colour is matched to the product's
+(``match_colour``: grey for a grey product), and the normal images are only
+flipped, never rotated by odd angles that would make them unlike any normal
+image.
+
+Everything but the drawn shapes works on whole batches on the training
+device; per-sample choices are drawn as tensors and applied with
+``torch.where``, so no Python loop runs per sample.
 """
 
 from __future__ import annotations
@@ -13,14 +25,20 @@ from dataclasses import dataclass
 import kornia
 import torch
 
+from .defect_shapes import defect_shape_masks
+
 PERLIN_MAX_SCALE_EXPONENT = 5  # scales 2^0 .. 2^5 per axis
 PERLIN_THRESHOLD = 0.5
 MASK_ROTATION_DEGREES = 90.0
 BLEND_BETA_MAX = 0.8
 ANOMALY_PROBABILITY = 0.5
-INPUT_ROTATION_PROBABILITY = 0.3
-INPUT_ROTATION_DEGREES = 90.0
 AUGMENTATIONS_PER_SOURCE = 3
+SHAPE_SHARE = 0.5  # of the masks: drawn defect shapes instead of Perlin blobs
+INTENSITY_SHARE = 0.5  # of the appearances: a change of brightness instead of a foreign texture
+DARKER_GAIN = (0.3, 0.9)  # brightness factor inside a darker anomaly; a brighter one takes 1 / gain
+BRIGHTER_SHARE = 0.4
+SOFT_EDGE_SIGMA = 1.0  # pixels: intensity changes fade in over about this distance
+GREY_CHROMA = 0.002  # a product whose channels differ less than this on average is grey (JPEG noise aside)
 
 
 def _fade(t: torch.Tensor) -> torch.Tensor:
@@ -112,20 +130,49 @@ def augment_sources(images: torch.Tensor, generator: torch.Generator) -> torch.T
     return result
 
 
-def rotate_inputs(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Rotate 30% of the normal images by up to ±90°, before any anomaly is pasted."""
+def flip_inputs(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Flip each normal image left-right and up-down at random, before any anomaly is pasted."""
     batch, device = images.shape[0], images.device
-    angles = random_uniform((batch,), -INPUT_ROTATION_DEGREES, INPUT_ROTATION_DEGREES, generator, device)
-    rotate = torch.rand(batch, generator=generator, device=device) < INPUT_ROTATION_PROBABILITY
-    angles = torch.where(rotate, angles, torch.zeros_like(angles))
-    if not rotate.any():
-        return images
-    return kornia.geometry.transform.rotate(images, angles, padding_mode="reflection")
+    for dim in (-1, -2):
+        flip = _per_sample(torch.rand(batch, generator=generator, device=device) < 0.5)
+        images = torch.where(flip, images.flip(dim), images)
+    return images
+
+
+def product_chroma(images: torch.Tensor) -> float:
+    """How coloured a product is: the mean distance of its pixels' channels from their grey (0..1)."""
+    pixels = images.float() / (255.0 if images.dtype == torch.uint8 else 1.0)
+    return float((pixels - pixels.mean(dim=1, keepdim=True)).abs().mean())
+
+
+def match_colour(sources: torch.Tensor, chroma: float) -> torch.Tensor:
+    """Scale each source's colour (its distance from grey) down to the product's ``chroma``; never up.
+
+    A product below ``GREY_CHROMA`` is grey, and so are its sources, exactly.
+    """
+    grey = sources.mean(dim=1, keepdim=True)
+    if chroma < GREY_CHROMA:
+        return grey.expand_as(sources).contiguous()
+    colour = sources - grey
+    current = colour.abs().mean(dim=(1, 2, 3), keepdim=True)
+    scale = (chroma / current.clamp(min=1e-6)).clamp(max=1.0)
+    return (grey + colour * scale).clamp(0.0, 1.0)
+
+
+def change_brightness(clean: torch.Tensor, masks: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The product itself, darker or brighter inside the masks, fading in at their edges."""
+    batch, device = clean.shape[0], clean.device
+    gain = random_uniform((batch,), *DARKER_GAIN, generator, device)
+    gain = torch.where(torch.rand(batch, generator=generator, device=device) < BRIGHTER_SHARE, 1.0 / gain, gain)
+    kernel = 2 * math.ceil(3 * SOFT_EDGE_SIGMA) + 1
+    # Never fainter than 0.8 inside the mask: the label must stay true.
+    weight = torch.maximum(kornia.filters.gaussian_blur2d(masks, (kernel, kernel), (SOFT_EDGE_SIGMA,) * 2), 0.8 * masks)
+    return clean * (1 - weight) + (clean * _per_sample(gain)).clamp(0.0, 1.0) * weight
 
 
 @dataclass
 class SyntheticBatch:
-    clean: torch.Tensor  # B, 3, H, W: the (possibly rotated) normal image
+    clean: torch.Tensor  # B, 3, H, W: the (possibly flipped) normal image
     augmented: torch.Tensor  # B, 3, H, W: with a synthetic anomaly pasted in
     mask: torch.Tensor  # B, 1, H, W: 1 where the anomaly is
 
@@ -136,14 +183,22 @@ def blend(normal: torch.Tensor, source: torch.Tensor, mask: torch.Tensor, beta: 
     return normal * (1 - mask) + (1 - beta) * source * mask + beta * normal * mask
 
 
-def synthesise(normal: torch.Tensor, sources: torch.Tensor, generator: torch.Generator) -> SyntheticBatch:
-    """Make a training batch from normal images and anomaly-source images, both (B, 3, H, W) in [0, 1]."""
+def synthesise(normal: torch.Tensor, sources: torch.Tensor, generator: torch.Generator,
+               chroma: float) -> SyntheticBatch:
+    """A training batch from normal images and anomaly-source images, both (B, 3, H, W) in [0, 1].
+
+    ``chroma`` is the product's (``product_chroma`` of its normal images).
+    """
     batch, _, height, width = normal.shape
     device = normal.device
-    clean = rotate_inputs(normal, generator)
-    masks = perlin_masks(batch, height, width, generator, device)
+    clean = flip_inputs(normal, generator)
+    drawn = _per_sample(torch.rand(batch, generator=generator, device=device) < SHAPE_SHARE)
+    masks = torch.where(drawn, defect_shape_masks(batch, height, width, generator, device),
+                        perlin_masks(batch, height, width, generator, device))
     has_anomaly = torch.rand(batch, generator=generator, device=device) < ANOMALY_PROBABILITY
     masks = masks * _per_sample(has_anomaly.float())
     beta = random_uniform((batch,), 0.0, BLEND_BETA_MAX, generator, device)
-    augmented = blend(clean, augment_sources(sources, generator), masks, beta)
-    return SyntheticBatch(clean=clean, augmented=augmented, mask=masks)
+    textured = blend(clean, match_colour(augment_sources(sources, generator), chroma), masks, beta)
+    brightened = change_brightness(clean, masks, generator)
+    intensity = _per_sample(torch.rand(batch, generator=generator, device=device) < INTENSITY_SHARE)
+    return SyntheticBatch(clean=clean, augmented=torch.where(intensity, brightened, textured), mask=masks)

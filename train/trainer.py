@@ -175,7 +175,7 @@ class Trainer:
 
     def synthetic_batch(self) -> TrainingBatch:
         synthetic = synthesise(self.batch(), self.sources.sample(self.config.batch_size, self.generator, self.device),
-                               self.generator)
+                               self.generator, self.sources.chroma)
         return TrainingBatch(inputs=synthetic.augmented, masks=synthetic.mask, clean=synthetic.clean)
 
     def plan_time(self, started: float) -> None:
@@ -270,7 +270,7 @@ class Trainer:
         """Thresholds from validation normals, so a new model suggests little on normal images."""
         held_out = len(self.validation_images) > 0
         images = self.validation_images if held_out else self.images.cpu()[:16]
-        maps, scores = raw_outputs(self.network, images, self.device)
+        maps, scores = raw_outputs(self.student_training.result(), images, self.device)
         return normal_thresholds(maps, scores, "training images" if held_out else "training images (too few to hold out)")
 
     def model_info(self, normaliser: ScoreNormaliser, version: int = 1) -> ModelInfo:
@@ -310,7 +310,7 @@ class Trainer:
 
     def export(self, path: Path, version: int = 1, storage: str = "fp16", report: bool = True) -> Path:
         normaliser = self.calibrate()
-        save_model(path, self.network, self.model_info(normaliser, version), storage=storage)
+        save_model(path, self.student_training.result(), self.model_info(normaliser, version), storage=storage)
         if report:
             line, warning = describe_validation(normaliser)
             self.progress({"event": "stage", "stage": "calibrating", "message": line})
@@ -336,7 +336,8 @@ class Trainer:
         return self.run_dir / CHECKPOINT_NAME
 
     def checkpointed_modules(self) -> tuple[tuple[str, torch.nn.Module], ...]:
-        return ("teacher", self.teacher), ("student", self.network.student), ("segmentation", self.network.segmentation)
+        return (("teacher", self.teacher), ("student", self.network.student), ("segmentation", self.network.segmentation),
+                ("average", self.student_training.average))
 
     def checkpointed_optimizers(self) -> tuple[tuple[str, torch.optim.Optimizer], ...]:
         return ("teacher_optimizer", self.teacher_optimizer), ("student_optimizer", self.student_optimizer)
