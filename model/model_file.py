@@ -32,6 +32,7 @@ MAX_HEADER_BYTES = 16 * 1024 * 1024
 MAX_FILE_BYTES = 2 * 1024**3
 WIDTH_RANGE = (1, 512)
 INPUT_SIZE_RANGE = (32, 2048)
+SCORE_WINDOW_RANGE = (1, 255)
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin"}
 
@@ -209,7 +210,12 @@ def parse_header(path: os.PathLike | str, metadata: dict) -> ModelInfo:
             reconstruction_width=_bounded_int(arch["reconstruction_width"], WIDTH_RANGE, "reconstruction_width"),
             segmentation_width=_bounded_int(arch["segmentation_width"], WIDTH_RANGE, "segmentation_width"),
             input_size=_bounded_int(arch["input_size"], INPUT_SIZE_RANGE, "input_size"),
+            # Files written before the window was chosen per product used the paper's.
+            score_window=_bounded_int(arch.get("score_window", Architecture.score_window), SCORE_WINDOW_RANGE,
+                                      "score_window"),
         )
+        if architecture.score_window % 2 == 0:
+            raise ValueError(f"score_window must be odd, got {architecture.score_window}")
         check_input_size(architecture.input_size)
         labels = header["labels"]
         if not isinstance(labels, list) or not labels or not all(isinstance(label, str) and label for label in labels):

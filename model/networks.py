@@ -21,6 +21,9 @@ class Architecture:
     reconstruction_width: int  # w
     segmentation_width: int  # d
     input_size: int  # square side the networks see
+    # Side of the mean-pooling window of the image score (odd). The paper's
+    # 21 at 256 px; training chooses it per product (train/calibration.py).
+    score_window: int = 21
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -199,13 +202,10 @@ def anomaly_map(student: ReconstructionNetwork, segmentation: SegmentationNetwor
     return torch.softmax(logits, dim=1)[:, 1]
 
 
-IMAGE_SCORE_WINDOW = 21
-
-
-def image_score(raw_map: torch.Tensor) -> torch.Tensor:
-    """Image score (B,): the maximum of the map after 21x21 mean pooling."""
+def image_score(raw_map: torch.Tensor, window: int) -> torch.Tensor:
+    """Image score (B,): the maximum of the map after ``window`` x ``window`` mean pooling."""
     # Zero padding counts, as in DRAEM's scoring: a window at the border is diluted.
-    pooled = F.avg_pool2d(raw_map.unsqueeze(1), IMAGE_SCORE_WINDOW, stride=1, padding=IMAGE_SCORE_WINDOW // 2)
+    pooled = F.avg_pool2d(raw_map.unsqueeze(1), window, stride=1, padding=window // 2)
     return pooled.flatten(1).amax(dim=1)
 
 
@@ -221,7 +221,7 @@ class DSARAD(nn.Module):
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the raw anomaly map (B, H, W) and the raw image score (B,)."""
         raw_map = anomaly_map(self.student, self.segmentation, image)
-        return raw_map, image_score(raw_map)
+        return raw_map, image_score(raw_map, self.architecture.score_window)
 
     def set_explicit_attention(self, explicit: bool) -> None:
         self.student.encoder.attention.explicit_attention = explicit

@@ -62,12 +62,13 @@ def test_dsarad_outputs_probability_map_and_pooled_score():
         raw_map, score = network(torch.rand(2, 3, 64, 64))
     assert raw_map.shape == (2, 64, 64) and score.shape == (2,)
     assert float(raw_map.min()) >= 0.0 and float(raw_map.max()) <= 1.0
-    torch.testing.assert_close(score, image_score(raw_map))
+    torch.testing.assert_close(score, image_score(raw_map, PRESETS["tiny"].score_window))
 
 
-def test_image_score_is_max_of_21x21_mean():
+@pytest.mark.parametrize("window", [21, 5])
+def test_image_score_is_max_of_the_windows_mean(window):
     raw_map = torch.zeros(1, 64, 64)
     raw_map[0, 10, 10] = 1.0  # a single hot pixel is averaged over the window
-    assert float(image_score(raw_map)) == pytest.approx(1 / 441, rel=1e-5)
-    raw_map[0, 20:41, 20:41] = 0.8
-    assert float(image_score(raw_map)) == pytest.approx(0.8, rel=1e-5)
+    assert float(image_score(raw_map, window)) == pytest.approx(1 / window**2, rel=1e-5)
+    raw_map[0, 20 : 20 + window, 20 : 20 + window] = 0.8
+    assert float(image_score(raw_map, window)) == pytest.approx(0.8, rel=1e-5)

@@ -15,17 +15,22 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from sklearn.metrics import roc_auc_score
 
 from labelme_dsarad.model.networks import DSARAD, image_score
 from labelme_dsarad.model.scoring import ScoreNormaliser, clamp_threshold
 
 from .metrics import best_f1, pixel_curves
+from .sources import AnomalySources
+from .synthesis import synthesise
 
 PIXEL_THRESHOLD_QUANTILE = 0.999
 # Raw maps whose values spread less than this over the validation images
 # are flat: the U-Net answers the same everywhere and has learnt nothing.
 FLAT_MAP_SPREAD = 1e-3
 BATCH = 16
+# Image-score windows tried (odd sides, pixels at the model's input size).
+SCORE_WINDOWS = (1, 3, 5, 7, 9, 11, 15, 21)
 NORMALS_RULE = ("image threshold: maximum image score over the validation normals; pixel threshold: maximum over "
                 f"the validation normals of each image's {PIXEL_THRESHOLD_QUANTILE:.1%} pixel quantile")
 
@@ -37,14 +42,35 @@ def raw_outputs(network: DSARAD, images: torch.Tensor, device: torch.device) -> 
     maps, scores = [], []
     for start in range(0, len(images), BATCH):
         batch = images[start : start + BATCH].to(device).float() / 255.0
-        raw_map, _ = network(batch)
-        raw_map = raw_map.float()
-        maps.append(raw_map.cpu())
-        scores.append(image_score(raw_map).cpu())
+        raw_map, score = network(batch)
+        maps.append(raw_map.float().cpu())
+        scores.append(score.float().cpu())
     if not maps:
         size = images.shape[-1]
         return np.zeros((0, size, size), np.float32), np.zeros(0, np.float32)
     return torch.cat(maps).numpy(), torch.cat(scores).numpy()
+
+
+@torch.inference_mode()
+def choose_score_window(network: DSARAD, normals: torch.Tensor, sources: AnomalySources, device: torch.device,
+                        seed: int) -> tuple[int, dict[str, float]]:
+    """The image-score window that best tells held-out normal images (uint8, N x 3 x S x S) from the
+    same images with synthetic anomalies, and each window's AUROC there. No real defect, and
+    nothing of any test split, is involved: defects may be small or large, and this asks the
+    product's own synthetic ones."""
+    generator = torch.Generator(device=device).manual_seed(seed)
+    clean = normals.to(device).float() / 255.0
+    anomalous = synthesise(clean, sources.sample(len(clean), generator, device), generator, sources.chroma,
+                           anomaly_probability=1.0).augmented
+    network.eval()
+    maps = [network(batch[start : start + BATCH])[0].float() for batch in (clean, anomalous)
+            for start in range(0, len(batch), BATCH)]
+    raw = torch.cat(maps)
+    labels = np.r_[np.zeros(len(clean)), np.ones(len(anomalous))]
+    aurocs = {str(window): float(roc_auc_score(labels, image_score(raw, window).cpu().numpy()))
+              for window in SCORE_WINDOWS if window <= raw.shape[-1]}
+    best = max(aurocs, key=lambda window: aurocs[window])
+    return int(best), aurocs
 
 
 def pixel_quantiles(maps: np.ndarray) -> np.ndarray:

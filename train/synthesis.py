@@ -184,10 +184,11 @@ def blend(normal: torch.Tensor, source: torch.Tensor, mask: torch.Tensor, beta: 
 
 
 def synthesise(normal: torch.Tensor, sources: torch.Tensor, generator: torch.Generator,
-               chroma: float) -> SyntheticBatch:
+               chroma: float, anomaly_probability: float = ANOMALY_PROBABILITY) -> SyntheticBatch:
     """A training batch from normal images and anomaly-source images, both (B, 3, H, W) in [0, 1].
 
-    ``chroma`` is the product's (``product_chroma`` of its normal images).
+    ``chroma`` is the product's (``product_chroma`` of its normal images);
+    ``anomaly_probability`` the share of samples that get an anomaly.
     """
     batch, _, height, width = normal.shape
     device = normal.device
@@ -195,7 +196,7 @@ def synthesise(normal: torch.Tensor, sources: torch.Tensor, generator: torch.Gen
     drawn = _per_sample(torch.rand(batch, generator=generator, device=device) < SHAPE_SHARE)
     masks = torch.where(drawn, defect_shape_masks(batch, height, width, generator, device),
                         perlin_masks(batch, height, width, generator, device))
-    has_anomaly = torch.rand(batch, generator=generator, device=device) < ANOMALY_PROBABILITY
+    has_anomaly = torch.rand(batch, generator=generator, device=device) < anomaly_probability
     masks = masks * _per_sample(has_anomaly.float())
     beta = random_uniform((batch,), 0.0, BLEND_BETA_MAX, generator, device)
     textured = blend(clean, match_colour(augment_sources(sources, generator), chroma), masks, beta)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from labelme_dsarad.model.model_file import ModelInfo, preset_architecture, read
 from labelme_dsarad.model.networks import DSARAD, ReconstructionNetwork, check_input_size
 from labelme_dsarad.model.scoring import ScoreNormaliser
 
-from .calibration import describe_validation, normal_thresholds, raw_outputs
+from .calibration import choose_score_window, describe_validation, normal_thresholds, raw_outputs
 from .engine import Budget, LoopState, Progress, StudentTraining, TrainingBatch, autocast_for, every, run_steps
 from .losses import reconstruction_loss
 from .progress import TerminalProgress
@@ -42,6 +42,7 @@ CHECKPOINT_NAME = "checkpoint.safetensors"
 # With --minutes: writing the model is timed on this many validation images,
 # and given this much slack, plus a fixed allowance for saving the file.
 CALIBRATION_TIMING_IMAGES = 8
+CALIBRATION_PASSES = 3  # the validation normals, them with synthetic anomalies (the score window), the thresholds
 EXPORT_SAFETY = 1.5
 EXPORT_WRITE_SECONDS = 2.0
 MINIMUM_TRAINING_SECONDS = 5.0
@@ -198,7 +199,7 @@ class Trainer:
         began = time.monotonic()
         raw_outputs(self.network, sample, self.device)
         per_image = (time.monotonic() - began) / max(len(sample), 1)
-        return EXPORT_SAFETY * per_image * len(images) + EXPORT_WRITE_SECONDS
+        return EXPORT_SAFETY * CALIBRATION_PASSES * per_image * len(images) + EXPORT_WRITE_SECONDS
 
     def phase_budget(self, phase: str) -> Budget:
         share = self.config.teacher_share if phase == "teacher" else 1.0 - self.config.teacher_share
@@ -267,11 +268,20 @@ class Trainer:
 
     # ----- thresholds and the model file -----
     def calibrate(self) -> ScoreNormaliser:
-        """Thresholds from validation normals, so a new model suggests little on normal images."""
+        """The image-score window and the thresholds, from validation normals, so a new model
+        suggests little on normal images."""
         held_out = len(self.validation_images) > 0
         images = self.validation_images if held_out else self.images.cpu()[:16]
-        maps, scores = raw_outputs(self.student_training.result(), images, self.device)
-        return normal_thresholds(maps, scores, "training images" if held_out else "training images (too few to hold out)")
+        network = self.student_training.result()
+        window, window_aurocs = choose_score_window(network, images, self.sources, self.device, self.config.seed)
+        self.architecture = replace(self.architecture, score_window=window)
+        for model in {id(network): network, id(self.network): self.network}.values():
+            model.architecture = self.architecture
+        maps, scores = raw_outputs(network, images, self.device)
+        normaliser = normal_thresholds(maps, scores,
+                                       "training images" if held_out else "training images (too few to hold out)")
+        normaliser.statistics["score_window_aurocs"] = window_aurocs
+        return normaliser
 
     def model_info(self, normaliser: ScoreNormaliser, version: int = 1) -> ModelInfo:
         config = self.config
