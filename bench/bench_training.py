@@ -86,7 +86,11 @@ def reference_style(trainer: Trainer, sources: ReferenceSources, flush_denormal:
     saved_sources, saved_synthesise = trainer.sources, trainer_module.synthesise
     # Deliberate stand-ins: the reference's sources and synthesis, duck-typed for the trainer's.
     trainer.sources = sources  # type: ignore[assignment]
-    trainer_module.synthesise = lambda normal, drawn, generator, chroma: reference_synthesise(normal, drawn, generator, rng)  # type: ignore[assignment, arg-type]
+
+    def synthesise_as_reference(normal: torch.Tensor, drawn, generator, chroma: float) -> SyntheticBatch:
+        return reference_synthesise(normal, drawn, generator, rng)
+
+    trainer_module.synthesise = synthesise_as_reference  # type: ignore[assignment]
     torch.set_flush_denormal(flush_denormal)
     set_explicit_attention(trainer, explicit_attention)
     try:
