@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "folder: only its train split is used")
     train.add_argument("--preset", choices=["compact", "paper", "tiny"], default="compact")
     train.add_argument("--input-size", type=int, help="square training and inference size (default: the preset's, 256)")
+    train.add_argument("--crop-size", type=int,
+                       help="train on random windows of this side cut from the images at the input size "
+                            "(default: whole images)")
     budget = train.add_mutually_exclusive_group()
     budget.add_argument("--epochs", type=positive_float, help="passes over the images, teacher and student together")
     budget.add_argument("--minutes", type=positive_float, help="wall-clock budget, teacher and student together")
@@ -246,6 +249,7 @@ def run_train(args) -> int:
             images=[str(path) for path in images],
             preset=args.preset,
             input_size=args.input_size,
+            crop_size=args.crop_size,
             epochs=args.epochs,
             minutes=args.minutes,
             batch_size=args.batch_size,

@@ -171,3 +171,15 @@ def test_training_refuses_images_with_labelled_defects_unless_allowed(tmp_path, 
     assert len(error) == 1 and "1 of 6 training images have defects labelled" in error[0]
     assert "normal_00.json" in error[0] and "--allow-labelled" in error[0]
     assert main([*arguments, "--allow-labelled"]) == 0
+
+
+def test_training_on_crops_infers_on_whole_images_at_the_input_size(tmp_path):
+    images = textured_images(tmp_path / "images", count=8, size=64)
+    output = train_model(config(images, input_size=64, crop_size=32, epochs=2), tmp_path / "run",
+                         tmp_path / "model.safetensors")
+    loaded = load_model(output)
+    assert loaded.info.architecture.input_size == 64 and loaded.info.training["crop_size"] == 32
+    assert loaded.info.architecture.score_window % 2 == 1
+    assert set(loaded.info.normaliser.statistics["score_window_aurocs"]) >= {"1", "3", "5"}
+    with pytest.raises(ValueError, match="crop size 128 is larger than the input size"):
+        config(images, input_size=64, crop_size=128)

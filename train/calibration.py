@@ -60,8 +60,8 @@ def choose_score_window(network: DSARAD, normals: torch.Tensor, sources: Anomaly
     product's own synthetic ones."""
     generator = torch.Generator(device=device).manual_seed(seed)
     clean = normals.to(device).float() / 255.0
-    anomalous = synthesise(clean, sources.sample(len(clean), generator, device), generator, sources.chroma,
-                           anomaly_probability=1.0).augmented
+    drawn = sources.sample(len(clean), generator, device, size=clean.shape[-1])
+    anomalous = synthesise(clean, drawn, generator, sources.chroma, anomaly_probability=1.0).augmented
     network.eval()
     maps = [network(batch[start : start + BATCH])[0].float() for batch in (clean, anomalous)
             for start in range(0, len(batch), BATCH)]

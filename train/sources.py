@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from .synthesis import perlin_noise, product_chroma, random_uniform
+from .synthesis import perlin_noise, product_chroma, random_crops, random_uniform
 
 CHROMA_SAMPLE = 64  # normal images the product's colour is measured on
 
@@ -83,20 +83,25 @@ class AnomalySources:
             return {"kind": "folder", "images": int(len(self.folder_images))}
         return {"kind": "builtin", "sources": list(BUILTIN_SOURCE_NAMES)}
 
-    def sample(self, batch: int, generator: torch.Generator, device) -> torch.Tensor:
+    def sample(self, batch: int, generator: torch.Generator, device, size: int | None = None) -> torch.Tensor:
+        """``batch`` source images (B, 3, size, size) in [0, 1]; ``size`` defaults to the training size.
+
+        Folder and product images larger than that give a random window.
+        """
+        size = size or self.size
         if self.folder_images is not None:
             pool = self.folder_images
             index = torch.randint(0, len(pool), (batch,), generator=generator, device=pool.device)
-            return pool[index].to(device).float() / 255.0
+            return random_crops(pool[index].to(device), size, generator).float() / 255.0
         kinds = torch.randint(0, len(BUILTIN_SOURCE_NAMES), (batch,), generator=generator, device=device)
         index = torch.randint(0, len(self.normal_images), (batch,), generator=generator, device=self.normal_images.device)
         candidates = [
-            fractal_noise(batch, self.size, generator, device),
-            stripes(batch, self.size, generator, device),
-            blobs(batch, self.size, generator, device),
+            fractal_noise(batch, size, generator, device),
+            stripes(batch, size, generator, device),
+            blobs(batch, size, generator, device),
             # Another place of the product, flipped both ways, so its texture is
             # plausible but out of place.
-            self.normal_images[index].to(device).float().flip(-1, -2) / 255.0,
+            random_crops(self.normal_images[index].to(device), size, generator).float().flip(-1, -2) / 255.0,
         ]
         result = candidates[0]
         for kind, candidate in enumerate(candidates[1:], start=1):

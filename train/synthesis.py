@@ -139,6 +139,17 @@ def flip_inputs(images: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     return images
 
 
+def random_crops(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """A random ``size`` x ``size`` window of each image (B, C, H, W); the images as they are at that size."""
+    batch, _, height, width = images.shape
+    if (height, width) == (size, size):
+        return images
+    tops = torch.randint(0, height - size + 1, (batch,), generator=generator, device=generator.device).tolist()
+    lefts = torch.randint(0, width - size + 1, (batch,), generator=generator, device=generator.device).tolist()
+    return torch.stack([image[:, top : top + size, left : left + size]
+                        for image, top, left in zip(images, tops, lefts)])
+
+
 def product_chroma(images: torch.Tensor) -> float:
     """How coloured a product is: the mean distance of its pixels' channels from their grey (0..1)."""
     pixels = images.float() / (255.0 if images.dtype == torch.uint8 else 1.0)

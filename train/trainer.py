@@ -36,7 +36,7 @@ from .engine import Budget, LoopState, Progress, StudentTraining, TrainingBatch,
 from .losses import reconstruction_loss
 from .progress import TerminalProgress
 from .sources import AnomalySources
-from .synthesis import synthesise
+from .synthesis import random_crops, synthesise
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 # With --minutes: writing the model is timed on this many validation images,
@@ -54,6 +54,10 @@ class TrainConfig:
     images: list[str]
     preset: str = "compact"
     input_size: int | None = None
+    # Train on random windows of this side cut from the images at input_size
+    # (None: whole images). Steps cost what crop-sized images cost, while the
+    # model sees the product in the detail it infers at.
+    crop_size: int | None = None
     epochs: float | None = None
     minutes: float | None = None
     batch_size: int = 8
@@ -78,6 +82,10 @@ class TrainConfig:
             raise ValueError(f"batch size must be 1 or more, got {self.batch_size}")
         if self.input_size is not None:
             check_input_size(self.input_size)
+        if self.crop_size is not None:
+            check_input_size(self.crop_size)
+            if self.crop_size > (self.input_size or preset_architecture(self.preset).input_size):
+                raise ValueError(f"crop size {self.crop_size} is larger than the input size")
 
 
 def decode_images(paths: list[str], size: int, description: str = "decoding") -> torch.Tensor:
@@ -164,12 +172,13 @@ class Trainer:
             if not len(folder_images):
                 raise ValueError(f"{config.anomaly_source}: no images in the anomaly-source folder")
             folder_images = folder_images.to(self.device)
-        self.sources = AnomalySources(size, folder_images, self.images)
+        self.sources = AnomalySources(self.config.crop_size or size, folder_images, self.images)
         self.train_count = len(train_paths)
 
     def batch(self) -> torch.Tensor:
         index = torch.randint(0, len(self.images), (self.config.batch_size,), generator=self.generator, device=self.device)
-        batch = self.images[index].float() / 255.0
+        batch = random_crops(self.images[index], self.config.crop_size or self.architecture.input_size,
+                             self.generator).float() / 255.0
         if self.device.type == "cuda":
             batch = batch.contiguous(memory_format=torch.channels_last)
         return batch
@@ -298,6 +307,7 @@ class Trainer:
                 "anomaly_sources": self.sources.description,
                 "preset": config.preset,
                 "input_size": self.architecture.input_size,
+                "crop_size": config.crop_size,
                 "epochs": config.epochs,
                 "minutes": config.minutes,
                 "batch_size": config.batch_size,
