@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     predict.add_argument("--save-maps", type=Path, metavar="DIR", help="also write each anomaly map as a PNG heat map")
     predict.add_argument("--batch-size", type=positive_int, default=1, help="images per forward pass (helps on a GPU)")
+    predict.add_argument("--include-reviewed", action="store_true",
+                         help="also suggest on images a person marked reviewed (image flag 'ok'); left alone by default")
     predict.set_defaults(handler=run_predict)
 
     train = commands.add_parser("train", help="train a model for one product type from defect-free images")
@@ -388,6 +390,7 @@ def run_predict(args) -> int:
         out_dir=args.out,
         maps_dir=args.save_maps,
         batch_size=args.batch_size,
+        include_reviewed=args.include_reviewed,
     )
     try:
         summary = predict_paths(images, model_path, options, device=args.device, show_progress_bar=True)

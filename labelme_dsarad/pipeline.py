@@ -24,6 +24,10 @@ from labelme_dsarad.model.atomic_write import write_atomically
 from labelme_dsarad.model.images import ImageReadError, read_image
 from labelme_dsarad.model.inference import Prediction, Predictor
 from labelme_dsarad.model.labelfile import (
+    RECORD_KEY,
+    REJECTED_KEY,
+    REVIEWED_FLAG,
+    SUGGESTED_KEY,
     LabelFileError,
     load_label_file,
     remove_stale_temporaries,
@@ -44,6 +48,8 @@ class PredictOptions:
     # Skip images whose label file already holds this model's results with
     # these settings, so a rerun after an interruption finishes the rest.
     skip_done: bool = True
+    # Images a person marked reviewed (image flag 'ok') are left alone unless asked.
+    include_reviewed: bool = False
 
     def check(self) -> None:
         """ValueError for settings no run can use."""
@@ -58,6 +64,7 @@ class Summary:
     images: int = 0
     predicted: int = 0
     skipped: int = 0
+    reviewed: int = 0  # left alone: a person marked them reviewed
     suggestions: int = 0
     images_with_defects: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
@@ -66,8 +73,9 @@ class Summary:
     cancelled: bool = False
 
     def describe(self) -> str:
+        reviewed = f"{self.reviewed} reviewed (left alone), " if self.reviewed else ""
         lines = [
-            f"{self.images} images: {self.predicted} predicted, {self.skipped} already done, "
+            f"{self.images} images: {self.predicted} predicted, {self.skipped} already done, {reviewed}"
             f"{len(self.failures)} failed; {self.suggestions} suggested defects on {self.images_with_defects} images; "
             f"{self.seconds:.1f} s on {self.device or 'cpu'}" + (" (cancelled)" if self.cancelled else "")
         ]
@@ -91,21 +99,28 @@ def run_record(predictor: Predictor, options: PredictOptions) -> dict:
     }
 
 
-def already_done(label_path: Path, record: dict, image_path: Path | None = None) -> bool:
+def label_status(label_path: Path, record: dict, image_path: Path | None = None) -> str | None:
+    """"reviewed" when a person marked the image reviewed, "done" when its label file holds this
+    run's results already, else None (to predict, or to report when the merge fails)."""
     if not label_path.is_file():
-        return False
+        return None
     try:
         data = load_label_file(label_path)
     except LabelFileError:
-        return False  # reported when we try to merge into it
+        return None  # reported when we try to merge into it
     stored_image = data.get("imagePath")
     if image_path is not None and isinstance(stored_image, str) and stored_image:
         # a.jpg next to a.png shares a.json: its record says nothing about a.jpg
         # (the merge then reports the clash). Names compare as labelfile does.
         if PureWindowsPath(stored_image).name.casefold() != Path(image_path).name.casefold():
-            return False
-    previous = data.get("dsarad")
-    return isinstance(previous, dict) and all(previous.get(key) == value for key, value in record.items())
+            return None
+    flags = data.get("flags")
+    if isinstance(flags, dict) and flags.get(REVIEWED_FLAG) is True:
+        return "reviewed"
+    previous = data.get(RECORD_KEY)
+    run = {key: value for key, value in record.items() if key not in (SUGGESTED_KEY, REJECTED_KEY)}
+    done = isinstance(previous, dict) and all(previous.get(key) == value for key, value in run.items())
+    return "done" if done else None
 
 
 def one_line_failure(image_path: Path, problem: BaseException) -> str:
@@ -138,19 +153,14 @@ def write_results(image_path: Path, image_shape: tuple, prediction: Prediction, 
                   options: PredictOptions, record: dict) -> int:
     suggestions = suggestions_for(prediction, predictor, options, record)
     label_path = label_path_for(image_path, options.out_dir)
-    update_label_file(
-        label_path, image_path, image_shape[0], image_shape[1], suggestions,
-        # The fingerprints written let 'dsarad stats' count rejections: LabelMe
-        # deletes a rejected shape without a trace.
-        run_record={**record, "image_score": round(prediction.image_score, 4),
-                    "suggested": [shape["dsarad"]["fingerprint"] for shape in suggestions]},
-    )
+    written = update_label_file(label_path, image_path, image_shape[0], image_shape[1], suggestions,
+                                run_record={**record, "image_score": round(prediction.image_score, 4)})
     if options.maps_dir is not None:
         map_path = options.maps_dir / f"{image_path.stem}_anomaly.png"
         ok, encoded = cv2.imencode(".png", heat_map_png(prediction.score_map))
         if ok:
             write_atomically(map_path, encoded.tobytes())
-    return len(suggestions)
+    return len(written[RECORD_KEY][SUGGESTED_KEY])
 
 
 def predict_paths(
@@ -187,10 +197,14 @@ def predict_paths(
         if first is not image_path:
             clashes.append((image_path, LabelFileError(
                 label_path, f"also the label file of {first}; {image_path} is left out (give it its own --out folder)")))
-        elif options.skip_done and already_done(label_path, record, image_path):
-            summary.skipped += 1
         else:
-            todo.append(image_path)
+            status = label_status(label_path, record, image_path)
+            if status == "reviewed" and not options.include_reviewed:
+                summary.reviewed += 1
+            elif status == "done" and options.skip_done:
+                summary.skipped += 1
+            else:
+                todo.append(image_path)
     for folder in {label_path_for(image_path, options.out_dir).parent for image_path in todo}:
         try:
             # A run killed mid-write left a hidden temporary; this run rewrites
@@ -202,8 +216,9 @@ def predict_paths(
     if show_progress_bar:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(images), initial=summary.skipped, unit="image", desc="predict", dynamic_ncols=True)
-    done_count = summary.skipped
+        bar = tqdm(total=len(images), initial=summary.skipped + summary.reviewed, unit="image", desc="predict",
+                   dynamic_ncols=True)
+    done_count = summary.skipped + summary.reviewed
 
     def finish(image_path: Path, outcome: Future | Exception) -> None:
         nonlocal done_count

@@ -15,6 +15,14 @@ says ``pending``, the flag is ticked, and the shape still matches the
 fingerprint. Anything else (no record, accepted, moved, relabelled, noted,
 flag unticked) belongs to a person, and merging never changes or drops it.
 
+**Decisions stick.** LabelMe deletes a rejected shape without a trace, so
+the file's top-level ``dsarad`` record remembers: ``suggested`` lists what
+the last run wrote (fingerprint, outline, score, threshold, model), and
+``rejected`` what people deleted of it, kept through every later run. A
+new suggestion mostly inside a shape a person drew or accepted, or inside a
+rejected one, is not added; a rejected one may come back only at a lower
+threshold than the one it was rejected at (the person asked for more).
+
 Both marks survive LabelMe's own open and save (labelme 6.3.1):
 ``_label_file.py`` ``_load_shape_json_obj`` puts unknown shape keys in
 ``other_data``, ``app.py`` ``_shapes_from_dicts`` keeps them and the file's
@@ -33,6 +41,7 @@ import copy
 import hashlib
 import importlib.metadata
 import json
+import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 from .atomic_write import TEMPORARY_NAME, write_atomically
 from .errors import FileProblem
+from .polygons import is_covered
 
 try:
     import fcntl
@@ -49,12 +59,14 @@ except ImportError:  # Windows
     import msvcrt
 
 if TYPE_CHECKING:
-    from labelme_dsarad.model.polygons import Region
+    from .polygons import Region
 
 PENDING_FLAG = "dsarad_pending"
 # The image-level LabelMe flag that marks an image as reviewed by a person.
 REVIEWED_FLAG = "ok"
 RECORD_KEY = "dsarad"
+SUGGESTED_KEY = "suggested"  # in the top-level record: what the last run wrote
+REJECTED_KEY = "rejected"  # in the top-level record: what people deleted, remembered for good
 STATES = ("pending", "accepted")
 PROVENANCE_KEYS = ("model", "model_sha256", "threshold")
 
@@ -239,12 +251,17 @@ def merge_suggestions(
     image_path: str,
     image_height: int,
     image_width: int,
+    run_record: dict | None = None,
 ) -> dict:
     """New file content: ``existing`` with its pending suggestions replaced.
 
     People's shapes stay exactly as they are, in their order; the new
     suggestions follow them, except any identical (same fingerprint) to a
-    shape already kept, such as an unchanged accepted earlier suggestion.
+    shape already kept, such as an unchanged accepted earlier suggestion,
+    any mostly inside a shape a person drew or accepted, and any mostly
+    inside a rejected suggestion (``remembered_rejections``) at a threshold
+    no lower than it was rejected at. With ``run_record``, the top-level
+    record becomes it, plus what was suggested and every rejection so far.
     A new file (``existing`` None) gets LabelMe's layout, ``image_path`` as
     its ``imagePath`` (relative to the JSON's folder) and no embedded image.
     ``existing`` is what ``load_label_file`` returned; it is not modified.
@@ -270,11 +287,81 @@ def merge_suggestions(
         for key, size in [("imageHeight", image_height), ("imageWidth", image_width)]:
             if data.get(key) is None:
                 data[key] = size
+    rejections = remembered_rejections(data)
     kept = [shape for shape in data["shapes"] if not is_pending_suggestion(shape)]
     present = {_fingerprint_or_none(shape) for shape in kept}
-    added = [copy.deepcopy(shape) for shape in suggestions if _fingerprint_or_none(shape) not in present]
+    people = [outline for outline in map(area_outline, kept) if outline]
+    added = [copy.deepcopy(shape) for shape in suggestions
+             if _fingerprint_or_none(shape) not in present and not _repeats_a_decision(shape, people, rejections)]
     data["shapes"] = kept + added
+    if run_record is not None:
+        data[RECORD_KEY] = {**copy.deepcopy(run_record), REJECTED_KEY: rejections,
+                            SUGGESTED_KEY: [suggestion_memory(shape) for shape in added if is_pending_suggestion(shape)]}
     return data
+
+
+def area_outline(shape: dict) -> list[list[float]]:
+    """The outline of the area a shape covers, as a polygon's points; [] for lines and points.
+
+    Rectangles (two corners), circles (centre and a point on the rim) and
+    masks (their box) become polygons; a circle a 32-gon.
+    """
+    kind, points = shape.get("shape_type") or "polygon", shape.get("points") or []
+    if kind in ("polygon", "oriented_rectangle") and len(points) >= 3:
+        return [list(map(float, point)) for point in points]
+    if kind in ("rectangle", "mask") and len(points) == 2:
+        (x0, y0), (x1, y1) = points
+        return [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]
+    if kind == "circle" and len(points) == 2:
+        (cx, cy), (ex, ey) = points
+        radius = math.hypot(ex - cx, ey - cy)
+        return [[cx + radius * math.cos(2 * math.pi * k / 32), cy + radius * math.sin(2 * math.pi * k / 32)]
+                for k in range(32)]
+    return []
+
+
+def _repeats_a_decision(shape: dict, people: list[list], rejections: list[dict]) -> bool:
+    """A pending suggestion mostly inside a person's shape, or inside a rejection that holds at its threshold."""
+    if not is_pending_suggestion(shape):
+        return False
+    threshold = shape[RECORD_KEY]["threshold"]
+    return is_covered(shape["points"], people) or is_covered(shape["points"], rejected_outlines(rejections, threshold))
+
+
+def suggestion_memory(shape: dict) -> dict:
+    """What a label file remembers of one of our suggestions: where, at what score and threshold, by which model."""
+    record = shape[RECORD_KEY]
+    return {"fingerprint": record["fingerprint"], "points": shape["points"], "score_max": record["score_max"],
+            "threshold": record["threshold"], "model": record["model"], "model_sha256": record["model_sha256"]}
+
+
+def remembered_rejections(data: dict) -> list[dict]:
+    """Every suggestion people rejected in this file: those remembered, and those the last run
+    wrote that no shape carries any more (deleted in LabelMe since)."""
+    run = data.get(RECORD_KEY)
+    if not isinstance(run, dict):
+        return []
+    remembered = [entry for entry in run.get(REJECTED_KEY) or [] if _is_memory(entry)]
+    carried = {shape[RECORD_KEY].get("fingerprint") for shape in data.get("shapes", [])
+               if isinstance(shape, dict) and isinstance(shape.get(RECORD_KEY), dict)}
+    carried |= {_fingerprint_or_none(shape) for shape in data.get("shapes", []) if isinstance(shape, dict)}
+    known = {entry["fingerprint"] for entry in remembered}
+    for entry in run.get(SUGGESTED_KEY) or []:
+        if _is_memory(entry) and entry["fingerprint"] not in carried and entry["fingerprint"] not in known:
+            remembered.append(entry)
+            known.add(entry["fingerprint"])
+    return remembered
+
+
+def rejected_outlines(rejections: list[dict], threshold: float) -> list[list]:
+    """The outlines of rejected suggestions that still hold at ``threshold``: those rejected at it or below."""
+    return [entry["points"] for entry in rejections if threshold >= entry["threshold"]]
+
+
+def _is_memory(entry: Any) -> bool:
+    """A remembered suggestion (older files list bare fingerprints, which say nothing of where)."""
+    return (isinstance(entry, dict) and isinstance(entry.get("fingerprint"), str)
+            and _is_point_list(entry.get("points")) and _is_number(entry.get("threshold")))
 
 
 def _fingerprint_or_none(shape: dict) -> str | None:
@@ -341,11 +428,9 @@ def update_label_file(
     with _exclusive_lock(json_path):
         existing = load_label_file(json_path) if os.path.lexists(json_path) else None
         try:
-            data = merge_suggestions(existing, suggestions, image_reference, image_height, image_width)
+            data = merge_suggestions(existing, suggestions, image_reference, image_height, image_width, run_record)
         except ValueError as exc:
             raise LabelFileError(json_path, str(exc)) from exc
-        if run_record is not None:
-            data[RECORD_KEY] = copy.deepcopy(run_record)
         write_label_file(json_path, data)
     return data
 

@@ -219,3 +219,33 @@ def _largest_polygon(geometry: shapely.Geometry) -> Polygon:
     # Twice, because a repaired collection may hold multipolygons.
     parts = [part for part in shapely.get_parts(shapely.get_parts(geometry)) if part.geom_type == "Polygon"]
     return max(parts, key=lambda part: part.area, default=Polygon())
+
+
+# A new suggestion mostly inside a shape a person made, or inside a
+# suggestion they rejected, is the same finding again: not suggested twice.
+COVERED_SHARE = 0.5
+
+
+def is_covered(points: list, outlines: list[list]) -> bool:
+    """Whether at least ``COVERED_SHARE`` of the polygon ``points`` lies inside one of ``outlines``.
+
+    Points are (x, y) pairs in LabelMe coordinates; an outline with fewer
+    than three points (a line, a point) covers nothing.
+    """
+    shape = _valid_polygon(points)
+    if shape.is_empty or shape.area <= 0:
+        return False
+    for outline in outlines:
+        if len(outline) < 3:
+            continue
+        other = _valid_polygon(outline)
+        if shape.intersects(other) and shape.intersection(other).area >= COVERED_SHARE * shape.area:
+            return True
+    return False
+
+
+def _valid_polygon(points: list) -> shapely.Geometry:
+    if len(points) < 3:
+        return Polygon()
+    polygon = Polygon([(float(x), float(y)) for x, y in points])
+    return polygon if polygon.is_valid else shapely.make_valid(polygon)

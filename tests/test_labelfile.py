@@ -24,6 +24,8 @@ from labelme_dsarad.model import labelfile
 from labelme_dsarad.model.labelfile import (
     PENDING_FLAG,
     RECORD_KEY,
+    REJECTED_KEY,
+    SUGGESTED_KEY,
     LabelFileError,
     is_pending_suggestion,
     load_label_file,
@@ -195,7 +197,7 @@ def test_merge_replaces_only_untouched_suggestions_and_keeps_order():
     shapes = [people[0], stale[0], *people[1:8], stale[1], *people[8:]]
     existing = label_file(shapes)
     before = copy.deepcopy(existing)
-    new = [suggestion(11, 12, "crack"), suggestion(20, 20, "pit")]
+    new = [suggestion(40, 35, "crack"), suggestion(48, 20, "pit")]  # where no person's shape is
     merged = merge_suggestions(existing, new, "part.png", HEIGHT, WIDTH)
     assert merged["shapes"] == people + new
     assert existing == before  # the input is not modified
@@ -207,6 +209,38 @@ def test_merge_skips_a_suggestion_identical_to_an_accepted_one():
     set_state(accepted, "accepted")
     merged = merge_suggestions(label_file([accepted]), [suggestion(10, 10), suggestion(30, 30)], "part.png", HEIGHT, WIDTH)
     assert merged["shapes"] == [accepted, suggestion(30, 30)]
+
+
+def test_a_new_suggestion_inside_a_persons_shape_is_not_added():
+    rectangle = {"label": "pit", "points": [[5, 5], [30, 30]], "group_id": None, "description": "",
+                 "shape_type": "rectangle", "flags": {}, "mask": None}
+    circle = {**rectangle, "points": [[45, 20], [52, 20]], "shape_type": "circle"}
+    line = {**rectangle, "points": [[0, 40], [60, 40], [60, 47], [0, 47]], "shape_type": "linestrip"}
+    inside, half_out, elsewhere, across_line = suggestion(10, 10), suggestion(27, 27), suggestion(45, 18), suggestion(20, 41)
+    merged = merge_suggestions(label_file([rectangle, circle, line]), [inside, half_out, elsewhere, across_line],
+                               "part.png", HEIGHT, WIDTH)
+    # Lines and points cover no area; a suggestion mostly outside every shape stays.
+    assert merged["shapes"] == [rectangle, circle, line, half_out, across_line]
+
+
+def test_a_rejected_suggestion_stays_rejected_through_any_number_of_runs_unless_the_threshold_is_lower():
+    run = {"model": "m", "model_sha256": "ab", "threshold": 0.5}
+    first = merge_suggestions(None, [suggestion(10, 10), suggestion(30, 20)], "part.png", HEIGHT, WIDTH, run)
+    # The person deletes the second suggestion in LabelMe and accepts the first.
+    reviewed = copy.deepcopy(first)
+    reviewed["shapes"] = reviewed["shapes"][:1]
+    set_state(reviewed["shapes"][0], "accepted")
+    again = [suggestion(10, 10), suggestion(30.5, 20)]  # the same findings, one a little shifted
+    second = merge_suggestions(reviewed, again, "part.png", HEIGHT, WIDTH, run)
+    assert second["shapes"] == reviewed["shapes"]  # nothing undone, no twin of the accepted one
+    assert [entry["points"] for entry in second[RECORD_KEY][REJECTED_KEY]] == [suggestion(30, 20)["points"]]
+    third = merge_suggestions(second, again, "part.png", HEIGHT, WIDTH, run)
+    assert third["shapes"] == reviewed["shapes"] and len(third[RECORD_KEY][REJECTED_KEY]) == 1
+    # Asked for more (a lower threshold than it was rejected at), the finding may come back.
+    lower = suggestion_shape(region([(30.5, 20), (35.5, 20), (35.5, 24.5)]), "crack", {**PROVENANCE, "threshold": 0.3})
+    fourth = merge_suggestions(third, [lower], "part.png", HEIGHT, WIDTH, {**run, "threshold": 0.3})
+    assert fourth["shapes"] == [*reviewed["shapes"], lower]
+    assert len(fourth[RECORD_KEY][REJECTED_KEY]) == 1
 
 
 def test_new_file_has_labelmes_layout():
@@ -357,7 +391,7 @@ def test_our_marks_survive_labelme_open_and_save(tmp_path):
     image = make_image(tmp_path)
     json_path = tmp_path / "part.json"
     write_json(json_path, label_file(people_shapes(), custom={"kept": [1, 2]}))
-    update_label_file(json_path, image, HEIGHT, WIDTH, [suggestion(10, 10), suggestion(30, 20)])
+    update_label_file(json_path, image, HEIGHT, WIDTH, [suggestion(40, 35), suggestion(48, 20)])
 
     open_and_save_in_labelme(json_path)
 
@@ -365,7 +399,7 @@ def test_our_marks_survive_labelme_open_and_save(tmp_path):
     assert saved["custom"] == {"kept": [1, 2]}
     pending = [shape for shape in saved["shapes"] if is_pending_suggestion(shape)]
     assert len(pending) == 2
-    assert pending[0][RECORD_KEY] == suggestion(10, 10)[RECORD_KEY]
+    assert pending[0][RECORD_KEY] == suggestion(40, 35)[RECORD_KEY]
     assert pending[0]["flags"] == {"occluded": False, PENDING_FLAG: True}
     people = saved["shapes"][:-2]
     assert [shape["attributes"] for shape in people if "attributes" in shape] == [{"severity": 3}]
@@ -394,10 +428,12 @@ def test_run_record_is_kept_at_top_level_through_labelme_and_replaced_by_the_nex
     first = {"model": "m", "model_sha256": "ab", "threshold": 0.5, "min_area": 20}
     update_label_file(json_path, image, HEIGHT, WIDTH, [suggestion()], run_record=first)
     open_and_save_in_labelme(json_path)
-    assert load_label_file(json_path)[RECORD_KEY] == first
+    stored = load_label_file(json_path)[RECORD_KEY]
+    assert {key: stored[key] for key in first} == first
+    assert [entry["fingerprint"] for entry in stored[SUGGESTED_KEY]] == [suggestion()[RECORD_KEY]["fingerprint"]]
     second = {**first, "threshold": 0.6}
     written = update_label_file(json_path, image, HEIGHT, WIDTH, [], run_record=second)
-    assert written[RECORD_KEY] == second == load_label_file(json_path)[RECORD_KEY]
+    assert written[RECORD_KEY] == {**second, SUGGESTED_KEY: [], REJECTED_KEY: []} == load_label_file(json_path)[RECORD_KEY]
 
 
 # -- refusals and file safety --------------------------------------------------------

@@ -45,10 +45,13 @@ from PIL import Image
 from labelme_dsarad.model.images import IMAGE_SUFFIXES, read_image
 from labelme_dsarad.model.labelfile import (
     RECORD_KEY,
+    REJECTED_KEY,
     REVIEWED_FLAG,
+    SUGGESTED_KEY,
     LabelFileError,
     is_pending_suggestion,
     load_label_file,
+    remembered_rejections,
     shape_fingerprint,
 )
 
@@ -62,7 +65,6 @@ _SUBPIXEL_BITS = 4  # cv2 fixed-point vertices: 1/16 px
 # Read when present (see suggestion_stats): what a writer may record so that
 # edits can be measured and rejections counted.
 SUGGESTED_POINTS_KEY = "suggested_points"  # in a shape's record: its outline as suggested
-SUGGESTED_KEY = "suggested"  # in the file's top-level record: fingerprints of the suggestions written
 NO_MODEL = "(no model recorded)"
 
 
@@ -362,9 +364,9 @@ def suggestion_stats(folder: os.PathLike | str) -> tuple[dict[str, dict], list[s
     Two things the shapes alone cannot tell, read when the writer recorded
     them: the IoU of an edited suggestion with its outline as suggested (from
     ``suggested_points`` in the shape's record), and rejections, since LabelMe
-    deletes a rejected shape without a trace (from ``suggested``, the list of
-    fingerprints written, in the file's top-level ``dsarad`` record: each one
-    no shape's record carries any more was rejected). Where they are missing
+    deletes a rejected shape without a trace (from the file's top-level
+    ``dsarad`` record: the rejections it remembers, and what its last run
+    suggested that no shape carries any more). Where they are missing
     the IoU is left out and ``rejected`` is None ("not recorded"), never a
     guess. A file counts for the model its top-level record names, else the
     one most of its suggestions name; files with neither go under
@@ -406,9 +408,11 @@ def _count_file(data: dict, groups: dict[str, ModelStats]) -> None:
     run = data.get(RECORD_KEY)
     if not isinstance(run, dict):
         run = {}
-    if isinstance(run.get(SUGGESTED_KEY), list):
+    if isinstance(run.get(SUGGESTED_KEY), list) or isinstance(run.get(REJECTED_KEY), list):
         present = {shape[RECORD_KEY].get("fingerprint") for shape in ours}
-        counts.rejected = sum(fingerprint not in present for fingerprint in run[SUGGESTED_KEY])
+        # Files written before outlines were remembered list bare fingerprints.
+        older = [entry for entry in run.get(SUGGESTED_KEY) or [] if isinstance(entry, str) and entry not in present]
+        counts.rejected = len(remembered_rejections(data)) + len(older)
         counts.rejections_known_in = 1
     suggested_area = rasterise_shapes(ours, height, width) if ours else np.zeros((height, width), dtype=bool)
     counts.drawn = len(drawn)
