@@ -57,6 +57,7 @@ REQUIRED = (
     "MainWindow._label_file_path",
     "MainWindow._output_dir",
     "MainWindow._is_changed",
+    "MainWindow._other_data",
     "MainWindow._load_file",
     "MainWindow._load_shapes",
     "MainWindow._update_shape_color",
@@ -193,6 +194,20 @@ class LabelMeAdapter:
 
     def is_dirty(self) -> bool:
         return bool(self.window._is_changed)
+
+    def file_record(self, key: str) -> dict:
+        """The open label file's top-level entry ``key`` (a dict), created if missing.
+
+        LabelMe keeps a label file's unknown top-level keys in ``_other_data``
+        and writes them back on save, so what is put here is saved with the
+        shapes.
+        """
+        if not isinstance(self.window._other_data, dict):
+            self.window._other_data = {}
+        entry = self.window._other_data.get(key)
+        if not isinstance(entry, dict):
+            entry = self.window._other_data[key] = {}
+        return entry
 
     # --- opening and saving ---
 

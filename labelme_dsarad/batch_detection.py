@@ -45,7 +45,7 @@ class BatchDetection(QtCore.QObject):
         return self.batch is not None
 
     @guarded
-    def start(self, current: str | None, settings: SuggestionSettings) -> None:
+    def start(self, current: str | None, settings: SuggestionSettings, include_reviewed: bool) -> None:
         from labelme_dsarad.pipeline import PredictOptions
 
         if self.batch is not None:
@@ -58,7 +58,8 @@ class BatchDetection(QtCore.QObject):
         if not images:
             self.show_message("No images to detect: open a folder first.")
             return
-        options = PredictOptions(suggestions=settings, out_dir=self.adapter.output_dir())
+        options = PredictOptions(suggestions=settings, out_dir=self.adapter.output_dir(),
+                                 include_reviewed=include_reviewed)
         self.batch = BatchJob([Path(image) for image in images], options)
         dialog = QtWidgets.QProgressDialog(
             f"Detecting defects in {plural(len(images), 'image')}…", "Cancel", 0, len(images), self.parent_widget.window()

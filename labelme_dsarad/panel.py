@@ -23,6 +23,7 @@ from labelme_dsarad._labelme_adapter import LabelMeAdapter
 from labelme_dsarad.batch_detection import BatchDetection
 from labelme_dsarad.guarded import guarded
 from labelme_dsarad.heat_map import CachedMap, HeatMap, MapCache
+from labelme_dsarad.model import labelfile
 from labelme_dsarad.panel_view import PanelView, plural
 from labelme_dsarad.review_actions import ReviewActions
 from labelme_dsarad.worker import (
@@ -87,7 +88,7 @@ class DefectPanel(QtCore.QObject):
         self.worker.job_failed.connect(self._on_job_failed)
         self.worker.notice.connect(lambda text: self.show_message(text))
         self.batch = BatchDetection(self.worker, adapter, self.show_message, self.view)
-        self.review = ReviewActions(adapter, self.view, self.show_message, lambda: self._current, self._forget_undo)
+        self.review = ReviewActions(adapter, self.view, self.show_message, self._forget_undo)
 
         self._connect_view()
         adapter.install_hooks(
@@ -336,11 +337,14 @@ class DefectPanel(QtCore.QObject):
         assert self.model is not None  # a map is only delivered while its model is in use
         shapes = self.adapter.shapes()
         regions = self.view.suggestion_settings().regions(entry.prediction.score_map)
-        kept = review.drop_covered(regions, review.reviewed_outlines(shapes)
-                                   + self.review.rejected.get(entry.path, []))
         provenance = review.provenance(self.model, self.view.threshold)
         label = self.model.info.labels[0] if self.model.info is not None else "defect"
-        new_shapes = [self.adapter.make_shape(review.suggestion_dict(region, label, provenance)) for region in kept]
+        record = self.adapter.file_record(labelfile.RECORD_KEY)
+        people, rejections = review.decisions(shapes, record)
+        kept = labelfile.new_suggestions([review.suggestion_dict(region, label, provenance) for region in regions],
+                                         people, rejections)
+        new_shapes = [self.adapter.make_shape(suggestion) for suggestion in kept]
+        review.remember_suggested(record, new_shapes)
         old = review.pending(shapes)
         if old or new_shapes:
             self._undo_token = self.adapter.replace_shapes(
@@ -376,7 +380,7 @@ class DefectPanel(QtCore.QObject):
     @guarded
     def detect_all(self) -> None:
         if self.model is not None:
-            self.batch.start(self._current, self.view.suggestion_settings())
+            self.batch.start(self._current, self.view.suggestion_settings(), self.view.include_reviewed_box.isChecked())
 
     # --- messages and shutdown ---
 

@@ -110,6 +110,9 @@ class PanelView(QtWidgets.QWidget):
         self.message_label.setWordWrap(True)
         self.message_label.setTextInteractionFlags(QtCore.Qt.TextSelectableByMouse)
 
+        self.include_reviewed_box = QtWidgets.QCheckBox("Detect all: include reviewed images")
+        self.include_reviewed_box.setToolTip("Also suggest on images ticked 'ok' (reviewed); they are left alone "
+                                             "by default, so no review is undone")
         self.heat_map_box = self._mirror_box("Heat map", self.heat_map_action)
         self.detect_on_open_box = self._mirror_box("Detect on open", self.detect_on_open_action)
 
@@ -126,6 +129,7 @@ class PanelView(QtWidgets.QWidget):
         layout.addWidget(self.model_info)
         layout.addLayout(_row(_button(self.detect_action), _button(self.detect_all_action)))
         layout.addWidget(self.detect_on_open_box)
+        layout.addWidget(self.include_reviewed_box)
         layout.addLayout(form)
         layout.addWidget(self.review_label)
         layout.addLayout(_row(_button(self.accept_action), _button(self.reject_action)))

@@ -9,16 +9,14 @@ shape's ``other_data``. So the state survives save and reopen with no
 plugin-side storage, and the retrain loop reads it back from the files.
 
 Works on anything with ``label``, ``points``, ``flags`` and ``other_data``:
-no Qt here. Rejecting a suggestion deletes it, as the label-file format has
-no rejected state.
+no Qt here. Rejecting a suggestion deletes it and remembers it in the label
+file's top-level record (``labelfile.REJECTED_KEY``), so no later run or
+slider move suggests it again at the same place.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-
-import cv2
-import numpy as np
 
 from labelme_dsarad.model import labelfile
 from labelme_dsarad.model.polygons import Region
@@ -26,9 +24,6 @@ from labelme_dsarad.model.polygons import Region
 PENDING, ACCEPTED = "pending", "accepted"  # a rejected suggestion is deleted
 PENDING_FLAG = labelfile.PENDING_FLAG
 RECORD_KEY = labelfile.RECORD_KEY
-# A new suggestion mostly inside a shape a person made, or one they rejected
-# in this session, is the same finding again: not suggested twice.
-COVERED_FRACTION = 0.5
 
 
 def points_of(shape) -> list[tuple[float, float]]:
@@ -101,48 +96,37 @@ def accept_edited(shapes: Iterable) -> list:
     return accepted
 
 
-def reviewed_outlines(shapes: Iterable) -> list[list[tuple[float, float]]]:
-    """Outlines a new suggestion must not repeat: everything but pending suggestions."""
-    return [points_of(shape) for shape in shapes if not is_pending(shape) and len(shape.points) >= 3]
+def shape_dict(shape) -> dict:
+    """A canvas shape as the label-file module reads one (a copy)."""
+    return {**_as_dict(shape), "points": [list(point) for point in points_of(shape)],
+            "flags": dict(shape.flags or {}), RECORD_KEY: record(shape)}
 
 
-def drop_covered(regions: list[Region], outlines: list[list[tuple[float, float]]]) -> list[Region]:
-    """Regions not mostly inside one of the outlines (people's shapes, rejected ones)."""
-    if not outlines:
-        return regions
-    boxes = [_box(outline) for outline in outlines]
-    kept = []
-    for region in regions:
-        x0, y0, x1, y1 = region.bbox
-        covered = False
-        for outline, (bx0, by0, bx1, by1) in zip(outlines, boxes):
-            if bx1 <= x0 or bx0 >= x1 or by1 <= y0 or by0 >= y1:
-                continue
-            if _covered_fraction(region, outline) >= COVERED_FRACTION:
-                covered = True
-                break
-        if not covered:
-            kept.append(region)
-    return kept
+def decisions(shapes: Iterable, file_record: dict) -> tuple[list[dict], list[dict]]:
+    """(people's shapes, rejections) on the open image: what a new suggestion must not repeat.
+
+    ``file_record`` is the open label file's top-level ``dsarad`` entry.
+    """
+    dicts = [shape_dict(shape) for shape in shapes]
+    people = [shape for shape in dicts if not labelfile.is_pending_suggestion(shape)]
+    return people, labelfile.remembered_rejections({RECORD_KEY: file_record, "shapes": dicts})
 
 
-def _box(outline) -> tuple[float, float, float, float]:
-    xs = [x for x, _ in outline]
-    ys = [y for _, y in outline]
-    return min(xs), min(ys), max(xs), max(ys)
+def remember_suggested(file_record: dict, shapes: Iterable) -> None:
+    """Record what was just suggested, replacing what the record said before."""
+    file_record[labelfile.SUGGESTED_KEY] = [labelfile.suggestion_memory(shape_dict(shape)) for shape in shapes]
 
 
-def _covered_fraction(region: Region, outline) -> float:
-    """Share of the region's polygon inside the outline, rasterised over the region's box."""
-    x0, y0, x1, y1 = region.bbox
-    size = (y1 - y0 + 2, x1 - x0 + 2)
-    mine = np.zeros(size, np.uint8)
-    theirs = np.zeros(size, np.uint8)
-    offset = np.array([x0 - 0.5, y0 - 0.5])
-    cv2.fillPoly(mine, [np.round(np.asarray(region.points) - offset).astype(np.int32)], 1)
-    cv2.fillPoly(theirs, [np.round(np.asarray(outline, dtype=np.float64) - offset).astype(np.int32)], 1)
-    area = int(mine.sum())
-    return float((mine & theirs).sum()) / area if area else 0.0
+def remember_rejected(file_record: dict, shapes: Iterable) -> None:
+    """Record rejected suggestions, for good: no later run suggests them again at the same place."""
+    rejected = [entry for entry in file_record.get(labelfile.REJECTED_KEY) or [] if isinstance(entry, dict)]
+    known = {entry.get("fingerprint") for entry in rejected}
+    for shape in shapes:
+        memory = labelfile.suggestion_memory(shape_dict(shape))
+        if memory["fingerprint"] not in known:
+            rejected.append(memory)
+            known.add(memory["fingerprint"])
+    file_record[labelfile.REJECTED_KEY] = rejected
 
 
 def provenance(model, threshold: float) -> dict:

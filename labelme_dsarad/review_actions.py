@@ -11,23 +11,19 @@ from collections.abc import Callable
 from labelme_dsarad import review
 from labelme_dsarad._labelme_adapter import LabelMeAdapter
 from labelme_dsarad.guarded import guarded
+from labelme_dsarad.model import labelfile
 from labelme_dsarad.panel_view import PanelView, plural
-
-Outline = list[tuple[float, float]]
 
 
 class ReviewActions:
     """The review buttons' behaviour and the counts beside them."""
 
     def __init__(self, adapter: LabelMeAdapter, view: PanelView, show_message: Callable[..., None],
-                 current_image: Callable[[], str | None], after_reject: Callable[[], None]):
+                 after_reject: Callable[[], None]):
         self.adapter = adapter
         self.view = view
         self.show_message = show_message
-        self.current_image = current_image
         self.after_reject = after_reject
-        # Outlines rejected in this session, per image, so the sliders do not bring them back.
-        self.rejected: dict[str, list[Outline]] = {}
 
     def selected_pending(self) -> list:
         return review.pending(self.adapter.selected_shapes())
@@ -62,9 +58,8 @@ class ReviewActions:
     def _reject(self, shapes: list) -> None:
         if not shapes:
             return
-        current = self.current_image()
-        if current is not None:
-            self.rejected.setdefault(current, []).extend(review.points_of(shape) for shape in shapes)
+        # Remembered in the label file, so neither the sliders nor a later run bring them back.
+        review.remember_rejected(self.adapter.file_record(labelfile.RECORD_KEY), shapes)
         self.adapter.remove_shapes(shapes)
         self.after_reject()
         self.adapter.mark_dirty()

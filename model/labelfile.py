@@ -290,9 +290,8 @@ def merge_suggestions(
     rejections = remembered_rejections(data)
     kept = [shape for shape in data["shapes"] if not is_pending_suggestion(shape)]
     present = {_fingerprint_or_none(shape) for shape in kept}
-    people = [outline for outline in map(area_outline, kept) if outline]
-    added = [copy.deepcopy(shape) for shape in suggestions
-             if _fingerprint_or_none(shape) not in present and not _repeats_a_decision(shape, people, rejections)]
+    added = [copy.deepcopy(shape) for shape in new_suggestions(suggestions, kept, rejections)
+             if _fingerprint_or_none(shape) not in present]
     data["shapes"] = kept + added
     if run_record is not None:
         data[RECORD_KEY] = {**copy.deepcopy(run_record), REJECTED_KEY: rejections,
@@ -320,12 +319,18 @@ def area_outline(shape: dict) -> list[list[float]]:
     return []
 
 
-def _repeats_a_decision(shape: dict, people: list[list], rejections: list[dict]) -> bool:
-    """A pending suggestion mostly inside a person's shape, or inside a rejection that holds at its threshold."""
-    if not is_pending_suggestion(shape):
-        return False
-    threshold = shape[RECORD_KEY]["threshold"]
-    return is_covered(shape["points"], people) or is_covered(shape["points"], rejected_outlines(rejections, threshold))
+def new_suggestions(suggestions: list[dict], people_shapes: list[dict], rejections: list[dict]) -> list[dict]:
+    """The pending suggestions that repeat no decision a person made: none mostly inside one of
+    ``people_shapes`` (drawn or accepted) or inside a rejection that holds at its threshold."""
+    people = [outline for outline in map(area_outline, people_shapes) if outline]
+
+    def repeats(shape: dict) -> bool:
+        if not is_pending_suggestion(shape):
+            return False
+        rejected = rejected_outlines(rejections, shape[RECORD_KEY]["threshold"])
+        return is_covered(shape["points"], people) or is_covered(shape["points"], rejected)
+
+    return [shape for shape in suggestions if not repeats(shape)]
 
 
 def suggestion_memory(shape: dict) -> dict:

@@ -13,6 +13,7 @@ from qtpy import QtCore, QtWidgets
 from labelme_dsarad import review
 from labelme_dsarad._labelme_adapter import PENDING_COLOUR
 from labelme_dsarad.panel import ModelOption
+from labelme_dsarad.train.labels import suggestion_stats
 
 from .test_gui_support import FakePredictor, fake_factory, inside_squares, write_sample_images
 
@@ -106,8 +107,11 @@ def test_accept_and_reject_each_and_all(qtbot, tmp_path, make_window):
     assert detect(qtbot, panel) == 0
     assert len(adapter.shapes()) == 2
 
-    panel.view.threshold_slider.setValue(40)  # re-derives, still nothing new
+    panel.view.threshold_slider.setValue(55)  # re-derives, still nothing new
     assert review.pending(adapter.shapes()) == []
+    # Asking for more than when it was rejected (a lower threshold) shows the rejected one again.
+    panel.view.threshold_slider.setValue(40)
+    assert len(review.pending(adapter.shapes())) == 1
 
 
 def test_editing_a_suggestion_accepts_it_and_reject_all_keeps_it(qtbot, tmp_path, make_window):
@@ -159,7 +163,8 @@ def test_pending_state_survives_save_and_reopen_and_labelme_reads_it(qtbot, tmp_
     assert sorted(shape["other_data"]["dsarad"]["state"] for shape in label_file.shapes) == [
         "accepted", "pending", "pending"]
     raw = json.loads(saved.read_text())
-    assert set(raw) == {"version", "flags", "shapes", "imagePath", "imageData", "imageHeight", "imageWidth"}
+    assert set(raw) == {"version", "flags", "shapes", "imagePath", "imageData", "imageHeight", "imageWidth", "dsarad"}
+    assert len(raw["dsarad"]["suggested"]) == 3  # what was suggested, so a later deletion counts as a rejection
     assert raw["imageData"] is None, "the heat map (or the image) never goes into the file"
 
     panel.adapter.open_file(str(images[1]))
@@ -365,3 +370,42 @@ def test_retrain_from_labels_opens_the_dialog_for_this_product_and_folder_and_sw
     assert panel.view.model_box.currentText() == "widget v2 (current)"
     assert panel.models[-1].path == retrained
     qtbot.waitUntil(lambda: panel.model is not None and "widget" in panel.view.model_info.text(), timeout=WAIT)
+
+
+def tick_reviewed(window) -> None:
+    """Tick LabelMe's image flag 'ok' (the window was made with flags=['ok']), as a person does."""
+    flags = window._docks.flag_list
+    item = next(flags.item(row) for row in range(flags.count()) if flags.item(row).text() == "ok")
+    item.setCheckState(QtCore.Qt.Checked)
+
+
+def test_detect_all_undoes_no_decision_a_person_made(qtbot, tmp_path, make_window):
+    images = write_sample_images(tmp_path, 2, squares=2)
+    window, panel = make_window([fake_option(FakePredictor())], open_path=tmp_path, flags=["ok"])
+    ready(qtbot, panel)
+    for image in images:  # review each image: reject one suggestion, accept the other, tick 'ok', save
+        panel.adapter.open_file(str(image))
+        assert detect(qtbot, panel) == 2
+        kept, dropped = review.pending(panel.adapter.shapes())
+        panel.adapter.select([dropped])
+        panel.view.reject_action.trigger()
+        panel.adapter.select([kept])
+        panel.view.accept_action.trigger()
+        tick_reviewed(window)
+        panel.adapter.save()
+    reviewed = {image: json.loads(image.with_suffix(".json").read_text())["shapes"] for image in images}
+
+    panel.view.detect_all_action.trigger()
+    qtbot.waitUntil(lambda: not panel.batch.running, timeout=WAIT)
+    assert "2 reviewed (left alone)" in panel.view.message_label.text()
+    assert {image: json.loads(image.with_suffix(".json").read_text())["shapes"] for image in images} == reviewed
+
+    # Asked to include reviewed images: the rejected ones stay rejected and the accepted ones get no twin.
+    panel.view.include_reviewed_box.setChecked(True)
+    panel.view.detect_all_action.trigger()
+    qtbot.waitUntil(lambda: not panel.batch.running, timeout=WAIT)
+    assert "2 predicted" in panel.view.message_label.text()
+    assert {image: json.loads(image.with_suffix(".json").read_text())["shapes"] for image in images} == reviewed
+    groups, problems = suggestion_stats(tmp_path)
+    assert not problems and sum(counts["rejected"] for counts in groups.values()) == 2
+    assert sum(counts["accepted_unchanged"] for counts in groups.values()) == 2

@@ -339,3 +339,31 @@ def test_two_runs_on_one_folder_at_once_lose_nothing(tmp_path):
         fingerprints = [shape_fingerprint(shape) for shape in ours]
         assert len(fingerprints) == len(set(fingerprints)), f"{path.name}: suggestions doubled"
     assert set(os.listdir(folder)) == our_files(folder)
+
+
+def test_predict_twice_over_a_reviewed_folder_undoes_no_decision(tmp_path):
+    from labelme_dsarad.model.labelfile import is_pending_suggestion, set_state, write_label_file
+    from labelme_dsarad.train.labels import suggestion_stats
+
+    from .test_gui_support import FakePredictor, write_sample_images
+
+    images = write_sample_images(tmp_path, 2, squares=2)
+    predictor = FakePredictor()
+    first = predict_paths(images, None, PredictOptions(), predictor=predictor)
+    assert first.suggestions == 4
+    for image in images:  # a person rejects one suggestion (LabelMe deletes it), accepts the other, ticks 'ok'
+        data = load_label_file(image.with_suffix(".json"))
+        kept, _dropped = [shape for shape in data["shapes"] if is_pending_suggestion(shape)]
+        set_state(kept, "accepted")
+        data["shapes"], data["flags"] = [kept], {"ok": True}
+        write_label_file(image.with_suffix(".json"), data)
+    reviewed = {image: load_label_file(image.with_suffix(".json"))["shapes"] for image in images}
+
+    second = predict_paths(images, None, PredictOptions(), predictor=predictor)
+    assert second.reviewed == 2 and second.predicted == 0
+    assert "2 reviewed (left alone)" in second.describe()
+    third = predict_paths(images, None, PredictOptions(include_reviewed=True), predictor=predictor)
+    assert third.predicted == 2 and third.suggestions == 0  # nothing new: each finding was decided
+    assert {image: load_label_file(image.with_suffix(".json"))["shapes"] for image in images} == reviewed
+    groups, _ = suggestion_stats(tmp_path)
+    assert [(counts["rejected"], counts["accepted_unchanged"]) for counts in groups.values()] == [(2, 2)]
