@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     width, height = (int(value) for value in args.size.lower().split("x"))
     args.out_dir.mkdir(parents=True, exist_ok=True)
 
-    from qtpy import QtCore, QtWidgets
+    from qtpy import QtWidgets
 
     from labelme_dsarad.resources import DEFAULT_MODEL
 
@@ -108,20 +108,16 @@ def main(argv: list[str] | None = None) -> int:
     from labelme.app import MainWindow
 
     from labelme_dsarad._labelme_adapter import install_qsettings_sandbox
+    from labelme_dsarad.model.labelfile import REVIEWED_FLAG
     from labelme_dsarad.panel import ModelOption, attach_panel
 
     install_qsettings_sandbox(scratch / "qsettings")  # leave the user's LabelMe layout alone
-    # The Flags and Label List docks are empty here: hidden, the panel has room.
-    window = MainWindow(config_file=None, config_overrides={
-        "auto_save": True, "flag_dock": {"show": False}, "label_dock": {"show": False}})
+    # As 'labelme-dsarad' starts LabelMe: with the image flag 'ok' (reviewed), every dock in place.
+    window = MainWindow(config_file=None, config_overrides={"auto_save": True, "flags": [REVIEWED_FLAG]})
     panel = attach_panel(window, [ModelOption(model.name, model)])
     try:
         window.resize(width, height)
         window.show()
-        # Room for the panel: shrink the annotation and file lists (LabelMe's dock names).
-        docks = [window.findChild(QtWidgets.QDockWidget, name) for name in ("Labels", "Files", "DefectDetection")]
-        if all(docks):
-            window.resizeDocks(docks, [150, 110, 600], QtCore.Qt.Vertical)
         panel.adapter.open_folder(str(folder))
         panel.adapter.open_file(str(folder / args.image[0].name))
         if not wait_until(app, lambda: panel.model is not None or "Model:" in panel.view.message_label.text()):

@@ -451,7 +451,9 @@ class LabelMeAdapter:
     # --- widgets ---
 
     def add_dock(self, dock: QtWidgets.QDockWidget) -> None:
-        self.window.addDockWidget(QtCore.Qt.RightDockWidgetArea, dock)
+        """Our dock in a column of its own right of LabelMe's (stacked under its four docks it
+        would get a sliver of the height), or where a person left it before."""
+        self.window.addDockWidget(QtCore.Qt.RightDockWidgetArea, dock, QtCore.Qt.Horizontal)
         # LabelMe restored its dock layout before our dock existed.
         self.window.restoreDockWidget(dock)
 

@@ -360,6 +360,7 @@ def run_models(args) -> int:
         version = row["version"] if row["version"] == "bundled" else f"v{row['version']}"
         print(f"{marker} {row['product']:<20} {version:<8} {row['preset']:<8} {row['input_size']:>4}px  "
               f"image AUROC {auroc}  {row['created'][:10]}  {row['path']}")
+    print("* the version in use for its product (change it with: dsarad retrain --product NAME --rollback N)")
     return EXIT_OK
 
 

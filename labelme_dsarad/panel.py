@@ -69,6 +69,7 @@ class DefectPanel(QtCore.QObject):
         self.last_open_to_shown_ms: float | None = None
         self.look_ahead_enabled = True  # with Detect on open; off only to measure what it saves
         self._current: str | None = None
+        self._last_opened: str | None = None
         self._opened_at: dict[str, float] = {}
         self._want_suggestions: set[str] = set()  # images whose map, when ready, becomes suggestions
         self._derived_for: str | None = None
@@ -222,7 +223,9 @@ class DefectPanel(QtCore.QObject):
     def _on_image_opened(self, path: str | None) -> None:
         if path is None or path == self._current or self.adapter.image_size() is None:
             return  # nothing opened, or LabelMe's file list re-announcing the same load
-        self._current = path
+        if path != self._last_opened:  # not a reload of the same image (after Detect all)
+            self.show_message("")  # what the panel and status bar said was about the image before
+        self._current = self._last_opened = path
         self._opened_at[path] = time.perf_counter()
         # Switching images cancels what was queued for the others.
         self.worker.keep_only({path, self.adapter.next_image_path() or path})
@@ -302,7 +305,9 @@ class DefectPanel(QtCore.QObject):
             self._want_suggestions.discard(entry.path)
             self._derive(entry, ahead_note=entry.ahead)
         else:
-            self.show_message(self._timing_text(entry, "anomaly map ready"))
+            # The image's file already had suggestions (kept as they were): only the heat map is new.
+            self.show_message(self._timing_text(entry, "heat map shown; the suggestions in the file are kept "
+                                                       "(Detect suggests again)"))
 
     def _show_map(self, entry: CachedMap, recolour: bool = True) -> None:
         if self.view.heat_map_action.isChecked():

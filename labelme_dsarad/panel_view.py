@@ -25,13 +25,29 @@ def plural(count: int, word: str) -> str:
     return f"{count} {word}" + ("" if count == 1 else "s")
 
 
+class WheelOnlyWhenFocused(QtCore.QObject):
+    """Sliders, spin boxes and drop-downs take the mouse wheel only once clicked into: scrolling
+    the panel past them must not move a threshold."""
+
+    def eventFilter(self, watched: QtCore.QObject, event: QtCore.QEvent) -> bool:  # noqa: N802 - Qt's name
+        if event.type() == QtCore.QEvent.Wheel and isinstance(watched, QtWidgets.QWidget) and not watched.hasFocus():
+            event.ignore()  # goes on to the scroll area around the panel
+            return True
+        return False
+
+
 class PanelView(QtWidgets.QWidget):
     """Actions, controls and labels of the dock."""
 
     def __init__(self, model_titles: list[str], parent: QtWidgets.QWidget | None = None):
         super().__init__(parent)
+        self._wheel_guard = WheelOnlyWhenFocused(self)
         self._build_actions()
         self._build_widgets(model_titles)
+        for control in (self.model_box, self.threshold_slider, self.min_area_box, self.detail_slider,
+                        self.opacity_slider):
+            control.setFocusPolicy(QtCore.Qt.StrongFocus)  # not focused by the wheel either
+            control.installEventFilter(self._wheel_guard)
 
     # --- building ---
 
@@ -110,26 +126,27 @@ class PanelView(QtWidgets.QWidget):
         self.message_label.setWordWrap(True)
         self.message_label.setTextInteractionFlags(QtCore.Qt.TextSelectableByMouse)
 
-        self.include_reviewed_box = QtWidgets.QCheckBox("Detect all: include reviewed images")
-        self.include_reviewed_box.setToolTip("Also suggest on images ticked 'ok' (reviewed); they are left alone "
-                                             "by default, so no review is undone")
+        self.include_reviewed_box = QtWidgets.QCheckBox("Reviewed too")
+        self.include_reviewed_box.setToolTip("Detect all also suggests on images ticked 'ok' (reviewed); they are "
+                                             "left alone by default, so no review is undone")
         self.heat_map_box = self._mirror_box("Heat map", self.heat_map_action)
-        self.detect_on_open_box = self._mirror_box("Detect on open", self.detect_on_open_action)
+        self.detect_on_open_box = self._mirror_box("On open", self.detect_on_open_action)
 
         form = QtWidgets.QFormLayout()
         form.setFieldGrowthPolicy(QtWidgets.QFormLayout.AllNonFixedFieldsGrow)
+        form.setVerticalSpacing(2)
         form.addRow("Threshold", _row(self.threshold_slider, self.threshold_label))
         form.addRow("Min. area", self.min_area_box)
         form.addRow("Detail", _row(self.detail_slider, self.detail_label))
         form.addRow(self.heat_map_box, self.opacity_slider)
 
         layout = QtWidgets.QVBoxLayout(self)
-        layout.setSpacing(4)
+        layout.setSpacing(3)
+        layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.model_box)
         layout.addWidget(self.model_info)
         layout.addLayout(_row(_button(self.detect_action), _button(self.detect_all_action)))
-        layout.addWidget(self.detect_on_open_box)
-        layout.addWidget(self.include_reviewed_box)
+        layout.addLayout(_row(self.detect_on_open_box, self.include_reviewed_box))
         layout.addLayout(form)
         layout.addWidget(self.review_label)
         layout.addLayout(_row(_button(self.accept_action), _button(self.reject_action)))

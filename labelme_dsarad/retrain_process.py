@@ -171,6 +171,8 @@ class RetrainDialog(QtWidgets.QDialog):
             f"Retrain <b>{self.product}</b> from the reviewed images (image flag <i>ok</i>) in {self.labels_dir}. "
             "The current model stays in use until you switch.")
         heading.setWordWrap(True)
+        self.found = QtWidgets.QLabel(self._found_text())
+        self.found.setWordWrap(True)
         self.minutes_box = QtWidgets.QDoubleSpinBox()
         self.minutes_box.setRange(0.5, 600.0)
         self.minutes_box.setValue(minutes)
@@ -212,10 +214,27 @@ class RetrainDialog(QtWidgets.QDialog):
         buttons.addWidget(self.use_button)
         buttons.addWidget(self.close_button)
         layout = QtWidgets.QVBoxLayout(self)
-        for widget in (heading, self.progress_bar, self.status, self.log, self.results):
+        for widget in (heading, self.found, self.progress_bar, self.status, self.log, self.results):
             layout.addWidget(widget)
-        layout.insertLayout(1, budget)
+        layout.insertLayout(2, budget)
         layout.addLayout(buttons)
+
+    def _found_text(self) -> str:
+        """How many reviewed images the retrain would learn from, read before it starts."""
+        from labelme_dsarad.train.labels import read_label_folder
+
+        try:
+            folder = read_label_folder(self.labels_dir)
+        except OSError as problem:
+            return f"Cannot read {self.labels_dir}: {problem}"
+        not_reviewed = len(folder.skipped)
+        text = (f"Found {len(folder.images)} reviewed images: {len(folder.normals)} normal, "
+                f"{len(folder.defects)} with defects a person drew or accepted.")
+        if not_reviewed:
+            text += f" {not_reviewed} more are not reviewed yet and are left out."
+        if not folder.images:
+            text += " Tick the image flag 'ok' on the images you reviewed first."
+        return text
 
     # -- running --------------------------------------------------------------------
 

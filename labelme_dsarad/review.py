@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
+
 from labelme_dsarad.model import labelfile
 from labelme_dsarad.model.polygons import Region
 
@@ -77,13 +79,23 @@ def set_state(shape, new_state: str) -> None:
 
 
 def list_suffix(shape) -> str:
-    """What the annotation list adds after a pending suggestion's label."""
+    """What the annotation list adds after a pending suggestion's label (its kind): score and size,
+    so a person knows which one they are accepting or rejecting."""
     if not is_pending(shape):
         return ""
     entry = record(shape)
     assert entry is not None  # a pending shape is a suggestion
     score = entry.get("score_max")
-    return f"  · pending {score:.2f}" if isinstance(score, (int, float)) else "  · pending"
+    scored = f" {score:.2f}" if isinstance(score, (int, float)) else ""
+    return f"  · pending{scored} · {polygon_area(points_of(shape)):.0f} px"
+
+
+def polygon_area(points: list[tuple[float, float]]) -> float:
+    """Area in image pixels (shoelace formula)."""
+    if len(points) < 3:
+        return 0.0
+    xs, ys = np.array(points, dtype=np.float64).T
+    return float(abs(np.dot(xs, np.roll(ys, -1)) - np.dot(ys, np.roll(xs, -1))) / 2)
 
 
 def accept_edited(shapes: Iterable) -> list:
