@@ -72,6 +72,12 @@ REQUIRED = (
     "MainWindow.image_list",
     "MainWindow._load_from_file_or_dir",
     "Canvas.shapes",
+    "Canvas.mode",
+    "Canvas._hovered_vertex",
+    "Canvas._transform_point_widget_to_image",
+    "Canvas._compute_image_origin_offset",
+    "labelme._shape.contains_point",
+    "MainWindow._canvas_widgets.scroll_bars",
     "Canvas.hovered_shape",
     "Canvas.can_restore_shape",
     "Canvas.selected_shapes",
@@ -89,6 +95,7 @@ REQUIRED = (
     "LabelListItem.setText",
     "LabelListItem.shape",
     "LabelList.find_item_by_shape",
+    "LabelList.clicked",
     "ToolsToolBar",
 )
 
@@ -403,7 +410,26 @@ class LabelMeAdapter:
         # Undo is an action bound to the original method; connected after it, we run after it.
         window._actions.undo.triggered.connect(lambda *_: _safely(after_change))
         self.canvas.selection_changed.connect(lambda shapes: _safely(selection_changed, shapes))
+        self._click_filter = _SuggestionClickFilter(self.canvas, is_pending)
+        self.canvas.installEventFilter(self._click_filter)
+        # A click in the list, not any selection change: clicks on the canvas select in the list too.
+        window._docks.label_list.clicked.connect(lambda *_: _safely(self._centre_on_list_selection))
         self._install_overlay_layer()
+
+    def _centre_on_list_selection(self) -> None:
+        """A shape chosen in the annotation list is scrolled into the middle of the canvas."""
+        shapes = self.selected_shapes()
+        if len(shapes) != 1 or not shapes[0].points:
+            return
+        points = shapes[0].points
+        canvas = self.canvas
+        origin = canvas._compute_image_origin_offset()
+        centre_x = (sum(point.x() for point in points) / len(points) + origin.x()) * canvas.scale
+        centre_y = (sum(point.y() for point in points) / len(points) + origin.y()) * canvas.scale
+        bars = self.window._canvas_widgets.scroll_bars
+        for orientation, centre in ((QtCore.Qt.Horizontal, centre_x), (QtCore.Qt.Vertical, centre_y)):
+            bar = bars[orientation]
+            bar.setValue(int(centre - bar.pageStep() / 2))
 
     def _append_suffix(self, shape, shape_suffix: Callable[[Any], str]) -> None:
         suffix = shape_suffix(shape)
@@ -492,6 +518,31 @@ class LabelMeAdapter:
                 menu_action.menu().addSeparator()
                 menu_action.menu().addAction(action)
                 return
+
+
+class _SuggestionClickFilter(QtCore.QObject):
+    """A click inside a pending suggestion selects it, even when it is small enough that the
+    click falls near one of its vertices (LabelMe would pick the vertex, and a drag would edit,
+    and so accept, the suggestion)."""
+
+    def __init__(self, canvas, is_pending: Callable[[Any], bool]):
+        super().__init__(canvas)
+        self.canvas = canvas
+        self.is_pending = is_pending
+
+    def eventFilter(self, watched: QtCore.QObject, event: QtCore.QEvent) -> bool:  # noqa: N802 - Qt's name
+        if event.type() == QtCore.QEvent.MouseButtonPress and event.button() == QtCore.Qt.LeftButton:
+            _safely(self._prefer_the_shape, event)
+        return False  # LabelMe handles the click itself
+
+    def _prefer_the_shape(self, event) -> None:
+        from labelme._shape import contains_point
+
+        canvas, shape = self.canvas, self.canvas.hovered_shape
+        if canvas._hovered_vertex is None or shape is None or not self.is_pending(shape):
+            return
+        if contains_point(shape=shape, point=canvas._transform_point_widget_to_image(event.localPos())):
+            canvas._hovered_vertex = None
 
 
 def _safely(callback: Callable, *args) -> Any:

@@ -409,3 +409,51 @@ def test_detect_all_undoes_no_decision_a_person_made(qtbot, tmp_path, make_windo
     groups, problems = suggestion_stats(tmp_path)
     assert not problems and sum(counts["rejected"] for counts in groups.values()) == 2
     assert sum(counts["accepted_unchanged"] for counts in groups.values()) == 2
+
+
+def test_a_click_inside_a_small_suggestion_selects_it_instead_of_grabbing_a_vertex(qtbot, tmp_path, make_window):
+    from qtpy.QtTest import QTest
+
+    write_sample_images(tmp_path, 1, squares=1)
+    window, panel = make_window([fake_option(FakePredictor())], open_path=tmp_path)
+    window.show()
+    ready(qtbot, panel)
+    assert detect(qtbot, panel) == 1
+    canvas = panel.adapter.canvas
+    (suggestion,) = review.pending(panel.adapter.shapes())
+    xs, ys = [point.x() for point in suggestion.points], [point.y() for point in suggestion.points]
+    origin = canvas._compute_image_origin_offset()
+    # Inside, and a few screen pixels from a corner: within LabelMe's vertex-grabbing distance.
+    inside = QtCore.QPoint(int((min(xs) + 1.5 + origin.x()) * canvas.scale), int((min(ys) + 1.5 + origin.y()) * canvas.scale))
+    QTest.mouseMove(canvas, inside)
+    assert canvas._hovered_vertex is not None  # what used to grab the vertex
+    QTest.mousePress(canvas, QtCore.Qt.LeftButton, QtCore.Qt.NoModifier, inside)
+    QTest.mouseRelease(canvas, QtCore.Qt.LeftButton, QtCore.Qt.NoModifier, inside)
+    assert panel.adapter.selected_shapes() == [suggestion]
+    assert review.is_pending(suggestion)  # selected, not edited
+    text = panel.adapter.window._docks.label_list[0].text()
+    assert "pending 0.8" in text and " px" in text  # a person sees score and size
+
+
+def test_choosing_a_suggestion_in_the_list_centres_the_canvas_on_it(qtbot, tmp_path, make_window):
+    from qtpy.QtTest import QTest
+
+    write_sample_images(tmp_path, 1, squares=2)
+    window, panel = make_window([fake_option(FakePredictor())], open_path=tmp_path)
+    window.show()
+    ready(qtbot, panel)
+    assert detect(qtbot, panel) == 2
+    window._canvas_widgets.zoom_widget.setValue(800)  # zoomed in: the image is larger than the view
+    bars = window._canvas_widgets.scroll_bars
+    label_list = window._docks.label_list
+    for index, shape in enumerate(review.pending(panel.adapter.shapes())):
+        row = label_list.model().index(index, 0)
+        QTest.mouseClick(label_list.viewport(), QtCore.Qt.LeftButton, QtCore.Qt.NoModifier,
+                         label_list.visualRect(row).center())
+        canvas = panel.adapter.canvas
+        origin = canvas._compute_image_origin_offset()
+        centre_x = (sum(point.x() for point in shape.points) / len(shape.points) + origin.x()) * canvas.scale
+        horizontal = bars[QtCore.Qt.Horizontal]
+        assert 0 < horizontal.value() < horizontal.maximum()  # a real scroll, not a clamp at an edge
+        assert abs(horizontal.value() + horizontal.pageStep() / 2 - centre_x) < 2
+        assert panel.adapter.selected_shapes() == [shape]
