@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import torch
 
-from .export import fuse_batch_norms, inference_network, onnx_bytes, read_onnx_file
+from .export import cached_onnx_bytes, fuse_batch_norms, inference_network, read_onnx_file
 from .model_file import LoadedModel, ModelFileError, file_sha256, load_model, parse_header
 from .networks import DSARAD
 
@@ -237,7 +237,10 @@ class Predictor:
             self.model = model if isinstance(model, LoadedModel) else load_model(Path(model))
             self.backend = choose_backend(backend, self.device)
             if self.backend == "onnx":
-                self.runner = OnnxBackend(onnx_bytes(self.model), threads)
+                try:
+                    self.runner = OnnxBackend(cached_onnx_bytes(self.model), threads)
+                except Exception:  # noqa: BLE001 - a damaged cached export: make it again
+                    self.runner = OnnxBackend(cached_onnx_bytes(self.model, rebuild=True), threads)
                 if not isinstance(model, LoadedModel):
                     # Nobody else holds these weights and onnxruntime has its
                     # own copy: at `paper` this frees 400 MB.

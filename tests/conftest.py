@@ -74,6 +74,12 @@ def mtd_root() -> Path:
     return root
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_onnx_cache(tmp_path_factory):
+    """Exports are cached per user between runs; the tests keep theirs apart (subprocesses inherit it)."""
+    os.environ["DSARAD_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+
+
 @pytest.fixture(autouse=True)
 def denormals_restored():
     """Inference and training flush denormal floats for speed; hypothesis refuses

@@ -137,3 +137,28 @@ def test_cli_export_of_a_missing_model_is_an_error(tmp_path, capsys):
     assert main(["export", "--model", str(tmp_path / "none.safetensors"), "--onnx", str(tmp_path / "x.onnx")]) == 2
     assert "no such model file" in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_the_export_is_cached_by_the_model_files_hash_and_rebuilt_when_damaged(tmp_path, monkeypatch):
+    from labelme_dsarad.model import export
+    from labelme_dsarad.model.inference import Predictor
+
+    monkeypatch.setenv("DSARAD_CACHE_DIR", str(tmp_path / "cache"))
+    loaded = perturbed_model(tmp_path / "m.safetensors", preset="tiny")
+    exports = []
+    real_export = export.onnx_bytes
+    monkeypatch.setattr(export, "onnx_bytes", lambda *args: exports.append(1) or real_export(*args))
+    image = (np.random.default_rng(0).random((40, 50, 3)) * 255).astype(np.uint8)
+
+    first = Predictor(tmp_path / "m.safetensors", backend="onnx").predict(image)
+    assert len(exports) == 1 and export.cached_onnx_path(loaded).is_file()
+    second = Predictor(tmp_path / "m.safetensors", backend="onnx").predict(image)
+    assert len(exports) == 1  # the second start exports nothing
+    np.testing.assert_array_equal(first.score_map, second.score_map)
+
+    export.cached_onnx_path(loaded).write_bytes(b"not an onnx model")  # a damaged cache file
+    third = Predictor(tmp_path / "m.safetensors", backend="onnx").predict(image)
+    assert len(exports) == 2  # made again ...
+    np.testing.assert_array_equal(first.score_map, third.score_map)
+    assert export.cached_onnx_path(loaded).read_bytes() != b"not an onnx model"  # ... and the cache mended
+    assert not list((tmp_path / "cache").rglob("*.tmp"))
