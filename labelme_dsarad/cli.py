@@ -97,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--tolerance", type=non_negative_float, default=DEFAULT_SUGGESTIONS.tolerance,
                          help=f"polygon simplification in pixels (default {DEFAULT_SUGGESTIONS.tolerance})")
     predict.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
-    predict.add_argument("--save-maps", type=Path, metavar="DIR", help="also write each anomaly map as a PNG heat map")
+    predict.add_argument("--save-maps", type=Path, metavar="DIR",
+                         help="also write each anomaly map as a PNG: drawn over the photo, with a colour bar")
+    predict.add_argument("--bare-maps", action="store_true", help="with --save-maps: the heat maps alone")
     predict.add_argument("--batch-size", type=positive_int, default=1, help="images per forward pass (helps on a GPU)")
     predict.add_argument("--include-reviewed", action="store_true",
                          help="also suggest on images a person marked reviewed (image flag 'ok'); left alone by default")
@@ -390,6 +392,7 @@ def run_predict(args) -> int:
         suggestions=SuggestionSettings(threshold=args.threshold, min_area=args.min_area, tolerance=args.tolerance),
         out_dir=args.out,
         maps_dir=args.save_maps,
+        bare_maps=args.bare_maps,
         batch_size=args.batch_size,
         include_reviewed=args.include_reviewed,
     )

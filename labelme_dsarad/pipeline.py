@@ -44,6 +44,7 @@ class PredictOptions:
     suggestions: SuggestionSettings = field(default_factory=SuggestionSettings)
     out_dir: Path | None = None
     maps_dir: Path | None = None
+    bare_maps: bool = False  # maps alone, not drawn over the photo with a colour bar
     batch_size: int = 1
     # Skip images whose label file already holds this model's results with
     # these settings, so a rerun after an interruption finishes the rest.
@@ -149,17 +150,47 @@ def heat_map_png(score_map: np.ndarray) -> np.ndarray:
     return cv2.applyColorMap(scaled, cv2.COLORMAP_JET)
 
 
-def write_results(image_path: Path, image_shape: tuple, prediction: Prediction, predictor: Predictor,
+# The overlay is clear below this score and as opaque as OVERLAY_OPACITY from
+# the threshold (0.5) up, so the normal surface stays readable under it.
+OVERLAY_CLEAR_BELOW = 0.25
+OVERLAY_OPACITY = 0.6
+COLOUR_BAR_WIDTH = 18
+
+
+def heat_map_overlay(image: np.ndarray, score_map: np.ndarray) -> np.ndarray:
+    """BGR picture a person can read: the map over the photo, with a colour bar saying what the colours mean."""
+    photo = cv2.cvtColor(image, cv2.COLOR_RGB2BGR).astype(np.float32)
+    alpha = np.clip((score_map - OVERLAY_CLEAR_BELOW) / (0.5 - OVERLAY_CLEAR_BELOW), 0.0, 1.0)[..., None]
+    blended = photo * (1 - OVERLAY_OPACITY * alpha) + heat_map_png(score_map).astype(np.float32) * OVERLAY_OPACITY * alpha
+    return np.hstack([blended.astype(np.uint8), colour_bar(image.shape[0])])
+
+
+def colour_bar(height: int) -> np.ndarray:
+    """A vertical scale from 0 (bottom) to 1 (top), with 0.5, the model's threshold, marked."""
+    height = max(height, 64)
+    levels = np.linspace(1.0, 0.0, height, dtype=np.float32)[:, None].repeat(COLOUR_BAR_WIDTH, axis=1)
+    bar = heat_map_png(levels)
+    label = np.full((height, 44, 3), 255, np.uint8)
+    for value, text in ((1.0, "1.0"), (0.5, "0.5 thr"), (0.0, "0.0")):
+        y = int(round((1.0 - value) * (height - 1)))
+        cv2.line(bar, (0, y), (COLOUR_BAR_WIDTH - 1, y), (255, 255, 255) if value == 0.5 else (0, 0, 0), 1)
+        cv2.putText(label, text, (2, min(max(y + 4, 10), height - 2)), cv2.FONT_HERSHEY_PLAIN, 0.7, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+    return np.hstack([bar, label])[: max(height, 1)]
+
+
+def write_results(image_path: Path, image: np.ndarray, prediction: Prediction, predictor: Predictor,
                   options: PredictOptions, record: dict) -> int:
     suggestions = suggestions_for(prediction, predictor, options, record)
     label_path = label_path_for(image_path, options.out_dir)
-    written = update_label_file(label_path, image_path, image_shape[0], image_shape[1], suggestions,
+    written = update_label_file(label_path, image_path, image.shape[0], image.shape[1], suggestions,
                                 run_record={**record, "image_score": round(prediction.image_score, 4)})
     if options.maps_dir is not None:
-        map_path = options.maps_dir / f"{image_path.stem}_anomaly.png"
-        ok, encoded = cv2.imencode(".png", heat_map_png(prediction.score_map))
+        picture = heat_map_png(prediction.score_map) if options.bare_maps else \
+            heat_map_overlay(image, prediction.score_map)
+        ok, encoded = cv2.imencode(".png", picture)
         if ok:
-            write_atomically(map_path, encoded.tobytes())
+            write_atomically(options.maps_dir / f"{image_path.stem}_anomaly.png", encoded.tobytes())
     return len(written[RECORD_KEY][SUGGESTED_KEY])
 
 
@@ -280,7 +311,7 @@ def predict_paths(
                 continue
             for (image_path, image), prediction in zip(batch, predictions):
                 pending_writes.append(
-                    (image_path, writer.submit(write_results, image_path, image.shape, prediction, predictor, options, record))
+                    (image_path, writer.submit(write_results, image_path, image, prediction, predictor, options, record))
                 )
             while pending_writes and pending_writes[0][1].done():
                 finish(*pending_writes.popleft())
