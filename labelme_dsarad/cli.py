@@ -124,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--devices", type=positive_int, default=1, help="GPUs (or CPU processes) for data-parallel training")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--batch-size", type=positive_int, default=8)
-    train.add_argument("--learning-rate", type=positive_float, default=1e-4)
+    train.add_argument("--learning-rate", type=positive_float, default=1e-3,
+                       help="peak learning rate of the warm-up and cosine schedule (default 1e-3)")
     train.add_argument("--snapshots", type=non_negative_int, default=0, help="export this many intermediate models")
     train.add_argument("--run-dir", type=Path, help="checkpoint folder (default: in the model store)")
     train.add_argument("--checkpoint-every", type=positive_float, default=60.0, metavar="SECONDS",

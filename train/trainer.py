@@ -61,7 +61,7 @@ class TrainConfig:
     epochs: float | None = None
     minutes: float | None = None
     batch_size: int = 8
-    learning_rate: float = 1e-4
+    learning_rate: float = 1e-3  # the peak of the warm-up and cosine (engine.learning_rate_at)
     teacher_share: float = 0.25  # part of the budget spent on the teacher
     anomaly_source: str | None = None
     device: str = "auto"
