@@ -85,14 +85,12 @@ def package_of_commit(commit: str, into: Path) -> Path:
 
 def train(args: argparse.Namespace, root: Path, run_dir: Path) -> None:
     environment = dict(os.environ)
-    if args.threads:
-        environment["OMP_NUM_THREADS"] = str(args.threads)
     with tempfile.TemporaryDirectory() as scratch:
         if args.recipe != "current":
             environment["PYTHONPATH"] = str(package_of_commit(args.recipe, Path(scratch)))
-        dataset = ["--dataset", "mtd", "--images", str(root)] if args.dataset == "mtd" else \
-            ["--dataset", "ball_screw", "--images", str(root)]
-        command = [sys.executable, "-m", "labelme_dsarad.cli", "train", "--product", args.dataset, *dataset,
+        dataset = ["--dataset", args.dataset, "--images", str(root)]
+        product = {"mtd": "magnetic_tile", "ball_screw": "ball_screw"}[args.dataset]
+        command = [sys.executable, "-m", "labelme_dsarad.cli", "train", "--product", product, *dataset,
                    *args.train_args.split(), "--minutes", str(args.minutes), "--snapshots", str(args.snapshots),
                    "--seed", str(args.seed), "--run-dir", str(run_dir), "--output", str(run_dir / "final.safetensors")]
         stderr(" ".join(command))
@@ -153,10 +151,8 @@ def plot(curves: list[Path], output: Path) -> None:
 
 def main() -> int:
     args = parse_arguments()
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    if args.threads:  # training (a child process) and evaluation alike
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
     root = dataset_root(args)
     run_dir = args.out / "run"
     args.out.mkdir(parents=True, exist_ok=True)
