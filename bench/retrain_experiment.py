@@ -1,31 +1,39 @@
-"""Does retraining from corrected labels help? The closed loop on Magnetic Tile, end to end.
+"""Does retraining from corrected labels help, and how soon? The closed loop, end to end.
 
-1. Start from a model trained on train-split MT_Free images only (``--base``).
-2. Play the person: write a LabelMe file for every image of the "corrections"
-   half of the defect folders (DATASET.md) with the ground-truth mask as
-   polygons and the image flag ``ok``, and one with ``ok`` and no shapes for
-   each train-split MT_Free image (reviewed normals). Label files point at the
-   data set's images (relative ``imagePath``); nothing is copied.
-3. ``retrain`` from that folder (warm start, real defects three ways) into a
-   model store of its own under ``--out``.
-4. Measure the base and the retrained model on the "measurement" half plus
-   the 191 test-split MT_Free images, and nothing else: image AUROC (overall
-   and per defect type), pixel AUROC, AUPRO, best F1, F1 at the model's own
-   threshold, and suggestion IoU against the ground truth.
+    .venv/bin/python bench/retrain_experiment.py --dataset mtd --base resources/models/magnetic_tile_compact.safetensors \\
+        --minutes 10 --out runs/retrain/mtd [--minutes 1 3 10 30] [--images 10 25 50 all] [--review]
 
-Nothing of the measurement set is trained or tuned on: the retrain sees only
-the corrections half and train-split normals (its thresholds come from a
-calibration part of those), and ``--holdout`` defaults to 0 because the
-measurement set is the report here. Prints a table; writes
-``OUT/retrain_experiment.json``.
+1. Start from a model trained on train-split defect-free images only (``--base``).
+2. Play the person: a LabelMe file with the image flag ``ok`` for every image
+   of the data set's "corrections" half (DATASET.md) with its defects as
+   polygons labelled with their kind (Magnetic Tile: the mask's regions,
+   labelled by defect folder; ball screw: the data set's own LabelMe
+   polygons, "Pitting"), and one with ``ok`` and no shapes for each of
+   ``--normals`` train-split defect-free images. Nothing is copied: label
+   files point at the data set's images.
+3. ``retrain`` from that folder into a model store of its own, for each
+   budget in ``--minutes`` (with all corrections) and each count in
+   ``--images`` (the first N corrections of a seeded shuffle, at the first
+   budget): the learning curves.
+4. Measure the base and each retrained model on the "measurement" half plus
+   the test-split defect-free images, and nothing else, through the one
+   evaluator at each model's own threshold and the default polygon settings:
+   image and pixel AUROC, and the suggestions as a person meets them (IoU of
+   each labelled defect with its best suggestion, share of defects found,
+   false suggestions per normal image, kind right).
+5. ``--review``: play the reviewer on the measurement images for the base and
+   for the first retrained model: ``dsarad predict``, then accept every
+   suggestion that overlaps a labelled defect (IoU 0.1 or more), reject the
+   rest, tick ``ok``; ``dsarad stats`` counts what happened.
 
-    .venv/bin/python bench/retrain_experiment.py --base resources/models/magnetic_tile_compact.safetensors \\
-        --minutes 10 --out runs/retrain_experiment
+Nothing of the measurement set is trained or tuned on. Writes
+``OUT/retrain_experiment.json``, ``OUT/curves.csv`` and ``OUT/curves.png``.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import shutil
@@ -35,22 +43,31 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine_line, print_table, stderr  # noqa: E402
+import numpy as np  # noqa: E402
+from _common import REPO, machine_line, print_table, stderr  # noqa: E402
 
-from labelme_dsarad.model.images import read_image  # noqa: E402
 from labelme_dsarad.model.inference import Predictor  # noqa: E402
-from labelme_dsarad.model.labelfile import LABELME_VERSION, write_label_file  # noqa: E402
+from labelme_dsarad.model.labelfile import (  # noqa: E402
+    LABELME_VERSION,
+    is_pending_suggestion,
+    load_label_file,
+    set_state,
+    write_label_file,
+)
 from labelme_dsarad.model.model_file import file_sha256, load_model  # noqa: E402
 from labelme_dsarad.model.polygons import SuggestionSettings, mask_to_polygons  # noqa: E402
 from labelme_dsarad.model.store import ModelStore  # noqa: E402
+from labelme_dsarad.pipeline import PredictOptions, predict_paths  # noqa: E402
 from labelme_dsarad.train.datasets import (  # noqa: E402
     Sample,
+    ball_screw_retrain_halves,
+    ball_screw_train_images,
     default_mtd_root,
     mtd_retrain_halves,
     mtd_train_images,
-    read_mask,
 )
 from labelme_dsarad.train.evaluation import evaluate_predictor  # noqa: E402
+from labelme_dsarad.train.labels import rasterise_shapes, suggestion_stats  # noqa: E402
 from labelme_dsarad.train.metric_names import REPORTED_METRICS  # noqa: E402
 from labelme_dsarad.train.progress import TerminalProgress  # noqa: E402
 from labelme_dsarad.train.retrain import RetrainConfig, retrain  # noqa: E402
@@ -58,142 +75,203 @@ from labelme_dsarad.train.retrain import RetrainConfig, retrain  # noqa: E402
 # A person's outline follows the defect closely: half-pixel simplification,
 # and every region kept, however small.
 LABEL_TOLERANCE = 0.5
+REVIEW_ACCEPT_IOU = 0.1  # the simulated reviewer accepts a suggestion this much on a labelled defect
+CURVE_METRICS = ("image_auroc", "pixel_auroc", "defect_best_iou", "defects_touched", "false_suggestions_per_normal",
+                 "kind_accuracy")
 
 
 def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--base", type=Path, required=True, help="model trained on train-split MT_Free images")
-    parser.add_argument("--mtd", type=Path, help="Magnetic Tile root (default: $DSARAD_MTD_ROOT or the shared copy)")
-    budget = parser.add_mutually_exclusive_group()
-    budget.add_argument("--minutes", type=float, help="retraining budget (default 10)")
-    budget.add_argument("--steps", type=int)
+    parser.add_argument("--dataset", choices=["mtd", "ball_screw"], default="mtd")
+    parser.add_argument("--root", type=Path, help="the data set's folder (default: the shared copy)")
+    parser.add_argument("--base", type=Path, required=True, help="model trained on the train split's normals only")
+    parser.add_argument("--minutes", type=float, nargs="+", default=[10.0], help="retraining budgets")
+    parser.add_argument("--images", nargs="+", default=["all"], help="numbers of corrected images (or 'all')")
+    parser.add_argument("--normals", type=int, default=100, help="reviewed defect-free images beside the corrections")
     parser.add_argument("--out", type=Path, default=Path("runs/retrain_experiment"))
-    parser.add_argument("--holdout", type=float, default=0.0, help="retrain's own holdout of the corrections (default 0)")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--review", action="store_true", help="simulate a reviewer before and after (dsarad stats)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--limit", type=int, help="smoke test only: at most this many images per folder and half")
+    parser.add_argument("--limit", type=int, help="smoke test only: at most this many measurement images per kind")
     return parser.parse_args()
 
 
-def limited(items: list, limit: int | None) -> list:
-    return items if limit is None else items[:limit]
+def halves(args: argparse.Namespace) -> tuple[list[Sample], list[Sample], list[Path]]:
+    """(corrections, measurement, train-split normals) of the data set."""
+    if args.dataset == "mtd":
+        root = args.root or default_mtd_root()
+        if root is None:
+            raise SystemExit("no Magnetic Tile data set: pass --root")
+        corrections, measurement = mtd_retrain_halves(root)
+        return corrections, measurement, mtd_train_images(root)
+    root = args.root or REPO.parent / "shared" / "datasets" / "ball_screw"
+    corrections, measurement = ball_screw_retrain_halves(root)
+    return corrections, measurement, ball_screw_train_images(root)
 
 
-def write_person_labels(folder: Path, corrections: list[Sample], normals: list[Path]) -> tuple[int, list[str]]:
-    """LabelMe files as a person would leave them after reviewing.
+def person_shapes(sample: Sample) -> list[dict]:
+    """The defects of a correction as a person would outline them, labelled with their kind."""
+    if sample.mask_path is not None and sample.mask_path.suffix == ".json":
+        return [{**shape, "flags": {}} for shape in load_label_file(sample.mask_path)["shapes"]]
+    image = sample.read_image()
+    regions = mask_to_polygons(sample.mask(*image.shape[:2]), min_area=1, tolerance=LABEL_TOLERANCE)
+    return [{"label": sample.defect_type, "points": [[round(x, 2), round(y, 2)] for x, y in region.points],
+             "group_id": None, "description": "", "shape_type": "polygon", "flags": {}, "mask": None}
+            for region in regions]
 
-    Returns the number of defect shapes and the defect images left out: a
-    few MTD defect images have an empty mask, and a person would have outlined
-    something we cannot know, so they get no label file (rather than pass for
-    normal images).
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    shapes_written, left_out = 0, []
+
+def write_person_labels(folder: Path, corrections: list[Sample], normals: list[Path]) -> list[str]:
+    """Reviewed label files; returns the corrections left out (a defect image whose mask is empty:
+    a person would have outlined something we cannot know, and it must not pass for normal)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    left_out = []
     for sample in corrections:
-        mask = read_mask(sample.mask_path, *read_image(sample.image_path).shape[:2])
-        regions = mask_to_polygons(mask, min_area=1, tolerance=LABEL_TOLERANCE)
-        if not regions:
-            left_out.append(f"{sample.defect_type}/{sample.image_path.name}")
+        shapes = person_shapes(sample)
+        if not shapes:
+            left_out.append(sample.image_path.name)
             continue
-        shapes: list[dict] = [{"label": "defect", "points": [[round(x, 2), round(y, 2)] for x, y in region.points],
-                   "group_id": None, "description": "", "shape_type": "polygon", "flags": {}, "mask": None}
-                  for region in regions]
-        shapes_written += len(shapes)
-        _write(folder / f"MT_{sample.defect_type}_{sample.image_path.stem}.json", sample.image_path, mask.shape, shapes)
+        _write(folder / f"{sample.defect_type}_{sample.image_path.stem}.json", sample.image_path, shapes)
     for image in normals:
-        height, width = read_image(image).shape[:2]
-        _write(folder / f"MT_Free_{image.stem}.json", image, (height, width), [])
-    return shapes_written, left_out
+        _write(folder / f"good_{image.stem}.json", image, [])
+    return left_out
 
 
-def _write(path: Path, image: Path, shape: tuple[int, int], shapes: list[dict]) -> None:
+def _write(path: Path, image: Path, shapes: list[dict]) -> None:
+    height, width = Sample(image, None, "good", False).read_image().shape[:2]
     write_label_file(path, {
         "version": LABELME_VERSION, "flags": {"ok": True}, "shapes": shapes,
         "imagePath": os.path.relpath(image.resolve(), path.parent.resolve()), "imageData": None,
-        "imageHeight": shape[0], "imageWidth": shape[1],
+        "imageHeight": height, "imageWidth": width,
     })
 
 
 def measure(model: Path, samples: list[Sample], device: str) -> dict:
     metrics = evaluate_predictor(Predictor(model, device=device), samples, suggestions=SuggestionSettings())
     return {**metrics["overall"], "per_type_image_auroc": {name: values["image_auroc"]
-                                                           for name, values in metrics["per_type"].items()},
-            "images": len(samples), "defect_images": sum(sample.is_anomalous for sample in samples)}
+                                                           for name, values in metrics["per_type"].items()}}
+
+
+def simulated_review(model: Path, samples: list[Sample], folder: Path, device: str) -> dict:
+    """Predict, accept what lies on a labelled defect, reject the rest, tick ok; then dsarad stats."""
+    shutil.rmtree(folder, ignore_errors=True)
+    predict_paths([sample.image_path for sample in samples], model, PredictOptions(out_dir=folder), device=device)
+    for sample in samples:
+        path = folder / f"{sample.image_path.stem}.json"
+        data = load_label_file(path)
+        truth = sample.mask(data["imageHeight"], data["imageWidth"])
+        kept = []
+        for shape in data["shapes"]:
+            if not is_pending_suggestion(shape):
+                kept.append(shape)
+                continue
+            area = rasterise_shapes([shape], *truth.shape)
+            iou = int(np.count_nonzero(area & truth)) / max(int(np.count_nonzero(area | truth)), 1)
+            if iou >= REVIEW_ACCEPT_IOU:
+                set_state(shape, "accepted")
+                kept.append(shape)  # a rejected one is deleted, as LabelMe does
+        data["shapes"], data["flags"] = kept, {"ok": True}
+        write_label_file(path, data)
+    groups, _ = suggestion_stats(folder)
+    return next(iter(groups.values()), {})
+
+
+def retrained(args: argparse.Namespace, base, corrections: list[Sample], normals: list[Path], minutes: float,
+              count: str, name: str) -> tuple[Path, dict]:
+    chosen = corrections if count == "all" else \
+        [corrections[i] for i in np.random.default_rng(args.seed).permutation(len(corrections))[:int(count)]]
+    labels_dir, store_root = args.out / name / "labels", args.out / name / "store"
+    left_out = write_person_labels(labels_dir, chosen, normals)
+    shutil.rmtree(store_root, ignore_errors=True)
+    product = base.info.product
+    (store_root / product).mkdir(parents=True)
+    shutil.copyfile(args.base, store_root / product / "v1.safetensors")
+    ModelStore(store_root).set_current(product, 1)
+    result = retrain(RetrainConfig(product=product, labels_dir=str(labels_dir), store_root=str(store_root),
+                                   minutes=minutes, holdout=0.0, device=args.device, seed=args.seed),
+                     TerminalProgress())
+    return result.path, {"corrections": len(chosen) - len(left_out), "left_out_empty": left_out,
+                         "steps": load_model(result.path).info.training["steps"], "seconds": result.seconds}
 
 
 def main() -> int:
     args = parse_arguments()
-    root = args.mtd or default_mtd_root()
-    if root is None:
-        stderr("no Magnetic Tile data set: pass --mtd ROOT or set DSARAD_MTD_ROOT")
-        return 2
     started = time.monotonic()
-    corrections, measurement = mtd_retrain_halves(root)
-    train_normals = mtd_train_images(root)
+    corrections, measurement, train_normals = halves(args)
     if args.limit is not None:
-        corrections = [s for folder in sorted({s.defect_type for s in corrections})
-                       for s in limited([s for s in corrections if s.defect_type == folder], args.limit)]
-        measurement = [s for kind in sorted({s.defect_type for s in measurement})
-                       for s in limited([s for s in measurement if s.defect_type == kind], args.limit)]
-        train_normals = limited(train_normals, 4 * args.limit)
-    trained_on = {s.image_path.resolve() for s in corrections} | {p.resolve() for p in train_normals}
+        kinds = sorted({sample.defect_type for sample in measurement})
+        measurement = [s for kind in kinds for s in [s for s in measurement if s.defect_type == kind][:args.limit]]
+    normals = [train_normals[i] for i in sorted(np.random.default_rng(args.seed).permutation(len(train_normals))
+                                                 [:args.normals])]
+    trained_on = {s.image_path.resolve() for s in corrections} | {p.resolve() for p in normals}
     if any(s.image_path.resolve() in trained_on for s in measurement):
         raise AssertionError("a measurement image is among the labels: the split is broken")
-
     args.out.mkdir(parents=True, exist_ok=True)
-    labels_dir, store_root = args.out / "labels", args.out / "store"
-    shutil.rmtree(labels_dir, ignore_errors=True)
-    shutil.rmtree(store_root, ignore_errors=True)
-    stderr(f"writing {len(corrections)} corrected and {len(train_normals)} normal label files to {labels_dir}")
-    shapes, left_out = write_person_labels(labels_dir, corrections, train_normals)
-    if left_out:
-        stderr(f"left out {len(left_out)} corrections with an empty ground-truth mask: {', '.join(left_out)}")
-
     base = load_model(args.base)
-    product = base.info.product
-    store = ModelStore(store_root)
-    (store_root / product).mkdir(parents=True)
-    shutil.copyfile(args.base, store_root / product / "v1.safetensors")
-    store.set_current(product, 1)
-
-    result = retrain(RetrainConfig(
-        product=product, labels_dir=str(labels_dir), store_root=str(store_root), minutes=args.minutes,
-        steps=args.steps, holdout=args.holdout, batch_size=args.batch_size, device=args.device, seed=args.seed,
-    ), TerminalProgress())
-
-    stderr(f"measuring on {len(measurement)} images (measurement half + test-split normals)")
-    before = measure(args.base, measurement, args.device)
-    after = measure(result.path, measurement, args.device)
-
-    rows = [[title, _fmt(before.get(key)), _fmt(after.get(key))] for key, title in REPORTED_METRICS]
-    rows += [[f"image_auroc {name}", _fmt(before["per_type_image_auroc"].get(name)),
-              _fmt(after["per_type_image_auroc"].get(name))] for name in after["per_type_image_auroc"]]
-    print(f"\nMagnetic Tile, {before['defect_images']} defect + {before['images'] - before['defect_images']} normal "
-          f"measurement images; base {args.base.name}, retrained {result.seconds / 60:.1f} min "
-          f"({result.to_dict()['counts']['train']['defect']} defect images trained on)\n")
-    print_table(["metric", "before", "after"], rows)
-    report = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": machine_line(),
+    stderr(f"measuring the base model on {len(measurement)} images")
+    rows = [{"model": "before", "minutes": 0.0, "corrected_images": 0, **measure(args.base, measurement, args.device)}]
+    runs = [(minutes, "all") for minutes in args.minutes] + [(args.minutes[0], count) for count in args.images
+                                                             if count != "all"]
+    paths = {}
+    for minutes, count in runs:
+        name = f"retrained_{minutes:g}min_{count}"
+        stderr(f"{name}: retraining from {count} corrections and {len(normals)} normals")
+        path, about = retrained(args, base, corrections, normals, minutes, count, name)
+        paths[name] = path
+        rows.append({"model": name, "minutes": minutes, "corrected_images": about["corrections"], **about,
+                     **measure(path, measurement, args.device)})
+    review = {}
+    if args.review:
+        first = f"retrained_{args.minutes[0]:g}min_all"
+        review = {"before": simulated_review(args.base, measurement, args.out / "review_before", args.device),
+                  "after": simulated_review(paths[first], measurement, args.out / "review_after", args.device)}
+    shown = ["before", *paths]
+    print(f"\n{args.dataset}: {len(measurement)} measurement images; base {args.base.name}\n")
+    print_table(["metric", *shown], [[title, *[_fmt(row.get(key)) for row in rows]] for key, title in REPORTED_METRICS])
+    if review:
+        print("\nsimulated review (dsarad stats):")
+        print_table(["", "before", "after"], [[key, _fmt(review["before"].get(key)), _fmt(review["after"].get(key))]
+                                             for key in ("suggestions", "accepted_unchanged", "rejected", "missed")])
+    with (args.out / "curves.csv").open("w", newline="") as stream:
+        writer = csv.DictWriter(stream, ["model", "minutes", "corrected_images", *CURVE_METRICS], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    plot(rows, args.out / "curves.png", args.dataset)
+    (args.out / "retrain_experiment.json").write_text(json.dumps({
+        "command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine_line(),
         "base": {"path": str(args.base), "sha256": file_sha256(args.base), "training": base.info.training},
-        "labels": {"corrections": len(corrections) - len(left_out), "defect_shapes": shapes,
-                   "left_out_empty_masks": left_out, "reviewed_normals": len(train_normals)},
-        "retrain": {k: v for k, v in result.to_dict().items() if k not in ("before", "after")},
-        "measurement": {"images": len(measurement), "defect_images": before["defect_images"]},
-        "before": before,
-        "after": after,
-        "seconds": round(time.monotonic() - started, 1),
-        "smoke_test_limit": args.limit,
-    }
-    output = args.out / "retrain_experiment.json"
-    output.write_text(json.dumps(report, indent=2, default=str))
-    print(f"\nwritten: {output}")
+        "measurement_images": len(measurement), "reviewed_normals": len(normals), "rows": rows, "review": review,
+        "seconds": round(time.monotonic() - started, 1)}, indent=2, default=str))
+    stderr(f"written: {args.out / 'retrain_experiment.json'}, curves.csv, curves.png")
     return 0
 
 
+def plot(rows: list[dict], output: Path, dataset: str) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    before = rows[0]
+    by_minutes = sorted((row for row in rows[1:] if row["model"].endswith("_all")), key=lambda row: row["minutes"])
+    by_images = sorted((row for row in rows[1:] if row["minutes"] == rows[1]["minutes"]),
+                       key=lambda row: row["corrected_images"])
+    figure = Figure(figsize=(12, 4.5), layout="constrained")
+    for ax, series, x_key, x_label in ((figure.add_subplot(1, 2, 1), by_minutes, "minutes", "retraining minutes"),
+                                       (figure.add_subplot(1, 2, 2), by_images, "corrected_images",
+                                        f"corrected images ({rows[1]['minutes']:g} min)")):
+        for key in CURVE_METRICS:
+            values = [before.get(key)] + [row.get(key) for row in series]
+            xs = [0] + [row[x_key] for row in series]
+            points = [(x, value) for x, value in zip(xs, values) if value is not None]
+            if points:
+                ax.plot(*zip(*points), marker="o", label=key.replace("_", " "))
+        ax.set(xlabel=x_label, title=f"{dataset}: measurement half + test normals")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    FigureCanvasAgg(figure).print_png(str(output))
+
+
 def _fmt(value) -> str:
-    return "-" if value is None else f"{value:.3f}"
+    return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 if __name__ == "__main__":

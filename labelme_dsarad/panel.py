@@ -343,11 +343,14 @@ class DefectPanel(QtCore.QObject):
         shapes = self.adapter.shapes()
         regions = self.view.suggestion_settings().regions(entry.prediction.score_map)
         provenance = review.provenance(self.model, self.view.threshold)
-        label = self.model.info.labels[0] if self.model.info is not None else "defect"
+        generic = self.model.info.labels[0] if self.model.info is not None else "defect"
         record = self.adapter.file_record(labelfile.RECORD_KEY)
         people, rejections = review.decisions(shapes, record)
-        kept = labelfile.new_suggestions([review.suggestion_dict(region, label, provenance) for region in regions],
-                                         people, rejections)
+        suggestions = []
+        for region in regions:
+            label, kind_probability = entry.prediction.label_of(region, generic)
+            suggestions.append(review.suggestion_dict(region, label, provenance, kind_probability))
+        kept = labelfile.new_suggestions(suggestions, people, rejections)
         new_shapes = [self.adapter.make_shape(suggestion) for suggestion in kept]
         review.remember_suggested(record, new_shapes)
         old = review.pending(shapes)

@@ -140,8 +140,12 @@ def suggestions_for(prediction: Prediction, predictor: Predictor, options: Predi
     regions = options.suggestions.regions(prediction.score_map)
     # Each shape carries the part of the run record that says where it came from.
     provenance = {key: record[key] for key in ("model", "model_sha256", "threshold")}
-    label = predictor.model.info.labels[0]
-    return [suggestion_shape(region, label, provenance) for region in regions]
+    generic = predictor.model.info.labels[0]
+    shapes = []
+    for region in regions:
+        label, kind_probability = prediction.label_of(region, generic)
+        shapes.append(suggestion_shape(region, label, provenance, kind_probability))
+    return shapes
 
 
 def heat_map_png(score_map: np.ndarray) -> np.ndarray:

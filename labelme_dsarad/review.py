@@ -87,7 +87,9 @@ def list_suffix(shape) -> str:
     assert entry is not None  # a pending shape is a suggestion
     score = entry.get("score_max")
     scored = f" {score:.2f}" if isinstance(score, (int, float)) else ""
-    return f"  · pending{scored} · {polygon_area(points_of(shape)):.0f} px"
+    kind = entry.get("kind_probability")
+    named = f" ({kind:.0%} sure of the kind)" if isinstance(kind, (int, float)) else ""
+    return f"  · pending{scored} · {polygon_area(points_of(shape)):.0f} px{named}"
 
 
 def polygon_area(points: list[tuple[float, float]]) -> float:
@@ -146,5 +148,5 @@ def provenance(model, threshold: float) -> dict:
     return {"model": model.name, "model_sha256": model.key, "threshold": threshold}
 
 
-def suggestion_dict(region: Region, label: str, provenance_record: dict) -> dict:
-    return labelfile.suggestion_shape(region, label, provenance_record)
+def suggestion_dict(region: Region, label: str, provenance_record: dict, kind_probability: float | None = None) -> dict:
+    return labelfile.suggestion_shape(region, label, provenance_record, kind_probability)

@@ -34,6 +34,7 @@ from .networks import DSARAD, SIDE_MULTIPLE, SpatialAttention, check_input_size
 ONNX_OPSET = 17
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("raw_map", "raw_image_score")
+KIND_OUTPUT_NAME = "kind_probabilities"  # a third output, of models that name defect kinds
 SOURCE_SHA256_KEY = "dsarad_source_sha256"
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
@@ -110,6 +111,7 @@ def onnx_bytes(loaded: LoadedModel, input_size: int | None = None) -> bytes:
     size = input_size or loaded.info.architecture.input_size
     check_input_size(size)
     network = inference_network(loaded.network)
+    output_names = (*OUTPUT_NAMES, KIND_OUTPUT_NAME) if loaded.info.architecture.kinds else OUTPUT_NAMES
     buffer = io.BytesIO()
     with warnings.catch_warnings(), fused_attention_export():
         # The TorchScript exporter is the one that needs no extra packages;
@@ -122,11 +124,12 @@ def onnx_bytes(loaded: LoadedModel, input_size: int | None = None) -> bytes:
             dynamo=False,
             opset_version=ONNX_OPSET,
             input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES),
+            output_names=list(output_names),
             dynamic_axes={
                 INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
                 OUTPUT_NAMES[0]: {0: "batch", 1: "height", 2: "width"},
                 OUTPUT_NAMES[1]: {0: "batch"},
+                **({KIND_OUTPUT_NAME: {0: "batch", 2: "height", 3: "width"}} if loaded.info.architecture.kinds else {}),
             },
         )
     proto = onnx.load_from_string(buffer.getvalue())

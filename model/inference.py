@@ -27,6 +27,7 @@ import torch
 from .export import cached_onnx_bytes, fuse_batch_norms, inference_network, read_onnx_file
 from .model_file import LoadedModel, ModelFileError, file_sha256, load_model, parse_header
 from .networks import DSARAD
+from .polygons import Region
 
 
 def resize_for_model(image: np.ndarray, size: int) -> np.ndarray:
@@ -53,6 +54,10 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+# Below this probability a region keeps the model's generic label: no kind is better than a wrong one.
+KIND_MIN_PROBABILITY = 0.5
+
+
 @dataclass
 class Prediction:
     score_map: np.ndarray  # float32 (H, W) at the image's own size, normalised: 0.5 = threshold
@@ -60,6 +65,35 @@ class Prediction:
     raw_image_score: float
     seconds: float
     device: str
+    kinds: tuple[str, ...] = ()  # the defect kinds the model names, if any
+    kind_map: np.ndarray | None = None  # (kinds, S, S) their probabilities, at the model's input size
+
+    def kind_of(self, region: Region) -> tuple[str, float] | None:
+        """The most likely kind of the defect in ``region`` and its probability (the mean over the
+        region's pixels); None when the model names no kinds."""
+        if self.kind_map is None or not self.kinds:
+            return None
+        height, width = self.score_map.shape
+        x0, y0, x1, y1 = region.bbox
+        inside = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        cv2.fillPoly(inside, [np.round(np.asarray(region.points) - (x0 + 0.5, y0 + 0.5)).astype(np.int32)], 1)
+        ys, xs = np.nonzero(inside)
+        if not len(ys):
+            ys, xs = np.array([(y1 - y0) // 2]), np.array([(x1 - x0) // 2])
+        size = self.kind_map.shape[-1]
+        rows = np.clip(((ys + y0 + 0.5) * size / height).astype(int), 0, size - 1)
+        columns = np.clip(((xs + x0 + 0.5) * size / width).astype(int), 0, size - 1)
+        mean = self.kind_map[:, rows, columns].mean(axis=1)
+        best = int(np.argmax(mean))
+        return self.kinds[best], float(mean[best])
+
+    def label_of(self, region: Region, generic: str) -> tuple[str, float | None]:
+        """What a suggestion for ``region`` is called: its kind when the model is sure enough
+        (``KIND_MIN_PROBABILITY``), else the model's generic label; and the kind's probability."""
+        kind = self.kind_of(region)
+        if kind is None or kind[1] < KIND_MIN_PROBABILITY:
+            return generic, None
+        return kind
 
 
 BACKENDS = ("auto", "torch", "onnx")
@@ -155,20 +189,21 @@ class TorchBackend:
         self.network = network.to(memory_format=torch.channels_last) if self.channels_last else network  # type: ignore[call-overload]
 
     @torch.inference_mode()
-    def __call__(self, tensor: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, tensor: torch.Tensor) -> tuple[np.ndarray, ...]:
         with denormals_flushed():
             return self.run(tensor)
 
-    def run(self, tensor: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, tensor: torch.Tensor) -> tuple[np.ndarray, ...]:
+        """Raw maps (B, S, S), raw scores (B,) and, for a model that names kinds, their probabilities."""
         tensor = tensor.to(self.device)
         if self.channels_last:
             tensor = tensor.contiguous(memory_format=torch.channels_last)
         if self.device.type == "cuda":
             with torch.autocast("cuda", dtype=torch.bfloat16):
-                raw_map, raw_score = self.network(tensor)
+                outputs = self.network(tensor)
         else:
-            raw_map, raw_score = self.network(tensor)
-        return raw_map.float().cpu().numpy(), raw_score.float().cpu().numpy()
+            outputs = self.network(tensor)
+        return tuple(output.float().cpu().numpy() for output in outputs)
 
 
 class OnnxBackend:
@@ -191,10 +226,9 @@ class OnnxBackend:
     def metadata(self) -> dict[str, str]:
         return dict(self.session.get_modelmeta().custom_metadata_map)
 
-    def __call__(self, tensor: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, tensor: torch.Tensor) -> tuple[np.ndarray, ...]:
         # to_tensor's output is NHWC in memory; onnxruntime wants NCHW.
-        raw_map, raw_score = self.session.run(None, {self.input_name: np.ascontiguousarray(tensor.numpy())})
-        return raw_map, raw_score
+        return tuple(self.session.run(None, {self.input_name: np.ascontiguousarray(tensor.numpy())}))
 
     @classmethod
     def from_file(cls, path: os.PathLike | str, threads: int) -> OnnxBackend:
@@ -254,17 +288,18 @@ class Predictor:
     def name(self) -> str:
         return self.model.name
 
-    def raw_maps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(B, S, S, 3) uint8 at the model's size -> raw maps (B, S, S) and raw scores (B,)."""
+    def raw_maps(self, batch: np.ndarray) -> tuple[np.ndarray, ...]:
+        """(B, S, S, 3) uint8 at the model's size -> raw maps (B, S, S), raw scores (B,) and, for a
+        model that names defect kinds, their probabilities (B, kinds, S, S)."""
         return self.runner(to_tensor(batch))
 
     def predict_batch(self, images: list[np.ndarray]) -> list[Prediction]:
         started = time.perf_counter()
         batch = np.stack([resize_for_model(image, self.input_size) for image in images])
-        raw_maps, raw_scores = self.raw_maps(batch)
+        raw_maps, raw_scores, *kind_maps = self.raw_maps(batch)
         elapsed = (time.perf_counter() - started) / len(images)
         predictions = []
-        for image, raw_map, raw_score in zip(images, raw_maps, raw_scores):
+        for index, (image, raw_map, raw_score) in enumerate(zip(images, raw_maps, raw_scores)):
             height, width = image.shape[:2]
             full_size = cv2.resize(raw_map, (width, height), interpolation=cv2.INTER_LINEAR)
             predictions.append(
@@ -274,6 +309,8 @@ class Predictor:
                     raw_image_score=float(raw_score),
                     seconds=elapsed,
                     device=self.device.type,
+                    kinds=self.model.info.architecture.kinds,
+                    kind_map=kind_maps[0][index] if kind_maps else None,
                 )
             )
         return predictions

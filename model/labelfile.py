@@ -177,11 +177,12 @@ def _rounded(value: float) -> float:
     return round(float(value), _FINGERPRINT_DECIMALS) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
-def suggestion_shape(region: Region, label: str, provenance: dict) -> dict:
+def suggestion_shape(region: Region, label: str, provenance: dict, kind_probability: float | None = None) -> dict:
     """A LabelMe 6 polygon shape for ``region``, marked as our pending suggestion.
 
     ``provenance`` holds the model's ``model`` (name), ``model_sha256`` and the
-    ``threshold`` used.
+    ``threshold`` used. ``label`` is a defect kind when the model named one,
+    with its ``kind_probability``.
     """
     missing = [key for key in PROVENANCE_KEYS if key not in provenance]
     if missing:
@@ -205,6 +206,8 @@ def suggestion_shape(region: Region, label: str, provenance: dict) -> dict:
         "threshold": float(provenance["threshold"]),
         "fingerprint": shape_fingerprint(shape),
     }
+    if kind_probability is not None:
+        shape[RECORD_KEY]["kind_probability"] = round(float(kind_probability), 4)
     return shape
 
 

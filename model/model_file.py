@@ -33,6 +33,7 @@ MAX_FILE_BYTES = 2 * 1024**3
 WIDTH_RANGE = (1, 512)
 INPUT_SIZE_RANGE = (32, 2048)
 SCORE_WINDOW_RANGE = (1, 255)
+MAX_KINDS = 64
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin"}
 
@@ -213,6 +214,7 @@ def parse_header(path: os.PathLike | str, metadata: dict) -> ModelInfo:
             # Files written before the window was chosen per product used the paper's.
             score_window=_bounded_int(arch.get("score_window", Architecture.score_window), SCORE_WINDOW_RANGE,
                                       "score_window"),
+            kinds=_kind_names(arch.get("kinds", [])),
         )
         if architecture.score_window % 2 == 0:
             raise ValueError(f"score_window must be odd, got {architecture.score_window}")
@@ -245,6 +247,14 @@ def _bounded_int(value, bounds: tuple[int, int], name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not bounds[0] <= value <= bounds[1]:
         raise ValueError(f"{name} must be an integer in [{bounds[0]}, {bounds[1]}], got {value!r}")
     return value
+
+
+def _kind_names(value) -> tuple[str, ...]:
+    if not isinstance(value, list) or len(value) > MAX_KINDS or not all(isinstance(kind, str) and kind for kind in value):
+        raise ValueError(f"kinds must be a list of at most {MAX_KINDS} names")
+    if len(set(value)) != len(value):
+        raise ValueError("kinds must be different names")
+    return tuple(value)
 
 
 def _string(value, name: str) -> str:

@@ -24,9 +24,12 @@ class Architecture:
     # Side of the mean-pooling window of the image score (odd). The paper's
     # 21 at 256 px; training chooses it per product (train/calibration.py).
     score_window: int = 21
+    # Defect kinds the segmentation network also names, learnt from people's
+    # labels (retraining); empty: every defect is the model's one label.
+    kinds: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "kinds": list(self.kinds)}
 
 
 # Five 2x poolings: every side the networks take is a multiple of this.
@@ -164,10 +167,13 @@ class ReconstructionNetwork(nn.Module):
         return self.decoder(bottleneck), features
 
 
-class SegmentationNetwork(nn.Module):
-    """U-Net over [reconstruction, input] that outputs two logits per pixel."""
+ANOMALY_LOGITS = 2  # normal, anomalous
 
-    def __init__(self, width: int, in_channels: int = 6, out_channels: int = 2):
+
+class SegmentationNetwork(nn.Module):
+    """U-Net over [reconstruction, input]: two anomaly logits per pixel, then one per defect kind."""
+
+    def __init__(self, width: int, kinds: int = 0, in_channels: int = 6):
         super().__init__()
         d = width
         encoder_widths = [d, 2 * d, 4 * d, 8 * d, 8 * d, 8 * d]
@@ -182,7 +188,7 @@ class SegmentationNetwork(nn.Module):
             self.up_stages.append(upsample_conv(previous, outgoing))
             self.decoder_blocks.append(double_conv(outgoing + skip_channels, outgoing))
             previous = outgoing
-        self.to_logits = nn.Conv2d(d, out_channels, kernel_size=3, padding=1)
+        self.to_logits = nn.Conv2d(d, ANOMALY_LOGITS + kinds, kernel_size=3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
@@ -195,11 +201,21 @@ class SegmentationNetwork(nn.Module):
         return self.to_logits(x)
 
 
-def anomaly_map(student: ReconstructionNetwork, segmentation: SegmentationNetwork, image: torch.Tensor) -> torch.Tensor:
-    """Raw anomaly map (B, H, W): probability of the anomaly class."""
+def segmentation_logits(student: ReconstructionNetwork, segmentation: SegmentationNetwork,
+                        image: torch.Tensor) -> torch.Tensor:
+    """(B, 2 + kinds, H, W): the U-Net's logits over [the student's reconstruction, the input]."""
     reconstruction, _ = student(image)
-    logits = segmentation(torch.cat([reconstruction, image], dim=1))
-    return torch.softmax(logits, dim=1)[:, 1]
+    return segmentation(torch.cat([reconstruction, image], dim=1))
+
+
+def anomaly_probability(logits: torch.Tensor) -> torch.Tensor:
+    """Raw anomaly map (B, H, W): probability of the anomaly class."""
+    return torch.softmax(logits[:, :ANOMALY_LOGITS], dim=1)[:, 1]
+
+
+def kind_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """(B, kinds, H, W): which kind a defect at each pixel would be."""
+    return torch.softmax(logits[:, ANOMALY_LOGITS:], dim=1)
 
 
 def image_score(raw_map: torch.Tensor, window: int) -> torch.Tensor:
@@ -216,12 +232,15 @@ class DSARAD(nn.Module):
         super().__init__()
         self.architecture = architecture
         self.student = ReconstructionNetwork(architecture.reconstruction_width)
-        self.segmentation = SegmentationNetwork(architecture.segmentation_width)
+        self.segmentation = SegmentationNetwork(architecture.segmentation_width, len(architecture.kinds))
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the raw anomaly map (B, H, W) and the raw image score (B,)."""
-        raw_map = anomaly_map(self.student, self.segmentation, image)
-        return raw_map, image_score(raw_map, self.architecture.score_window)
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The raw anomaly map (B, H, W), the raw image score (B,) and, when the model knows
+        defect kinds, their probabilities (B, kinds, H, W)."""
+        logits = segmentation_logits(self.student, self.segmentation, image)
+        raw_map = anomaly_probability(logits)
+        outputs = (raw_map, image_score(raw_map, self.architecture.score_window))
+        return (*outputs, kind_probabilities(logits)) if self.architecture.kinds else outputs
 
     def set_explicit_attention(self, explicit: bool) -> None:
         self.student.encoder.attention.explicit_attention = explicit

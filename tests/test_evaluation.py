@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from labelme_dsarad.model.inference import Prediction
 from labelme_dsarad.model.polygons import SuggestionSettings
 from labelme_dsarad.train import evaluation
 from labelme_dsarad.train.datasets import Sample, folder_test_samples
@@ -40,11 +41,15 @@ def make_folder_dataset(root: Path, normals: int = 5, defects: int = 5) -> Path:
     return root
 
 
-def brightness_predict(image: np.ndarray) -> tuple[np.ndarray, float]:
+def prediction(score_map: np.ndarray, score: float) -> Prediction:
+    return Prediction(score_map, score, score, 0.0, "cpu")
+
+
+def brightness_predict(image: np.ndarray) -> Prediction:
     """A fake model that is perfect here: the defects are the bright pixels."""
     grey = image[:, :, 0].astype(np.float32)
     score_map = (grey - 100.0) / (2 * (DEFECT_GRAY - 100.0)) + 0.5 - 0.1
-    return score_map, float(score_map.max())
+    return prediction(score_map, float(score_map.max()))
 
 
 @pytest.fixture(scope="module")
@@ -80,17 +85,17 @@ def test_perfect_predictor_writes_a_full_report(samples, tmp_path):
 def test_scores_outside_0_1_are_not_clipped(samples):
     # Normalised scores may exceed [0, 1]: stretching them must change nothing.
     def stretched(image):
-        score_map, score = brightness_predict(image)
-        return (score_map - 0.5) * 50, (score - 0.5) * 50
+        bright = brightness_predict(image)
+        return prediction((bright.score_map - 0.5) * 50, (bright.image_score - 0.5) * 50)
 
     def noisy(image):  # imperfect, so that clipping would show
-        score_map, score = brightness_predict(image)
-        noise = np.random.default_rng(int(image.sum())).normal(0, 0.2, score_map.shape)
-        return (score_map + noise).astype(np.float32), score + noise.max()
+        bright = brightness_predict(image)
+        noise = np.random.default_rng(int(image.sum())).normal(0, 0.2, bright.score_map.shape)
+        return prediction((bright.score_map + noise).astype(np.float32), bright.image_score + noise.max())
 
     def noisy_stretched(image):
-        score_map, score = noisy(image)
-        return (score_map - 0.5) * 50, (score - 0.5) * 50
+        made = noisy(image)
+        return prediction((made.score_map - 0.5) * 50, (made.image_score - 0.5) * 50)
 
     assert evaluate(stretched, samples)["overall"]["pixel_auroc"] == 1.0
     plain, wide = evaluate(noisy, samples), evaluate(noisy_stretched, samples)
@@ -101,8 +106,8 @@ def test_scores_outside_0_1_are_not_clipped(samples):
 
 def test_suggestion_metrics_count_misses_and_false_alarms(samples):
     def shifted(image):  # every map a little too high: normals light up as well
-        score_map, score = brightness_predict(image)
-        return score_map + 0.12, score + 0.12
+        bright = brightness_predict(image)
+        return prediction(bright.score_map + 0.12, bright.image_score + 0.12)
 
     overall = evaluate(shifted, samples, suggestions=SuggestionSettings(min_area=1))["overall"]
     assert overall["normal_images_with_suggestions"] == 1.0 and overall["false_suggestions_per_normal"] >= 1.0
@@ -113,7 +118,7 @@ def test_suggestion_metrics_count_misses_and_false_alarms(samples):
 
 def test_predict_must_return_a_2d_map(samples):
     with pytest.raises(ValueError, match="not HxW"):
-        evaluate(lambda image: (np.zeros((4, 4, 3)), 0.0), samples)
+        evaluate(lambda image: prediction(np.zeros((4, 4, 3)), 0.0), samples)
 
 
 def test_downsample_bounds_the_longer_side():

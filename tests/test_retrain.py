@@ -100,12 +100,17 @@ def test_real_defects_are_pasted_with_their_masks(tmp_path):
     for index in range(3):
         masks[index, :, 4 * index : 4 * index + 6, 2:9] = 1.0
     white = torch.full((3, 3, 32, 32), 255, dtype=torch.uint8)
+    kinds = torch.where(masks > 0, torch.tensor([0, 1, 0]).view(3, 1, 1, 1), -1)
     retrainer.set_data(Examples(torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.zeros(4, 1, 32, 32),
-                                torch.zeros(4, 1, 32, 32)), Examples(white, masks, torch.zeros_like(masks)))
+                                torch.zeros(4, 1, 32, 32), torch.full((4, 1, 32, 32), -1)),
+                       Examples(white, masks, torch.zeros_like(masks), kinds))
     clean = torch.zeros(5, 3, 32, 32)  # black normals: only pasted pixels can be white
-    augmented, target = retrainer.batches.paste_real(clean, torch.rand(5, 3, 32, 32), torch.zeros(5, 1, 32, 32))
-    assert torch.equal(augmented, target.expand(-1, 3, -1, -1))
+    unknown = torch.full((5, 1, 32, 32), -1)
+    augmented, target, pasted_kinds, pasted = retrainer.batches.paste_real(
+        clean, torch.rand(5, 3, 32, 32), torch.zeros(5, 1, 32, 32), unknown)
+    assert torch.equal(augmented, target.expand(-1, 3, -1, -1)) and pasted.all()
     assert set(target.sum(dim=(1, 2, 3)).tolist()) <= {42.0}  # one 6 x 7 region each, wherever flips put it
+    assert torch.equal(pasted_kinds >= 0, target > 0)  # each pasted defect brings its kind along
 
 
 def test_thresholds_separate_defects_from_normals_at_the_best_f1():
@@ -179,3 +184,43 @@ def test_retrain_without_reviewed_images_is_a_one_line_error(tmp_path, capsys):
     error = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress lines
     assert error.startswith("dsarad retrain: error: ") and "no reviewed images" in error and "'ok'" in error
     assert [stored.version for stored in store.versions("widget")] == [1]
+
+
+def test_retraining_learns_the_kinds_people_named_and_suggestions_carry_them(tmp_path, capsys):
+    from labelme_dsarad.model.inference import Predictor
+
+    labels = write_tiny_labels(tmp_path / "labels", count=10)
+    for index, path in enumerate(sorted(labels.glob("*.json"))):  # the people's squares get a kind each
+        data = json.loads(path.read_text())
+        for shape in data["shapes"]:
+            shape["label"] = "pit" if index % 4 == 1 else "scratch"
+        path.write_text(json.dumps(data))
+    store = tiny_store(tmp_path / "store")
+    assert main(["retrain", "--product", "widget", "--labels", str(labels), "--store", str(store.root),
+                 "--steps", "8", "--batch-size", "4", "--progress-json"]) == 0, capsys.readouterr().err
+    new = load_model(store.resolve("widget").path)
+    assert new.info.architecture.kinds == ("pit", "scratch") and new.info.labels == ["defect"]
+    image = cv2.imread(str(labels / "tile_01.png"))[:, :, ::-1]
+    for backend in ("torch", "onnx"):
+        prediction = Predictor(new, backend=backend).predict(image)
+        assert prediction.kinds == ("pit", "scratch") and prediction.kind_map.shape == (2, 32, 32)
+        assert np.allclose(prediction.kind_map.sum(axis=0), 1.0, atol=1e-4)
+    done = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert "kind_accuracy" in done["after"]
+
+
+def test_retraining_thresholds_keep_the_normals_below_them():
+    rng = np.random.default_rng(1)
+    normal_maps = rng.uniform(0.0, 0.3, (40, 16, 16))
+    normal_maps[0, 2:6, 2:6] = 0.95  # one odd normal image, brighter than the defects
+    defect_maps = rng.uniform(0.0, 0.3, (2, 16, 16))
+    defect_maps[:, 4:8, 4:8] = 0.5
+    maps = np.concatenate([normal_maps, defect_maps]).astype(np.float32)
+    masks = np.zeros(maps.shape, bool)
+    masks[40:, 4:8, 4:8] = True
+    labels = np.array([False] * 40 + [True] * 2)
+    scores = maps.reshape(len(maps), -1).max(axis=1)
+    normaliser = f1_thresholds(maps, scores, masks, labels, ScoreNormaliser(0.5, 0.5))
+    # The best F1 alone would sit at 0.3 and put suggestions on every normal image.
+    assert normaliser.image_threshold >= np.quantile(scores[:40], 0.95)
+    assert normaliser.statistics["calibration_normals_flagged"] <= 0.05

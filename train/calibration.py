@@ -29,6 +29,10 @@ PIXEL_THRESHOLD_QUANTILE = 0.999
 # are flat: the U-Net answers the same everywhere and has learnt nothing.
 FLAT_MAP_SPREAD = 1e-3
 BATCH = 16
+# Retraining thresholds stay above this quantile of the reviewed normals'
+# scores (their highest, with fewer than NORMAL_FLOOR_MINIMUM of them).
+NORMAL_FLOOR_QUANTILE = 0.95
+NORMAL_FLOOR_MINIMUM = 20
 # Image-score windows tried (odd sides, pixels at the model's input size).
 SCORE_WINDOWS = (1, 3, 5, 7, 9, 11, 15, 21)
 NORMALS_RULE = ("image threshold: maximum image score over the validation normals; pixel threshold: maximum over "
@@ -42,7 +46,7 @@ def raw_outputs(network: DSARAD, images: torch.Tensor, device: torch.device) -> 
     maps, scores = [], []
     for start in range(0, len(images), BATCH):
         batch = images[start : start + BATCH].to(device).float() / 255.0
-        raw_map, score = network(batch)
+        raw_map, score = network(batch)[:2]
         maps.append(raw_map.float().cpu())
         scores.append(score.float().cpu())
     if not maps:
@@ -109,38 +113,55 @@ def describe_validation(normaliser: ScoreNormaliser) -> tuple[str, str | None]:
 
 def f1_thresholds(maps: np.ndarray, scores: np.ndarray, masks: np.ndarray, labels: np.ndarray,
                   fallback: ScoreNormaliser) -> ScoreNormaliser:
-    """Raw image and pixel thresholds at the best F1 on calibration images.
+    """Raw image and pixel thresholds from calibration images with real defects and normals.
 
     ``maps`` (N, S, S) raw, ``scores`` (N,) raw, ``masks`` (N, S, S) bool,
-    ``labels`` (N,) True for a defect image. Each threshold falls back on its
-    own: to the normals-only rule when F1 is undefined (no defect, or no
-    defect pixel left at the model's size), to ``fallback``'s (the starting
-    model's) when there is no normal either.
+    ``labels`` (N,) True for a defect image. Each threshold is where F1 is
+    best, but never below what the normals need (``normal_floor``): on a small
+    calibration set, or with a model that separates the defects poorly, the
+    best F1 is "flag everything", and every normal image would get
+    suggestions. Each falls back on its own: to the normals' rule when F1 is
+    undefined (no defect, or no defect pixel left at the model's size), to
+    ``fallback``'s (the starting model's) when there is no normal either.
     """
     labels = np.asarray(labels, dtype=bool)
     statistics: dict = {"calibration_images": int(len(labels)), "calibration_defects": int(labels.sum())}
     normals = ~labels
+    if normals.any():
+        image_floor = normal_floor(scores[normals])
+        pixel_floor = normal_floor(pixel_quantiles(maps[normals]))
     if labels.any() and normals.any():
-        statistics["image_best_f1"], image_threshold = best_f1(scores, labels)
-        statistics["image_method"] = "best F1 on held-back corrected labels (real defects and reviewed normals)"
+        statistics["image_best_f1"], best = best_f1(scores, labels)
+        image_threshold = max(best, image_floor)
+        statistics["image_method"] = ("best F1 on held-back corrected labels (real defects and reviewed normals), "
+                                      f"not below the normals' {NORMAL_FLOOR_QUANTILE:.0%} quantile")
     elif normals.any():
-        image_threshold = float(scores[normals].max())
-        statistics["image_method"] = "maximum score of the held-back reviewed normals (no real defect held back)"
+        image_threshold = image_floor
+        statistics["image_method"] = "the held-back reviewed normals' scores (no real defect held back)"
     else:
         image_threshold = fallback.image_threshold
         statistics["image_method"] = "the starting model's (nothing held back for calibration)"
     if masks.any() and normals.any():
-        statistics["pixel_best_f1"], pixel_threshold = pixel_curves(list(maps), list(masks)).best_f1()
-        statistics["pixel_method"] = "best F1 over the pixels of the held-back corrected labels"
+        statistics["pixel_best_f1"], best = pixel_curves(list(maps), list(masks)).best_f1()
+        pixel_threshold = max(best, pixel_floor)
+        statistics["pixel_method"] = ("best F1 over the pixels of the held-back corrected labels, not below the "
+                                      f"normals' {PIXEL_THRESHOLD_QUANTILE:.1%} pixel quantiles")
     elif normals.any():
-        pixel_threshold = float(pixel_quantiles(maps[normals]).max())
-        statistics["pixel_method"] = (f"maximum of the held-back reviewed normals' {PIXEL_THRESHOLD_QUANTILE:.1%} "
-                                      "pixel quantiles (no real defect pixel held back)")
+        pixel_threshold = pixel_floor
+        statistics["pixel_method"] = (f"the held-back reviewed normals' {PIXEL_THRESHOLD_QUANTILE:.1%} pixel quantiles "
+                                      "(no real defect pixel held back)")
     else:
         pixel_threshold = fallback.pixel_threshold
         statistics["pixel_method"] = "the starting model's (nothing held back for calibration)"
     statistics["method"] = f"image: {statistics['image_method']}; pixel: {statistics['pixel_method']}"
     if normals.any():
-        # Where the model separates the defects poorly, the best F1 can be "flag everything": say so.
         statistics["calibration_normals_flagged"] = float(np.mean(scores[normals] >= image_threshold))
     return ScoreNormaliser(clamp_threshold(image_threshold), clamp_threshold(pixel_threshold), statistics)
+
+
+def normal_floor(values: np.ndarray) -> float:
+    """Where a threshold must be for normals to stay below it: their ``NORMAL_FLOOR_QUANTILE``
+    quantile, or their highest value when there are too few of them for a quantile to mean much."""
+    if len(values) < NORMAL_FLOOR_MINIMUM:
+        return float(np.max(values))
+    return float(np.quantile(values, NORMAL_FLOOR_QUANTILE))

@@ -32,6 +32,8 @@ from .synthesis import synthesise
 # A defect pixel at the training size: at least this share of it covered at
 # full size. Lower than a half so that hairline cracks survive the shrink.
 MASK_COVERAGE = 0.25
+# How much more a pixel of a real defect counts in the loss than any other.
+REAL_DEFECT_WEIGHT = 4.0
 
 
 @dataclass
@@ -70,17 +72,26 @@ def split_labels(images: list[LabelledImage], holdout: float, calibration: float
 
 @dataclass
 class Examples:
-    """Images (N, 3, S, S) uint8 with their defect and ignore masks (N, 1, S, S) float."""
+    """Images (N, 3, S, S) uint8 with their defect and ignore masks (N, 1, S, S) float and the kind
+    of each defect pixel (N, 1, S, S) long, -1 where no kind is known."""
 
     images: torch.Tensor
     masks: torch.Tensor
     ignore: torch.Tensor
+    kinds: torch.Tensor
 
     def __len__(self) -> int:
         return len(self.images)
 
     def to(self, device: torch.device) -> Examples:
-        return Examples(self.images.to(device), self.masks.to(device), self.ignore.to(device))
+        return Examples(self.images.to(device), self.masks.to(device), self.ignore.to(device), self.kinds.to(device))
+
+
+def defect_kinds(images: list[LabelledImage], generic: str) -> tuple[str, ...]:
+    """The kinds people named in their shapes (their labels), byte-sorted; the model's generic
+    label is no kind."""
+    names = {str(shape.get("label") or "") for image in images for shape in image.defects}
+    return tuple(sorted(names - {"", generic}, key=str.encode))
 
 
 def shrink_mask(mask: np.ndarray, size: int) -> np.ndarray:
@@ -89,21 +100,28 @@ def shrink_mask(mask: np.ndarray, size: int) -> np.ndarray:
     return coverage >= MASK_COVERAGE
 
 
-def load_examples(images: list[LabelledImage], size: int) -> Examples:
-    pixels, masks, ignores = [], [], []
+def load_examples(images: list[LabelledImage], size: int, kinds: tuple[str, ...] = ()) -> Examples:
+    """The images at the model's size, their masks, and the index in ``kinds`` of each defect pixel's kind."""
+    pixels, masks, ignores, kind_maps = [], [], [], []
     for item in images:
         image = item.read_image()
         defect, ignore = item.masks(*image.shape[:2])
         pixels.append(resize_for_model(image, size))
         masks.append(shrink_mask(defect, size))
         ignores.append(shrink_mask(ignore, size) & ~masks[-1])
+        named = np.full((size, size), -1, np.int64)
+        for index, kind in enumerate(kinds):
+            named[shrink_mask(item.kinds(*image.shape[:2]) == kind, size) & masks[-1]] = index
+        kind_maps.append(named)
     if not images:
         empty = torch.zeros(0, 1, size, size)
-        return Examples(torch.zeros(0, 3, size, size, dtype=torch.uint8), empty, empty)
+        return Examples(torch.zeros(0, 3, size, size, dtype=torch.uint8), empty, empty,
+                        torch.zeros(0, 1, size, size, dtype=torch.long))
     return Examples(
         torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).contiguous(),
         torch.from_numpy(np.stack(masks)).float().unsqueeze(1),
         torch.from_numpy(np.stack(ignores)).float().unsqueeze(1),
+        torch.from_numpy(np.stack(kind_maps)).unsqueeze(1),
     )
 
 
@@ -144,29 +162,41 @@ class CorrectionBatches:
         synthetic = synthesise(normal, self.sources.sample(synthetic_count, self.generator, self.device),
                                self.generator, self.sources.chroma)
         augmented, target = synthetic.augmented, synthetic.mask
+        kinds = torch.full_like(target, -1, dtype=torch.long)
+        pasted = torch.zeros_like(target, dtype=torch.bool)
         if len(self.defects) and self.paste_probability > 0:
-            augmented, target = self.paste_real(synthetic.clean, augmented, target)
-        inputs, masks, weights = [augmented], [target], [torch.ones_like(target)]
+            augmented, target, kinds, pasted = self.paste_real(synthetic.clean, augmented, target, kinds)
+        inputs, masks, weights, kind_maps = [augmented], [target], [self.weigh(target, pasted)], [kinds]
         if real_count:
             index = self._draw(self.defects.images, real_count)
-            real, (real_mask, real_ignore) = random_flips(
-                self.defects.images[index].float() / 255.0, [self.defects.masks[index], self.defects.ignore[index]],
-                self.generator,
+            real, (real_mask, real_ignore, real_kinds) = random_flips(
+                self.defects.images[index].float() / 255.0,
+                [self.defects.masks[index], self.defects.ignore[index], self.defects.kinds[index]], self.generator,
             )
             inputs.append(real)
             masks.append(real_mask)
-            weights.append(1.0 - real_ignore)
+            weights.append(self.weigh(real_mask, real_mask > 0) * (1.0 - real_ignore))
+            kind_maps.append(real_kinds)
         return TrainingBatch(inputs=torch.cat(inputs), masks=torch.cat(masks), clean=synthetic.clean,
-                             weights=torch.cat(weights))
+                             weights=torch.cat(weights), kinds=torch.cat(kind_maps))
 
-    def paste_real(self, clean: torch.Tensor, augmented: torch.Tensor,
-                   target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Replace some synthetic anomalies by a real defect region, cut out with its mask."""
+    @staticmethod
+    def weigh(masks: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """Per-pixel loss weights: a real defect's pixels count ``REAL_DEFECT_WEIGHT`` times, so a
+        defect of a few pixels is not drowned by the image around it."""
+        return torch.where(real & (masks > 0), REAL_DEFECT_WEIGHT, 1.0)
+
+    def paste_real(self, clean: torch.Tensor, augmented: torch.Tensor, target: torch.Tensor,
+                   kinds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Replace some synthetic anomalies by a real defect region, cut out with its mask (and kinds);
+        also say which samples got one ((B, 1, H, W) bool)."""
         count = clean.shape[0]
         chosen = (torch.rand(count, generator=self.generator, device=self.device)
                   < self.paste_probability).view(-1, 1, 1, 1)
         index = self._draw(self.defects.images, count)
-        source, (mask,) = random_flips(self.defects.images[index].float() / 255.0, [self.defects.masks[index]],
-                                       self.generator)
+        source, (mask, source_kinds) = random_flips(self.defects.images[index].float() / 255.0,
+                                                    [self.defects.masks[index], self.defects.kinds[index]],
+                                                    self.generator)
         pasted = clean * (1 - mask) + source * mask
-        return torch.where(chosen, pasted, augmented), torch.where(chosen, mask, target)
+        return (torch.where(chosen, pasted, augmented), torch.where(chosen, mask, target),
+                torch.where(chosen, source_kinds, kinds), chosen.expand_as(target))

@@ -42,6 +42,10 @@ class Sample:
             return labelme_mask(self.mask_path, height, width)
         return read_mask(self.mask_path, height, width)
 
+    def kinds(self, height: int, width: int) -> np.ndarray:
+        """The defect kind of each pixel: the image's defect type inside its mask, "" elsewhere."""
+        return np.where(self.mask(height, width), self.defect_type, "").astype(object)
+
 
 def _byte_sorted(paths) -> list[Path]:
     # Byte order, not locale or natural order: the split in DATASET.md is

@@ -19,9 +19,9 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from labelme_dsarad.model.networks import DSARAD
+from labelme_dsarad.model.networks import ANOMALY_LOGITS, DSARAD
 
-from .losses import distillation_loss, focal_loss, reconstruction_loss
+from .losses import distillation_loss, focal_loss, kind_loss, reconstruction_loss
 
 Progress = Callable[[dict], None]
 
@@ -52,11 +52,13 @@ class TrainingBatch:
     masks: torch.Tensor  # (B, 1, H, W) 1 where the anomaly is
     clean: torch.Tensor  # (S, 3, H, W), S <= B
     weights: torch.Tensor | None = None  # (B, 1, H, W) per-pixel loss weights; 0: not labelled, ignored
+    kinds: torch.Tensor | None = None  # (B, 1, H, W) long: the defect kind of a pixel, -1 where none is known
 
 
 def objective(student: nn.Module, segmentation: nn.Module, target_encoder: nn.Module,
               batch: TrainingBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The DSARAD loss: reconstruction + distillation + focal segmentation, and its terms."""
+    """The DSARAD loss: reconstruction + distillation + focal segmentation (+ the defect kinds,
+    where the batch names them and the network knows kinds), and its terms."""
     synthetic = len(batch.clean)
     with torch.no_grad():
         _, target_features = target_encoder(batch.clean)
@@ -67,9 +69,12 @@ def objective(student: nn.Module, segmentation: nn.Module, target_encoder: nn.Mo
         "reconstruction": reconstruction_loss(reconstruction[:synthetic].float(), batch.clean.float()),
         "distillation": distillation_loss([f[:synthetic].float() for f in student_features],
                                           [f.float() for f in target_features]),
-        "segmentation": focal_loss(logits, batch.masks, weight=batch.weights),
+        "segmentation": focal_loss(logits[:, :ANOMALY_LOGITS], batch.masks, weight=batch.weights),
     }
-    return terms["reconstruction"] + terms["distillation"] + terms["segmentation"], terms
+    if batch.kinds is not None and logits.shape[1] > ANOMALY_LOGITS:
+        terms["kind"] = kind_loss(logits[:, ANOMALY_LOGITS:], batch.kinds)
+    loss = terms["reconstruction"] + terms["distillation"] + terms["segmentation"]
+    return (loss + terms["kind"] if "kind" in terms else loss), terms
 
 
 def _average(averaged: torch.Tensor, current: torch.Tensor, steps: torch.Tensor | int) -> torch.Tensor:

@@ -26,9 +26,9 @@ from .metrics import compute_metrics, downsample_for_metrics
 from .suggestion_metrics import SuggestionTally
 
 if TYPE_CHECKING:
-    from labelme_dsarad.model.inference import Predictor
+    from labelme_dsarad.model.inference import Prediction, Predictor
 
-Predict = Callable[[np.ndarray], tuple[np.ndarray, float]]
+Predict = Callable[[np.ndarray], "Prediction"]
 
 MODEL_THRESHOLD = 0.5  # the model's threshold in normalised scores (DESIGN.md)
 class EvaluationSample(Protocol):
@@ -46,6 +46,8 @@ class EvaluationSample(Protocol):
     def read_image(self) -> np.ndarray: ...
 
     def mask(self, height: int, width: int) -> np.ndarray: ...
+
+    def kinds(self, height: int, width: int) -> np.ndarray: ...  # the defect kind of each pixel, "" where none
 
 
 @dataclass
@@ -67,6 +69,7 @@ def evaluate(
     suggestions: SuggestionSettings | None = None,
     max_pixels_side: int | None = 256,
     show_progress: bool = True,
+    generic: str = "defect",
 ) -> dict:
     """Metrics of ``predict`` on ``samples``: ``metrics.compute_metrics``'s dict
     plus ``max_pixels_side``, with the suggestion metrics in ``overall`` when
@@ -76,13 +79,14 @@ def evaluate(
     are then downsampled (area) and masks (nearest) so that neither side
     exceeds ``max_pixels_side`` (None keeps full size): this bounds memory on
     large images, at the price of defects thinner than the shrink factor
-    losing pixels. Image scores and suggestions are untouched.
+    losing pixels. Image scores and suggestions are untouched. A suggestion
+    is called by its kind when the model names one, else ``generic``.
     """
     if not samples:
         raise ValueError("no samples to evaluate")
     tally = SuggestionTally(suggestions.threshold) if suggestions is not None else None
     evaluated = [
-        _evaluate_one(predict, sample, suggestions, tally, max_pixels_side)
+        _evaluate_one(predict, sample, suggestions, tally, max_pixels_side, generic)
         for sample in tqdm(samples, desc="evaluating", unit="image", disable=not show_progress, leave=False)
     ]
     metrics = compute_metrics(
@@ -105,25 +109,23 @@ def evaluate(
 def evaluate_predictor(predictor: Predictor, samples: Sequence[EvaluationSample], report_dir: Path | None = None,
                        suggestions: SuggestionSettings | None = None, show_progress: bool = True) -> dict:
     """``evaluate`` a model as the plugin and ``dsarad predict`` run it."""
-
-    def predict(image: np.ndarray) -> tuple[np.ndarray, float]:
-        prediction = predictor.predict(image)
-        return prediction.score_map, prediction.image_score
-
-    return evaluate(predict, samples, report_dir, suggestions, show_progress=show_progress)
+    generic = predictor.model.info.labels[0]
+    return evaluate(predictor.predict, samples, report_dir, suggestions, show_progress=show_progress, generic=generic)
 
 
 def _evaluate_one(predict: Predict, sample: EvaluationSample, suggestions: SuggestionSettings | None,
-                  tally: SuggestionTally | None, max_pixels_side: int | None) -> Evaluated:
-    score_map, score = predict(sample.read_image())
-    score_map = np.asarray(score_map, dtype=np.float32)
+                  tally: SuggestionTally | None, max_pixels_side: int | None, generic: str) -> Evaluated:
+    prediction = predict(sample.read_image())
+    score_map, score = np.asarray(prediction.score_map, dtype=np.float32), prediction.image_score
     if score_map.ndim != 2:
         raise ValueError(f"predict({sample.image_path}) gave a map of shape {score_map.shape}, not HxW")
     mask = sample.mask(*score_map.shape)
     polygons = None
     if suggestions is not None and tally is not None:
         regions = suggestions.regions(score_map)
-        tally.add(score_map, float(score), regions, mask)
+        named = [prediction.label_of(region, generic)[0] for region in regions] if prediction.kinds else None
+        truth_kinds = sample.kinds(*score_map.shape) if named is not None and mask.any() else None
+        tally.add(score_map, float(score), regions, mask, named, truth_kinds)
         polygons = [region.points for region in regions]
     small_map, small_mask = downsample_for_metrics(score_map, mask, max_pixels_side)
     return Evaluated(sample, float(score), small_map, small_mask, polygons, score_map.shape)

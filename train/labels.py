@@ -212,6 +212,13 @@ class LabelledImage:
     def mask(self, height: int, width: int) -> np.ndarray:
         return self.masks(height, width)[0]
 
+    def kinds(self, height: int, width: int) -> np.ndarray:
+        """The kind people gave each pixel (a shape's label), "" where they drew nothing."""
+        kinds = np.full((height, width), "", dtype=object)
+        for shape in self.defects:
+            kinds[rasterise_shapes([shape], height, width)] = str(shape.get("label") or "")
+        return kinds
+
 
 @dataclass
 class LabelFolder:

@@ -41,3 +41,15 @@ def focal_loss(logits: torch.Tensor, mask: torch.Tensor, gamma: float = FOCAL_GA
         return per_pixel.mean()
     weight = weight.squeeze(1)
     return (per_pixel * weight).sum() / weight.sum().clamp(min=1.0)
+
+
+def kind_loss(kind_logits: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the defect kind over the pixels whose kind is known (``kinds`` >= 0, (B, 1, H, W)).
+
+    Zero (with a gradient) where no pixel of the batch names a kind.
+    """
+    target = kinds[:, 0].long()
+    known = target >= 0
+    if not known.any():
+        return kind_logits.sum() * 0.0
+    return F.cross_entropy(kind_logits.float().permute(0, 2, 3, 1)[known], target[known])

@@ -38,17 +38,17 @@ import torch
 
 from labelme_dsarad.model.inference import Predictor, resolve_device
 from labelme_dsarad.model.model_file import LoadedModel, ModelInfo, load_model, rewrite_header, save_model
+from labelme_dsarad.model.networks import ANOMALY_LOGITS, DSARAD
 from labelme_dsarad.model.polygons import SuggestionSettings
 from labelme_dsarad.model.store import ModelStore, StoredModel, check_product_name
 
 from .calibration import f1_thresholds, raw_outputs
-from .corrections import CorrectionBatches, load_examples, split_labels
+from .corrections import CorrectionBatches, defect_kinds, load_examples, split_labels
 from .engine import Budget, LoopState, Progress, StudentTraining, autocast_for, run_steps
 from .evaluation import evaluate_predictor
 from .labels import LabelledImage, read_label_folder
 
 DEFAULT_MINUTES = 10.0
-FLAGGED_NORMALS_WARNING = 0.5  # share of calibration normals above the new image threshold worth a warning
 
 
 @dataclass
@@ -107,10 +107,10 @@ class RetrainResult:
 class Retrainer:
     """The warm-started networks, the anchor they distil toward, and the batches they learn from."""
 
-    def __init__(self, base: LoadedModel, config: RetrainConfig, device: torch.device):
+    def __init__(self, base: LoadedModel, config: RetrainConfig, device: torch.device, kinds: tuple[str, ...] = ()):
         self.config = config
         self.device = device
-        self.network = copy.deepcopy(base.network).to(device)
+        self.network = with_kinds(base.network, kinds).to(device)
         # Distillation reads only encoder features: the anchor is the starting student's encoder.
         self.anchor = copy.deepcopy(base.network.student.encoder).to(device).eval()
         for parameter in self.anchor.parameters():
@@ -137,6 +137,28 @@ class Retrainer:
                           progress)
         self.network.eval()
         return {"steps": state.step, "seconds": round(state.elapsed, 1), "final_losses": state.running}
+
+
+def with_kinds(network: DSARAD, kinds: tuple[str, ...]) -> DSARAD:
+    """A copy of ``network`` whose U-Net also names ``kinds``: the kinds it knew keep their
+    weights, new ones start from zero (every kind equally likely)."""
+    architecture = network.architecture
+    if not kinds or kinds == architecture.kinds:
+        return copy.deepcopy(network)
+    widened = DSARAD(replace(architecture, kinds=kinds))
+    state = {key: value for key, value in network.state_dict().items() if not key.startswith("segmentation.to_logits.")}
+    widened.load_state_dict(state, strict=False)
+    old, new = network.segmentation.to_logits, widened.segmentation.to_logits
+    assert old.bias is not None and new.bias is not None  # every conv of ours has one
+    with torch.no_grad():
+        new.weight.zero_()
+        new.bias.zero_()
+        keep = [ANOMALY_LOGITS + architecture.kinds.index(kind) for kind in kinds if kind in architecture.kinds]
+        into = [ANOMALY_LOGITS + index for index, kind in enumerate(kinds) if kind in architecture.kinds]
+        for source, target in zip([*range(ANOMALY_LOGITS), *keep], [*range(ANOMALY_LOGITS), *into]):
+            new.weight[target] = old.weight[source]
+            new.bias[target] = old.bias[source]
+    return widened
 
 
 def measure(model_path: Path, samples: list[LabelledImage], device: str) -> dict:
@@ -195,31 +217,32 @@ def retrain(config: RetrainConfig, progress: Progress | None = None) -> RetrainR
 
     stage("loading", f"loading {len(split.train)} training and {len(split.calibration)} calibration images")
     size = base.info.architecture.input_size
-    trainer = Retrainer(base, config, device)
+    train_defects = [i for i in split.train if i.is_defect]
+    known = base.info.architecture.kinds
+    kinds = known + tuple(kind for kind in defect_kinds(train_defects, base.info.labels[0]) if kind not in known)
+    if kinds:
+        stage("loading", f"defect kinds learnt: {', '.join(kinds)}")
+    trainer = Retrainer(base, config, device, kinds)
     train_normals = [i for i in split.train if not i.is_defect]
-    trainer.set_data(load_examples(train_normals, size), load_examples([i for i in split.train if i.is_defect], size))
+    trainer.set_data(load_examples(train_normals, size), load_examples(train_defects, size, kinds))
 
     stage("training", f"training for {config.steps} steps" if config.steps else f"training for {config.minutes:g} min")
     budget = Budget(steps=config.steps) if config.steps else Budget(seconds=(config.minutes or 0) * 60.0)
     history = trainer.train(budget, progress)
 
-    stage("calibrating", "setting thresholds at the best F1")
+    stage("calibrating", "setting thresholds at the best F1, above the reviewed normals'")
     calibration = load_examples(split.calibration, size)
     network = trainer.training.result()
     maps, scores = raw_outputs(network, calibration.images, device)
     labels = np.array([item.is_defect for item in split.calibration], dtype=bool)
     normaliser = f1_thresholds(maps, scores, calibration.masks[:, 0].numpy() > 0.5, labels, base.info.normaliser)
-    flagged = normaliser.statistics.get("calibration_normals_flagged", 0.0)
-    if flagged > FLAGGED_NORMALS_WARNING:
-        progress({"event": "problem", "message": f"warning: the best-F1 image threshold flags {flagged:.0%} of the "
-                  "held-back normal images: the model separates these defects poorly"})
 
     version, final_path = store.next_path(config.product)
     # Written under a name the store does not list, renamed once complete, so
     # a cancel or crash never leaves a half-made version behind.
     temporary = final_path.with_name(f".retrain-{os.getpid()}-{final_path.name}")
     info = ModelInfo(
-        architecture=base.info.architecture,
+        architecture=network.architecture,
         product=config.product,
         labels=list(base.info.labels),
         normaliser=normaliser,

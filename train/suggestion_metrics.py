@@ -55,10 +55,10 @@ class SuggestionTally:
     image_flags: list[tuple[bool, bool]] = field(default_factory=list)  # (score >= threshold, is a defect image)
 
     def add(self, score_map: np.ndarray, image_score: float, regions: list[Region], truth: np.ndarray,
-            region_kinds: list[str | None] | None = None, truth_kinds: np.ndarray | None = None) -> None:
+            region_kinds: list[str] | None = None, truth_kinds: np.ndarray | None = None) -> None:
         """One image: its normalised map and score, its suggestions, its ground-truth mask.
 
-        ``region_kinds`` names each suggestion's kind (None: generic);
+        ``region_kinds`` names each suggestion (its kind, or the model's generic label);
         ``truth_kinds`` is a (H, W) array of kind names (None or "" where no
         kind is known).
         """
