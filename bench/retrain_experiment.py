@@ -67,10 +67,11 @@ from labelme_dsarad.train.datasets import (  # noqa: E402
     mtd_train_images,
 )
 from labelme_dsarad.train.evaluation import evaluate_predictor  # noqa: E402
-from labelme_dsarad.train.labels import rasterise_shapes, suggestion_stats  # noqa: E402
+from labelme_dsarad.train.labels import rasterise_shapes  # noqa: E402
 from labelme_dsarad.train.metric_names import REPORTED_METRICS  # noqa: E402
 from labelme_dsarad.train.progress import TerminalProgress  # noqa: E402
 from labelme_dsarad.train.retrain import RetrainConfig, retrain  # noqa: E402
+from labelme_dsarad.train.stats import suggestion_stats  # noqa: E402
 
 # A person's outline follows the defect closely: half-pixel simplification,
 # and every region kept, however small.

@@ -3,6 +3,10 @@
 Every expected failure (bad argument, unreadable file, broken model) ends in
 one line on stderr naming the file and the problem, and a non-zero exit
 status; tracebacks are for bugs.
+
+Why one module of this size: each subcommand is a parser and a short handler
+that only turns arguments into calls of the library; kept together, the whole
+command line, its options and its one-line errors read in one place.
 """
 
 from __future__ import annotations
@@ -443,7 +447,7 @@ def run_retrain(args) -> int:
 
 
 def run_stats(args) -> int:
-    from labelme_dsarad.train.labels import format_stats, suggestion_stats
+    from labelme_dsarad.train.stats import format_stats, suggestion_stats
 
     if not args.folder.is_dir():
         raise CommandError(f"{args.folder}: no such folder")

@@ -1,5 +1,10 @@
 """LabelMe 6 label files carrying our suggestions beside people's shapes.
 
+Why one module of this size: it is the label-file format, the one place
+that decides what of a file is ours and what is a person's (marks, merge,
+remembered decisions, atomic writes, the folder lock); split, those rules
+could drift apart.
+
 A suggestion is an ordinary LabelMe polygon with two marks:
 
 - ``flags["dsarad_pending"] = True``: shows as a tickable box in LabelMe's

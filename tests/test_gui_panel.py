@@ -13,7 +13,7 @@ from qtpy import QtCore, QtWidgets
 from labelme_dsarad import review
 from labelme_dsarad._labelme_adapter import PENDING_COLOUR
 from labelme_dsarad.panel import ModelOption
-from labelme_dsarad.train.labels import suggestion_stats
+from labelme_dsarad.train.stats import suggestion_stats
 
 from .test_gui_support import FakePredictor, fake_factory, inside_squares, write_sample_images
 

@@ -14,15 +14,10 @@ import pytest
 from PIL import Image
 
 from labelme_dsarad.cli import main
-from labelme_dsarad.model.labelfile import RECORD_KEY, set_state, shape_fingerprint, suggestion_shape
+from labelme_dsarad.model.labelfile import RECORD_KEY, SUGGESTED_KEY, set_state, shape_fingerprint, suggestion_shape
 from labelme_dsarad.model.polygons import Region
-from labelme_dsarad.train.labels import (
-    SUGGESTED_KEY,
-    SUGGESTED_POINTS_KEY,
-    rasterise_shapes,
-    read_label_folder,
-    suggestion_stats,
-)
+from labelme_dsarad.train.labels import rasterise_shapes, read_label_folder
+from labelme_dsarad.train.stats import SUGGESTED_POINTS_KEY, suggestion_stats
 
 SIZE = 40
 PROVENANCE = {"model": "widget v1", "model_sha256": "0" * 64, "threshold": 0.5}

@@ -343,7 +343,7 @@ def test_two_runs_on_one_folder_at_once_lose_nothing(tmp_path):
 
 def test_predict_twice_over_a_reviewed_folder_undoes_no_decision(tmp_path):
     from labelme_dsarad.model.labelfile import is_pending_suggestion, set_state, write_label_file
-    from labelme_dsarad.train.labels import suggestion_stats
+    from labelme_dsarad.train.stats import suggestion_stats
 
     from .test_gui_support import FakePredictor, write_sample_images
 
