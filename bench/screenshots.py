@@ -9,6 +9,7 @@ opens the first in LabelMe with the panel, runs Detect, and saves:
 - ``1_suggestions_heat_map.png``: pending suggestions over the heat map
 - ``2_suggestions.png``: the same without the heat map
 - ``3_reviewed.png``: after accepting one suggestion and rejecting one
+- ``4_retrain_dialog.png``: the image ticked reviewed, the retrain dialog open
 
 Without ``--model``, the bundled model is used; if it is missing, a
 randomly initialised ``compact`` model (input 128), which shows the UI but
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     width, height = (int(value) for value in args.size.lower().split("x"))
     args.out_dir.mkdir(parents=True, exist_ok=True)
 
-    from qtpy import QtWidgets
+    from qtpy import QtCore, QtWidgets
 
     from labelme_dsarad.resources import DEFAULT_MODEL
 
@@ -149,6 +150,19 @@ def main(argv: list[str] | None = None) -> int:
         panel.view.heat_map_box.setChecked(True)
         wait_until(app, lambda: False, 0.1)
         save(window, args.out_dir / "3_reviewed.png")
+
+        # Tick the image reviewed ('ok'), save, and open the retrain dialog on the folder.
+        flags = window._docks.flag_list
+        for row in range(flags.count()):
+            if flags.item(row).text() == REVIEWED_FLAG:
+                flags.item(row).setCheckState(QtCore.Qt.Checked)
+        panel.adapter.save()
+        dialog = panel.retrain_from_labels()
+        if dialog is not None:
+            dialog.resize(560, 420)
+            wait_until(app, lambda: False, 0.3)
+            save(dialog, args.out_dir / "4_retrain_dialog.png")
+            dialog.close()
     finally:
         panel.shutdown()
         window.close()

@@ -26,6 +26,7 @@ from pathlib import Path
 from qtpy import QtCore, QtWidgets
 
 from labelme_dsarad.model.store import ModelStore
+from labelme_dsarad.panel_view import plural
 from labelme_dsarad.train.metric_names import REPORTED_METRICS
 
 CANCEL_GRACE_MS = 5000  # after SIGTERM, how long the command may take to unwind before it is killed
@@ -228,10 +229,10 @@ class RetrainDialog(QtWidgets.QDialog):
         except OSError as problem:
             return f"Cannot read {self.labels_dir}: {problem}"
         not_reviewed = len(folder.skipped)
-        text = (f"Found {len(folder.images)} reviewed images: {len(folder.normals)} normal, "
+        text = (f"Found {plural(len(folder.images), 'reviewed image')}: {len(folder.normals)} normal, "
                 f"{len(folder.defects)} with defects a person drew or accepted.")
         if not_reviewed:
-            text += f" {not_reviewed} more are not reviewed yet and are left out."
+            text += f" {plural(not_reviewed, 'more image')} not reviewed yet, left out."
         if not folder.images:
             text += " Tick the image flag 'ok' on the images you reviewed first."
         return text
