@@ -19,9 +19,15 @@ hundred steps on a few images adjust the networks, and costs no teacher
 phase. **Batches**: ``corrections.CorrectionBatches``, synthetic anomalies
 with real defects pasted in and real defect images supervised directly.
 
-**Thresholds**: where F1 is best on the calibration images (real defects and
-normals), not on normals alone, and not on the training images, where the
-U-Net has seen the very masks and would score them too confidently.
+**Kinds**: when people's shapes carry labels other than the model's generic
+one ("blowhole", "Pitting"), the U-Net learns to name them too
+(``with_kinds`` widens its last layer; kinds it knew keep their weights), and
+every suggestion then carries its most likely kind and the probability.
+
+**Thresholds** (``calibration.f1_thresholds``): where F1 is best on the
+calibration images (real defects and normals), never below what the reviewed
+normals need, and not on the training images, where the U-Net has seen the
+very masks and would score them too confidently.
 """
 
 from __future__ import annotations
