@@ -56,6 +56,7 @@ def parse_arguments() -> argparse.Namespace:
                         help="further 'dsarad train' options, the same for every recipe")
     parser.add_argument("--plot", type=Path, nargs="*", default=[], help="earlier curve.csv files to draw beside this one")
     parser.add_argument("--evaluate-only", action="store_true", help="evaluate the models already in --out")
+    parser.add_argument("--plot-only", action="store_true", help="only draw the --plot curves into --out/curve.png")
     return parser.parse_args()
 
 
@@ -143,7 +144,7 @@ def plot(curves: list[Path], output: Path) -> None:
         for ax, key in zip(axes, ("image_auroc", "pixel_auroc", "aupro")):
             ax.plot(minutes, [float(row[key]) for row in rows], marker="o", label=rows[0]["recipe"])
     for ax, title in zip(axes, ("image AUROC", "pixel AUROC", "AUPRO (FPR 0.3)")):
-        ax.set(xlabel="training minutes (teacher + student)", title=title, ylim=(0.4, 1.0))
+        ax.set(xlabel="training minutes (teacher + student)", title=title, ylim=(0.2, 1.0))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
     FigureCanvasAgg(figure).print_png(str(output))
@@ -153,16 +154,19 @@ def main() -> int:
     args = parse_arguments()
     if args.threads:  # training (a child process) and evaluation alike
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.plot_only:
+        plot(args.plot, args.out / "curve.png")
+        return 0
     root = dataset_root(args)
     run_dir = args.out / "run"
-    args.out.mkdir(parents=True, exist_ok=True)
     stderr(machine_line())
     if not args.evaluate_only:
         shutil.rmtree(run_dir, ignore_errors=True)
         train(args, root, run_dir)
     samples = load_samples(args.dataset, root)
     batch_size = int(load_model(run_dir / "final.safetensors").info.training.get("batch_size", 8))
-    recipe = args.recipe if args.recipe != "current" else "current"
+    recipe = "this recipe" if args.recipe == "current" else f"the recipe of {args.recipe}"
     rows = []
     for path in points(run_dir):
         rows.append(evaluate_point(path, samples, recipe, batch_size))
