@@ -142,7 +142,8 @@ def plot(curves: list[Path], output: Path) -> None:
             continue
         minutes = [float(row["seconds"]) / 60 for row in rows]
         for ax, key in zip(axes, ("image_auroc", "pixel_auroc", "aupro")):
-            ax.plot(minutes, [float(row[key]) for row in rows], marker="o", label=rows[0]["recipe"])
+            # The folder names the run: one recipe may be drawn on two data sets.
+            ax.plot(minutes, [float(row[key]) for row in rows], marker="o", label=f"{rows[0]['recipe']} ({path.parent.name})")
     for ax, title in zip(axes, ("image AUROC", "pixel AUROC", "AUPRO (FPR 0.3)")):
         ax.set(xlabel="training minutes (teacher + student)", title=title, ylim=(0.2, 1.0))
         ax.grid(alpha=0.3)

@@ -79,8 +79,6 @@ PROVENANCE_KEYS = ("model", "model_sha256", "threshold")
 # is replaced on every write, so a lock on it would not outlive the write.
 LOCK_FILE_NAME = ".dsarad.lock"
 
-# write_label_file's temporaries: ".<name>.json.<8 hex>.tmp".
-
 _FINGERPRINT_DECIMALS = 3
 _POINT_DECIMALS = 2
 

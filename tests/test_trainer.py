@@ -157,6 +157,17 @@ def test_a_minutes_budget_ends_close_to_it_setup_and_export_included(tmp_path, c
     assert "validation:" in err and "raw image scores" in err
 
 
+def test_training_on_too_few_images_to_hold_out_warns_that_thresholds_are_optimistic(tmp_path, capsys):
+    images = textured_images(tmp_path / "images", count=3)
+    code = main(["train", "--product", "widget", "--images", *images, "--preset", "tiny", "--input-size", "32",
+                 "--epochs", "1", "--batch-size", "2", "--output", str(tmp_path / "m.safetensors"),
+                 "--run-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "warning: too few images to hold any out" in err
+    assert load_model(tmp_path / "m.safetensors").info.training["validation_images"] == 0
+
+
 def test_training_refuses_images_with_labelled_defects_unless_allowed(tmp_path, capsys):
     images = textured_images(tmp_path / "images", count=6)
     Path(images[0]).with_suffix(".json").write_text(json.dumps(

@@ -35,6 +35,9 @@ NORMAL_FLOOR_QUANTILE = 0.95
 NORMAL_FLOOR_MINIMUM = 20
 # Image-score windows tried (odd sides, pixels at the model's input size).
 SCORE_WINDOWS = (1, 3, 5, 7, 9, 11, 15, 21)
+# Where the validation normals came from.
+HELD_OUT = "held out from the training images"
+NOT_HELD_OUT = "the training images themselves: too few to hold any out"
 NORMALS_RULE = ("image threshold: maximum image score over the validation normals; pixel threshold: maximum over "
                 f"the validation normals of each image's {PIXEL_THRESHOLD_QUANTILE:.1%} pixel quantile")
 
@@ -100,15 +103,19 @@ def normal_thresholds(maps: np.ndarray, scores: np.ndarray, validation_from: str
 
 
 def describe_validation(normaliser: ScoreNormaliser) -> tuple[str, str | None]:
-    """A line about the validation normals' scores, and a warning when the maps are flat."""
+    """A line about the validation normals' scores, and a warning when the maps are flat or
+    nothing could be held out."""
     statistics = normaliser.statistics
     line = (f"validation: {statistics['validation_images']} normal images ({statistics['validation_from']}); raw image "
             f"scores {statistics['image_score_mean']:.3f} ± {statistics['image_score_std']:.3f}, highest "
             f"{statistics['image_score_max']:.3f} (the image threshold)")
-    if statistics["map_spread"] >= FLAT_MAP_SPREAD:
-        return line, None
-    return line, ("warning: the anomaly maps are flat (the same score everywhere): the model has not learnt yet; "
-                  "train longer, on more defect-free images, or check that they are defect-free")
+    if statistics["map_spread"] < FLAT_MAP_SPREAD:
+        return line, ("warning: the anomaly maps are flat (the same score everywhere): the model has not learnt yet; "
+                      "train longer, on more defect-free images, or check that they are defect-free")
+    if statistics["validation_from"] == NOT_HELD_OUT:
+        return line, ("warning: too few images to hold any out, so the thresholds come from images the model "
+                      "trained on and it will suggest more on new images; train on more defect-free images")
+    return line, None
 
 
 def f1_thresholds(maps: np.ndarray, scores: np.ndarray, masks: np.ndarray, labels: np.ndarray,

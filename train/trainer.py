@@ -31,7 +31,7 @@ from labelme_dsarad.model.model_file import ModelInfo, preset_architecture, read
 from labelme_dsarad.model.networks import DSARAD, ReconstructionNetwork, check_input_size
 from labelme_dsarad.model.scoring import ScoreNormaliser
 
-from .calibration import choose_score_window, describe_validation, normal_thresholds, raw_outputs
+from .calibration import HELD_OUT, NOT_HELD_OUT, choose_score_window, describe_validation, normal_thresholds, raw_outputs
 from .engine import Budget, LoopState, Progress, StudentTraining, TrainingBatch, autocast_for, every, run_steps
 from .losses import reconstruction_loss
 from .progress import TerminalProgress
@@ -91,6 +91,8 @@ class TrainConfig:
 def decode_images(paths: list[str], size: int, description: str = "decoding") -> torch.Tensor:
     """(N, 3, S, S) uint8, decoded and resized once for the whole run."""
     arrays = [resize_for_model(read_image(path), size) for path in tqdm(paths, desc=description, leave=False)]
+    if not arrays:
+        return torch.empty((0, 3, size, size), dtype=torch.uint8)
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
@@ -288,7 +290,7 @@ class Trainer:
             model.architecture = self.architecture
         maps, scores = raw_outputs(network, images, self.device)
         normaliser = normal_thresholds(maps, scores,
-                                       "training images" if held_out else "training images (too few to hold out)")
+                                       HELD_OUT if held_out else NOT_HELD_OUT)
         normaliser.statistics["score_window_aurocs"] = window_aurocs
         return normaliser
 
