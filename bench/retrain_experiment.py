@@ -93,6 +93,9 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--review", action="store_true", help="simulate a reviewer before and after (dsarad stats)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--learning-rate", type=float, default=RetrainConfig.learning_rate)
+    parser.add_argument("--real-share", type=float, default=RetrainConfig.real_share)
+    parser.add_argument("--synthetic-share", type=float, default=RetrainConfig.synthetic_share)
     parser.add_argument("--limit", type=int, help="smoke test only: at most this many measurement images per kind")
     return parser.parse_args()
 
@@ -189,7 +192,9 @@ def retrained(args: argparse.Namespace, base, corrections: list[Sample], normals
     shutil.copyfile(args.base, store_root / product / "v1.safetensors")
     ModelStore(store_root).set_current(product, 1)
     result = retrain(RetrainConfig(product=product, labels_dir=str(labels_dir), store_root=str(store_root),
-                                   minutes=minutes, holdout=0.0, device=args.device, seed=args.seed),
+                                   minutes=minutes, holdout=0.0, device=args.device, seed=args.seed,
+                                   learning_rate=args.learning_rate, real_share=args.real_share,
+                                   synthetic_share=args.synthetic_share),
                      TerminalProgress())
     return result.path, {"corrections": len(chosen) - len(left_out), "left_out_empty": left_out,
                          "steps": load_model(result.path).info.training["steps"], "seconds": result.seconds}

@@ -175,8 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument("--base", type=Path, metavar="MODEL", help="start from this model file instead of the current one")
     retrain.add_argument("--holdout", type=float, default=0.25,
                          help="share of the reviewed images held out to report before/after metrics (default 0.25)")
-    retrain.add_argument("--batch-size", type=positive_int, default=8)
-    retrain.add_argument("--learning-rate", type=positive_float, default=1e-4)
+    retrain.add_argument("--batch-size", type=positive_int, help="crops per step (default: the recipe's)")
+    retrain.add_argument("--learning-rate", type=positive_float, help="peak learning rate (default: the recipe's)")
     retrain.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     retrain.add_argument("--seed", type=int, default=0)
     retrain.add_argument("--keep-current", action="store_true", help="store the new version without switching to it")
@@ -430,8 +430,9 @@ def run_retrain(args) -> int:
     config = RetrainConfig(
         product=args.product, labels_dir=str(args.labels), store_root=str(args.store) if args.store else None,
         base_model=str(args.base) if args.base else None, minutes=args.minutes, steps=args.steps,
-        holdout=args.holdout, batch_size=args.batch_size, learning_rate=args.learning_rate, device=args.device,
-        seed=args.seed, set_current=not args.keep_current,
+        holdout=args.holdout, batch_size=args.batch_size or RetrainConfig.batch_size,
+        learning_rate=args.learning_rate or RetrainConfig.learning_rate, device=args.device, seed=args.seed,
+        set_current=not args.keep_current,
     )
 
     def cancelled(signum, frame):

@@ -16,7 +16,7 @@ from labelme_dsarad.model.model_file import file_sha256, load_model
 from labelme_dsarad.model.scoring import ScoreNormaliser
 from labelme_dsarad.model.store import ModelStore
 from labelme_dsarad.train.calibration import f1_thresholds
-from labelme_dsarad.train.corrections import Examples, split_labels
+from labelme_dsarad.train.corrections import REAL_DEFECT_WEIGHT, Examples, crop_corners, split_labels
 from labelme_dsarad.train.labels import LabelledImage
 from labelme_dsarad.train.losses import focal_loss
 from labelme_dsarad.train.retrain import RetrainConfig, Retrainer
@@ -92,25 +92,60 @@ def test_weighted_focal_loss_is_the_focal_loss_over_weighted_pixels():
     assert focal_loss(logits, mask, weight=weight) == pytest.approx(focal_loss(logits[1:], mask[1:]).item())
 
 
-def test_real_defects_are_pasted_with_their_masks(tmp_path):
-    base = load_model(make_tiny_model(tmp_path / "base.safetensors", input_size=32))
-    retrainer = Retrainer(base, RetrainConfig("widget", str(tmp_path), steps=1, paste_probability=1.0),
-                          torch.device("cpu"))
-    masks = torch.zeros(3, 1, 32, 32)
+def test_batches_are_crops_around_the_real_defects_with_their_masks_and_kinds(tmp_path):
+    base = load_model(make_tiny_model(tmp_path / "base.safetensors", input_size=64))
+    retrainer = Retrainer(base, RetrainConfig("widget", str(tmp_path), steps=1, batch_size=8, real_share=0.5,
+                                              synthetic_share=0.25), torch.device("cpu"), kinds=("dent", "scratch"))
+    masks = torch.zeros(3, 1, 64, 64)
     for index in range(3):
-        masks[index, :, 4 * index : 4 * index + 6, 2:9] = 1.0
-    white = torch.full((3, 3, 32, 32), 255, dtype=torch.uint8)
+        masks[index, :, 40 + 4 * index : 46 + 4 * index, 50:57] = 1.0  # a 6 x 7 defect near a corner
+    white = torch.where(masks > 0, 255, 0).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
     kinds = torch.where(masks > 0, torch.tensor([0, 1, 0]).view(3, 1, 1, 1), -1)
-    retrainer.set_data(Examples(torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.zeros(4, 1, 32, 32),
-                                torch.zeros(4, 1, 32, 32), torch.full((4, 1, 32, 32), -1)),
+    retrainer.set_data(Examples(torch.zeros(4, 3, 64, 64, dtype=torch.uint8), torch.zeros(4, 1, 64, 64),
+                                torch.zeros(4, 1, 64, 64), torch.full((4, 1, 64, 64), -1)),
                        Examples(white, masks, torch.zeros_like(masks), kinds))
-    clean = torch.zeros(5, 3, 32, 32)  # black normals: only pasted pixels can be white
-    unknown = torch.full((5, 1, 32, 32), -1)
-    augmented, target, pasted_kinds, pasted = retrainer.batches.paste_real(
-        clean, torch.rand(5, 3, 32, 32), torch.zeros(5, 1, 32, 32), unknown)
-    assert torch.equal(augmented, target.expand(-1, 3, -1, -1)) and pasted.all()
-    assert set(target.sum(dim=(1, 2, 3)).tolist()) <= {42.0}  # one 6 x 7 region each, wherever flips put it
-    assert torch.equal(pasted_kinds >= 0, target > 0)  # each pasted defect brings its kind along
+    batch = retrainer.batches()
+    assert batch.inputs.shape == (8, 3, 32, 32) and batch.reconstructions.shape == (8, 3, 32, 32)
+    assert batch.dice and len(batch.clean) == 0
+    real = slice(4, 8)  # synthetic, normal, then real crops (flips keep the order)
+    # Each real crop holds its whole defect, wherever the window and flips put it ...
+    assert batch.masks[real].sum(dim=(1, 2, 3)).tolist() == [42.0] * 4
+    # ... the image is white exactly there, the kind comes along, and defect pixels weigh more.
+    assert torch.equal(batch.inputs[real].mean(1, keepdim=True) == 1.0, batch.masks[real] > 0)
+    assert torch.equal(batch.kinds[real] >= 0, batch.masks[real] > 0)
+    assert set(batch.weights[real][batch.masks[real] > 0].tolist()) == {REAL_DEFECT_WEIGHT}
+    normal = slice(2, 4)
+    assert not batch.masks[normal].any() and (batch.kinds[: 4] == -1).all()
+    assert batch.masks[0:2].any()  # a synthetic anomaly in every synthetic crop
+
+
+def test_retraining_leaves_the_student_as_it_was_and_the_u_net_learns(tmp_path):
+    base = load_model(make_tiny_model(tmp_path / "base.safetensors", input_size=64))
+    retrainer = Retrainer(base, RetrainConfig("widget", str(tmp_path), steps=3, batch_size=4, learning_rate=1e-2),
+                          torch.device("cpu"))
+    masks = torch.zeros(2, 1, 64, 64)
+    masks[:, :, 10:20, 10:20] = 1.0
+    noise = torch.Generator().manual_seed(0)
+    retrainer.set_data(Examples(torch.randint(0, 256, (3, 3, 64, 64), generator=noise, dtype=torch.uint8),
+                                torch.zeros(3, 1, 64, 64), torch.zeros(3, 1, 64, 64), torch.full((3, 1, 64, 64), -1)),
+                       Examples(torch.randint(0, 256, (2, 3, 64, 64), generator=noise, dtype=torch.uint8), masks,
+                                torch.zeros_like(masks), torch.full((2, 1, 64, 64), -1)))
+    student_before = {name: value.clone() for name, value in retrainer.network.student.state_dict().items()}
+    u_net_before = {name: value.clone() for name, value in retrainer.network.segmentation.state_dict().items()}
+    retrainer.network.train()
+    retrainer.network.student.eval()
+    terms = [retrainer.step() for _ in range(3)]
+    assert set(terms[-1]) == {"segmentation", "dice"}  # no reconstruction or distillation term
+    for name, value in retrainer.network.student.state_dict().items():
+        assert torch.equal(value, student_before[name]), name  # weights and BatchNorm statistics alike
+    assert any(not torch.equal(value, u_net_before[name])
+               for name, value in retrainer.network.segmentation.state_dict().items())
+
+
+def test_crops_without_a_defect_pixel_are_anywhere_inside():
+    generator = torch.Generator().manual_seed(0)
+    corners = crop_corners(torch.zeros(200, 1, 64, 64), 32, generator)
+    assert corners.min() >= 0 and corners.max() <= 32 and len({tuple(c) for c in corners.tolist()}) > 50
 
 
 def test_thresholds_separate_defects_from_normals_at_the_best_f1():

@@ -5,13 +5,9 @@ a *holdout* (reported on, never trained or tuned on), a *calibration* part
 and the rest for training. Images with pending suggestions (ignore regions)
 always train.
 
-A retraining batch (``CorrectionBatches``) uses the real defects two ways
-beside the synthetic anomalies of the first training: a share of the
-synthetic samples gets a real defect region instead of a Perlin-shaped
-texture (the training defect image cut out with its rasterised shapes,
-randomly flipped, pasted into a normal image at the same place), and a share
-of every batch is real defect images with their masks (pending regions weigh
-nothing in the loss).
+A retraining batch (``CorrectionBatches``) is crops: around the real
+defects, of synthetic anomalies in reviewed normals, and of the normals
+themselves (pending regions weigh nothing in the loss).
 """
 
 from __future__ import annotations
@@ -23,6 +19,7 @@ import numpy as np
 import torch
 
 from labelme_dsarad.model.inference import resize_for_model
+from labelme_dsarad.model.networks import SIDE_MULTIPLE
 
 from .engine import TrainingBatch
 from .labels import LabelledImage
@@ -136,18 +133,67 @@ def random_flips(images: torch.Tensor, masks: list[torch.Tensor],
     return results[0], results[1:]
 
 
-class CorrectionBatches:
-    """Retraining batches: synthetic anomalies, real defects pasted into normals, real defect images."""
+@torch.no_grad()  # not inference_mode: the U-Net's backward pass saves these as its inputs
+def reconstruct(student: torch.nn.Module, images: torch.Tensor, batch: int = 16) -> torch.Tensor:
+    """The frozen student's reconstructions (float, [0, 1]) of uint8 or float images, (N, 3, S, S)."""
+    outputs = [student(chunk.float() / 255.0 if chunk.dtype == torch.uint8 else chunk)[0]
+               for chunk in images.split(batch)]
+    return torch.cat(outputs) if outputs else torch.zeros(images.shape, dtype=torch.float32, device=images.device)
 
-    def __init__(self, normals: Examples, defects: Examples, batch_size: int, real_share: float,
-                 paste_probability: float, generator: torch.Generator, device: torch.device):
+
+def crop_corners(masks: torch.Tensor, crop: int, generator: torch.Generator) -> torch.Tensor:
+    """(N, 2) top-left corners of ``crop``-sided windows: around a random defect pixel of each mask
+    (anywhere within a quarter of the window of it), or anywhere where a mask has none."""
+    count, size = masks.shape[0], masks.shape[-1]
+    device = masks.device
+    # A random defect pixel per mask: the highest of random keys over its defect pixels.
+    keys = torch.rand(masks[:, 0].shape, generator=generator, device=device) * (masks[:, 0] > 0)
+    flat = keys.flatten(1).argmax(dim=1)
+    centres = torch.stack([flat // size, flat % size], dim=1)
+    anywhere = torch.randint(crop // 2, size - crop // 2 + 1, (count, 2), generator=generator, device=device)
+    has_defect = (masks.flatten(1) > 0).any(dim=1, keepdim=True)
+    jitter = torch.randint(-(crop // 4), crop // 4 + 1, (count, 2), generator=generator, device=device)
+    centres = torch.where(has_defect, centres + jitter, anywhere)
+    return (centres - crop // 2).clamp(0, size - crop)
+
+
+def take_crops(tensors: list[torch.Tensor], corners: torch.Tensor, crop: int) -> list[torch.Tensor]:
+    """The same windows of every tensor (N, C, S, S) -> (N, C, crop, crop)."""
+    size = tensors[0].shape[-1]
+    offsets = torch.arange(crop, device=corners.device)
+    rows = (corners[:, 0:1] + offsets).view(-1, 1, crop, 1).expand(-1, 1, crop, crop)
+    columns = (corners[:, 1:2] + offsets).view(-1, 1, 1, crop).expand(-1, 1, crop, crop)
+    index = rows * size + columns
+    return [tensor.flatten(2).gather(2, index.expand(-1, tensor.shape[1], -1, -1).flatten(2))
+            .view(tensor.shape[0], tensor.shape[1], crop, crop) for tensor in tensors]
+
+
+class CorrectionBatches:
+    """Retraining batches for the U-Net, in crops of half the model's side.
+
+    Crops put the real defects, a tiny share of their images' pixels, in a
+    large share of what the U-Net sees, and four of them cost what one whole
+    image does. A batch holds crops around the labelled defects of real
+    defect images (``real_share``), crops of synthetic anomalies pasted into
+    reviewed normals (``synthetic_share``: the anomalies nobody labelled yet
+    stay found), and crops of the normals as they are. The student is frozen,
+    so the reconstructions of the real images are made once, here.
+    """
+
+    def __init__(self, student: torch.nn.Module, normals: Examples, defects: Examples, batch_size: int,
+                 real_share: float, synthetic_share: float, generator: torch.Generator, device: torch.device):
         if not len(normals):
             raise ValueError("retraining needs at least one reviewed normal image (flag 'ok', no shapes) to train on")
+        self.student = student
         self.normals = normals.images.to(device)
+        self.normal_reconstructions = reconstruct(student, self.normals)
         self.defects = defects.to(device)
-        self.batch_size = batch_size
-        self.real_share = real_share
-        self.paste_probability = paste_probability
+        self.defect_reconstructions = reconstruct(student, self.defects.images)
+        # Half the side, and a side the networks take (a multiple of 32).
+        self.crop = max(SIDE_MULTIPLE, self.normals.shape[-1] // 2 // SIDE_MULTIPLE * SIDE_MULTIPLE)
+        self.real_count = round(batch_size * real_share) if len(defects) else 0
+        self.synthetic_count = max(round(batch_size * synthetic_share), 1)
+        self.normal_count = max(batch_size - self.real_count - self.synthetic_count, 0)
         self.generator = generator
         self.device = device
         self.sources = AnomalySources(self.normals.shape[-1], None, self.normals)
@@ -156,47 +202,37 @@ class CorrectionBatches:
         return torch.randint(0, len(pool), (count,), generator=self.generator, device=self.device)
 
     def __call__(self) -> TrainingBatch:
-        real_count = min(round(self.batch_size * self.real_share), self.batch_size - 1) if len(self.defects) else 0
-        synthetic_count = self.batch_size - real_count
-        normal = self.normals[self._draw(self.normals, synthetic_count)].float() / 255.0
-        synthetic = synthesise(normal, self.sources.sample(synthetic_count, self.generator, self.device),
-                               self.generator, self.sources.chroma)
-        augmented, target = synthetic.augmented, synthetic.mask
-        kinds = torch.full_like(target, -1, dtype=torch.long)
-        pasted = torch.zeros_like(target, dtype=torch.bool)
-        if len(self.defects) and self.paste_probability > 0:
-            augmented, target, kinds, pasted = self.paste_real(synthetic.clean, augmented, target, kinds)
-        inputs, masks, weights, kind_maps = [augmented], [target], [self.weigh(target, pasted)], [kinds]
-        if real_count:
-            index = self._draw(self.defects.images, real_count)
-            real, (real_mask, real_ignore, real_kinds) = random_flips(
-                self.defects.images[index].float() / 255.0,
-                [self.defects.masks[index], self.defects.ignore[index], self.defects.kinds[index]], self.generator,
-            )
-            inputs.append(real)
-            masks.append(real_mask)
-            weights.append(self.weigh(real_mask, real_mask > 0) * (1.0 - real_ignore))
-            kind_maps.append(real_kinds)
-        return TrainingBatch(inputs=torch.cat(inputs), masks=torch.cat(masks), clean=synthetic.clean,
-                             weights=torch.cat(weights), kinds=torch.cat(kind_maps))
+        parts = [self.synthetic(), self.normal()] + ([self.real()] if self.real_count else [])
+        inputs, reconstructions, masks, weights, kinds = (torch.cat(column) for column in zip(*parts))
+        inputs, (reconstructions, masks, weights, kinds) = random_flips(
+            inputs, [reconstructions, masks, weights, kinds], self.generator)
+        return TrainingBatch(inputs=inputs, masks=masks, clean=inputs[:0], weights=weights, kinds=kinds,
+                             reconstructions=reconstructions, dice=True)
 
-    @staticmethod
-    def weigh(masks: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        """Per-pixel loss weights: a real defect's pixels count ``REAL_DEFECT_WEIGHT`` times, so a
-        defect of a few pixels is not drowned by the image around it."""
-        return torch.where(real & (masks > 0), REAL_DEFECT_WEIGHT, 1.0)
+    def synthetic(self) -> tuple[torch.Tensor, ...]:
+        normal = self.normals[self._draw(self.normals, self.synthetic_count)].float() / 255.0
+        drawn = self.sources.sample(self.synthetic_count, self.generator, self.device)
+        made = synthesise(normal, drawn, self.generator, self.sources.chroma, anomaly_probability=1.0)
+        reconstructions = reconstruct(self.student, made.augmented)
+        corners = crop_corners(made.mask, self.crop, self.generator)
+        inputs, reconstructions, masks = take_crops([made.augmented, reconstructions, made.mask], corners, self.crop)
+        return inputs, reconstructions, masks, torch.ones_like(masks), torch.full_like(masks, -1, dtype=torch.long)
 
-    def paste_real(self, clean: torch.Tensor, augmented: torch.Tensor, target: torch.Tensor,
-                   kinds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Replace some synthetic anomalies by a real defect region, cut out with its mask (and kinds);
-        also say which samples got one ((B, 1, H, W) bool)."""
-        count = clean.shape[0]
-        chosen = (torch.rand(count, generator=self.generator, device=self.device)
-                  < self.paste_probability).view(-1, 1, 1, 1)
-        index = self._draw(self.defects.images, count)
-        source, (mask, source_kinds) = random_flips(self.defects.images[index].float() / 255.0,
-                                                    [self.defects.masks[index], self.defects.kinds[index]],
-                                                    self.generator)
-        pasted = clean * (1 - mask) + source * mask
-        return (torch.where(chosen, pasted, augmented), torch.where(chosen, mask, target),
-                torch.where(chosen, source_kinds, kinds), chosen.expand_as(target))
+    def normal(self) -> tuple[torch.Tensor, ...]:
+        index = self._draw(self.normals, self.normal_count)
+        masks = torch.zeros(self.normal_count, 1, *self.normals.shape[-2:], device=self.device)
+        corners = crop_corners(masks, self.crop, self.generator)
+        inputs, reconstructions, masks = take_crops(
+            [self.normals[index].float() / 255.0, self.normal_reconstructions[index], masks], corners, self.crop)
+        return inputs, reconstructions, masks, torch.ones_like(masks), torch.full_like(masks, -1, dtype=torch.long)
+
+    def real(self) -> tuple[torch.Tensor, ...]:
+        index = self._draw(self.defects.images, self.real_count)
+        masks = self.defects.masks[index]
+        corners = crop_corners(masks, self.crop, self.generator)
+        inputs, reconstructions, masks, ignore, kinds = take_crops(
+            [self.defects.images[index].float() / 255.0, self.defect_reconstructions[index], masks,
+             self.defects.ignore[index], self.defects.kinds[index].float()], corners, self.crop)
+        # Pending suggestions were neither accepted nor rejected: their pixels teach nothing.
+        weights = torch.where(masks > 0, REAL_DEFECT_WEIGHT, 1.0) * (1.0 - ignore)
+        return inputs, reconstructions, masks, weights, kinds.long()

@@ -2,9 +2,10 @@
 
 First training (``trainer.Trainer``) and retraining from corrected labels
 (``retrain.Retrainer``) are two configurations of what is here. They differ
-only in how a batch is made and in what the student's encoder is distilled
-toward (the teacher's encoder; the starting student's encoder). A change to
-the objective, the schedule or the loop is one edit in this module.
+only in how a batch is made and in whether the student learns (first
+training: distilled toward the teacher's encoder; retraining: frozen, the
+U-Net alone learns). A change to the objective, the schedule or the loop is
+one edit in this module.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from labelme_dsarad.model.networks import ANOMALY_LOGITS, DSARAD
 
-from .losses import distillation_loss, focal_loss, kind_loss, reconstruction_loss
+from .losses import dice_loss, distillation_loss, focal_loss, kind_loss, reconstruction_loss
 
 Progress = Callable[[dict], None]
 
@@ -53,28 +54,41 @@ class TrainingBatch:
     clean: torch.Tensor  # (S, 3, H, W), S <= B
     weights: torch.Tensor | None = None  # (B, 1, H, W) per-pixel loss weights; 0: not labelled, ignored
     kinds: torch.Tensor | None = None  # (B, 1, H, W) long: the defect kind of a pixel, -1 where none is known
+    # Add a Dice term, so that a defect of a few pixels counts as much as a large one (retraining).
+    dice: bool = False
+    # A frozen student's reconstructions of ``inputs``, made beforehand (retraining).
+    reconstructions: torch.Tensor | None = None
 
 
-def objective(student: nn.Module, segmentation: nn.Module, target_encoder: nn.Module,
+def objective(student: nn.Module, segmentation: nn.Module, target_encoder: nn.Module | None,
               batch: TrainingBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The DSARAD loss: reconstruction + distillation + focal segmentation (+ the defect kinds,
-    where the batch names them and the network knows kinds), and its terms."""
+    where the batch names them and the network knows kinds), and its terms.
+
+    ``target_encoder`` None: the student is frozen (retraining from corrections): the batch
+    brings its reconstructions, made as at inference, and the U-Net alone learns.
+    """
     synthetic = len(batch.clean)
-    with torch.no_grad():
-        _, target_features = target_encoder(batch.clean)
-    # One pass over synthetic and real samples together, so BatchNorm sees both.
-    reconstruction, student_features = student(batch.inputs)
+    terms: dict[str, torch.Tensor] = {}
+    if target_encoder is None:
+        if batch.reconstructions is None:
+            raise ValueError("with the student frozen, a batch brings its reconstructions")
+        reconstruction = batch.reconstructions
+    else:
+        with torch.no_grad():
+            _, target_features = target_encoder(batch.clean)
+        # One pass over synthetic and real samples together, so BatchNorm sees both.
+        reconstruction, student_features = student(batch.inputs)
+        terms["reconstruction"] = reconstruction_loss(reconstruction[:synthetic].float(), batch.clean.float())
+        terms["distillation"] = distillation_loss([f[:synthetic].float() for f in student_features],
+                                                  [f.float() for f in target_features])
     logits = segmentation(torch.cat([reconstruction, batch.inputs], dim=1))
-    terms = {
-        "reconstruction": reconstruction_loss(reconstruction[:synthetic].float(), batch.clean.float()),
-        "distillation": distillation_loss([f[:synthetic].float() for f in student_features],
-                                          [f.float() for f in target_features]),
-        "segmentation": focal_loss(logits[:, :ANOMALY_LOGITS], batch.masks, weight=batch.weights),
-    }
+    terms["segmentation"] = focal_loss(logits[:, :ANOMALY_LOGITS], batch.masks, weight=batch.weights)
+    if batch.dice:
+        terms["dice"] = dice_loss(logits[:, :ANOMALY_LOGITS], batch.masks, weight=batch.weights)
     if batch.kinds is not None and logits.shape[1] > ANOMALY_LOGITS:
         terms["kind"] = kind_loss(logits[:, ANOMALY_LOGITS:], batch.kinds)
-    loss = terms["reconstruction"] + terms["distillation"] + terms["segmentation"]
-    return (loss + terms["kind"] if "kind" in terms else loss), terms
+    return torch.stack(list(terms.values())).sum(), terms
 
 
 def _average(averaged: torch.Tensor, current: torch.Tensor, steps: torch.Tensor | int) -> torch.Tensor:
@@ -91,7 +105,7 @@ class StudentTraining:
     (``AVERAGE_DECAY``) and is what ``result`` gives to be exported.
     """
 
-    def __init__(self, network: DSARAD, target_encoder: nn.Module, optimizer: torch.optim.Optimizer,
+    def __init__(self, network: DSARAD, target_encoder: nn.Module | None, optimizer: torch.optim.Optimizer,
                  autocast: Callable[[], AbstractContextManager], student: nn.Module | None = None,
                  segmentation: nn.Module | None = None):
         self.network = network

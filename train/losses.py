@@ -43,6 +43,24 @@ def focal_loss(logits: torch.Tensor, mask: torch.Tensor, gamma: float = FOCAL_GA
     return (per_pixel * weight).sum() / weight.sum().clamp(min=1.0)
 
 
+def dice_loss(logits: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Soft Dice loss of the anomaly probability, per sample with a defect, averaged over those samples.
+
+    Unlike a per-pixel loss, each defect counts as a whole however few pixels
+    it has. ``weight`` 0 leaves a pixel out; samples without a defect pixel
+    add nothing (zero, with a gradient, when there is none).
+    """
+    probability = F.softmax(logits.float(), dim=1)[:, 1:2]
+    if weight is not None:
+        probability, mask = probability * (weight > 0), mask * (weight > 0)
+    overlap = (probability * mask).flatten(1).sum(1)
+    sizes = probability.flatten(1).sum(1) + mask.flatten(1).sum(1)
+    with_defect = mask.flatten(1).sum(1) > 0
+    if not with_defect.any():
+        return logits.sum() * 0.0
+    return (1 - (2 * overlap + 1) / (sizes + 1))[with_defect].mean()
+
+
 def kind_loss(kind_logits: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of the defect kind over the pixels whose kind is known (``kinds`` >= 0, (B, 1, H, W)).
 

@@ -1,0 +1,105 @@
+"""Where a retraining step's time goes: today's step (frozen student, crops) against the earlier one.
+
+    .venv/bin/python bench/bench_retrain_step.py [--model FILE] [--rounds 5] [--threads 1]
+
+Both run in this process on the same random data, in turn, round after
+round (``_common.interleaved``):
+
+- ``student and U-Net, 8 images``: the earlier retraining step, which trained
+  the student too (distilled toward a frozen copy of its starting encoder)
+  on 8 whole images at the model's size;
+- ``U-Net on crops (today)``: ``retrain.Retrainer``'s step, 16 crops of half
+  the side with the student frozen.
+
+Then the parts of the earlier step, timed alone: the student's forward and
+backward pass, the anchor's forward pass, the U-Net's forward and backward
+pass. Prints seconds per step, crops or images per second, and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from pathlib import Path
+
+import torch
+from _common import interleaved, machine_line, median, print_table, stderr
+
+from labelme_dsarad.model.model_file import load_model
+from labelme_dsarad.resources import DEFAULT_MODEL
+from labelme_dsarad.train.corrections import Examples
+from labelme_dsarad.train.engine import StudentTraining, TrainingBatch, autocast_for
+from labelme_dsarad.train.retrain import RetrainConfig, Retrainer
+
+EARLIER_BATCH = 8
+
+
+def examples(count: int, size: int, generator: torch.Generator, defects: bool) -> Examples:
+    images = torch.randint(0, 256, (count, 3, size, size), generator=generator, dtype=torch.uint8)
+    masks = torch.zeros(count, 1, size, size)
+    if defects:
+        masks[:, :, size // 3 : size // 3 + size // 8, size // 2 : size // 2 + size // 10] = 1.0
+    return Examples(images, masks, torch.zeros_like(masks), torch.where(masks > 0, 0, -1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=None, help="model file (default: the bundled model)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+    device = torch.device("cpu")
+    base = load_model(args.model or DEFAULT_MODEL)
+    size = base.info.architecture.input_size
+    generator = torch.Generator().manual_seed(0)
+
+    retrainer = Retrainer(base, RetrainConfig(base.info.product, ".", steps=1), device, kinds=("kind",))
+    retrainer.set_data(examples(24, size, generator, defects=False), examples(24, size, generator, defects=True))
+    retrainer.network.train()
+    retrainer.network.student.eval()
+
+    earlier = copy.deepcopy(base.network).float().train()
+    anchor = copy.deepcopy(base.network.student.encoder).eval()
+    optimizer = torch.optim.Adam([*earlier.student.parameters(), *earlier.segmentation.parameters()], lr=1e-4)
+    earlier_training = StudentTraining(earlier, anchor, optimizer, autocast_for(device))
+    images = torch.rand(EARLIER_BATCH, 3, size, size, generator=generator)
+    masks = (torch.rand(EARLIER_BATCH, 1, size, size, generator=generator) > 0.99).float()
+    earlier_batch = TrainingBatch(inputs=images, masks=masks, clean=images[: EARLIER_BATCH * 3 // 4])
+
+    def student_pass() -> None:
+        reconstruction, _ = earlier.student(images)
+        reconstruction.mean().backward()
+
+    def anchor_pass() -> None:
+        with torch.no_grad():
+            anchor(images[: EARLIER_BATCH * 3 // 4])
+
+    def u_net_pass() -> None:
+        earlier.segmentation(torch.cat([images, images], dim=1)).mean().backward()
+
+    stderr(machine_line())
+    steps = interleaved({"earlier": lambda: earlier_training.step(earlier_batch), "today": retrainer.step},
+                        args.rounds, log=stderr)
+    parts = interleaved({"student": student_pass, "anchor": anchor_pass, "u_net": u_net_pass}, args.rounds, log=stderr)
+    earlier_seconds, today_seconds = median(steps["earlier"]), median(steps["today"])
+    crop = retrainer.batches.crop
+    rows = [
+        [f"student and U-Net, {EARLIER_BATCH} images of {size} px", f"{earlier_seconds:.3f}",
+         f"{EARLIER_BATCH / earlier_seconds:.1f} images", "1.00x"],
+        [f"U-Net on {retrainer.config.batch_size} crops of {crop} px (today)", f"{today_seconds:.3f}",
+         f"{retrainer.config.batch_size / today_seconds:.1f} crops", f"{earlier_seconds / today_seconds:.2f}x"],
+    ]
+    print(f"\n{args.threads} thread(s), {base.name}\n")
+    print_table(["retraining step", "seconds", "per second", "steps per minute vs earlier"], rows)
+    print("\nparts of the earlier step:")
+    print_table(["part", "seconds", "share of the step"],
+                [[name, f"{median(values):.3f}", f"{median(values) / earlier_seconds:.0%}"]
+                 for name, values in (("student forward + backward", parts["student"]),
+                                      ("anchor forward", parts["anchor"]),
+                                      ("U-Net forward + backward", parts["u_net"]))])
+
+
+if __name__ == "__main__":
+    main()
