@@ -17,6 +17,7 @@ from labelme_dsarad.model.scoring import ScoreNormaliser
 from labelme_dsarad.model.store import ModelStore
 from labelme_dsarad.train.calibration import f1_thresholds
 from labelme_dsarad.train.corrections import REAL_DEFECT_WEIGHT, Examples, crop_corners, split_labels
+from labelme_dsarad.train.engine import Budget
 from labelme_dsarad.train.labels import LabelledImage
 from labelme_dsarad.train.losses import focal_loss
 from labelme_dsarad.train.retrain import RetrainConfig, Retrainer
@@ -132,10 +133,9 @@ def test_retraining_leaves_the_student_as_it_was_and_the_u_net_learns(tmp_path):
                                 torch.zeros_like(masks), torch.full((2, 1, 64, 64), -1)))
     student_before = {name: value.clone() for name, value in retrainer.network.student.state_dict().items()}
     u_net_before = {name: value.clone() for name, value in retrainer.network.segmentation.state_dict().items()}
-    retrainer.network.train()
-    retrainer.network.student.eval()
-    terms = [retrainer.step() for _ in range(3)]
-    assert set(terms[-1]) == {"segmentation", "dice"}  # no reconstruction or distillation term
+    history = retrainer.train(Budget(steps=3), lambda event: None)
+    assert history["steps"] == 3
+    assert set(history["final_losses"]) == {"segmentation", "dice"}  # no reconstruction or distillation term
     for name, value in retrainer.network.student.state_dict().items():
         assert torch.equal(value, student_before[name]), name  # weights and BatchNorm statistics alike
     assert any(not torch.equal(value, u_net_before[name])
