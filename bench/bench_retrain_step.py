@@ -57,8 +57,7 @@ def main() -> None:
 
     retrainer = Retrainer(base, RetrainConfig(base.info.product, ".", steps=1), device, kinds=("kind",))
     retrainer.set_data(examples(24, size, generator, defects=False), examples(24, size, generator, defects=True))
-    retrainer.network.train()
-    retrainer.network.student.eval()
+    retrainer.training_mode()
 
     earlier = copy.deepcopy(base.network).float().train()
     anchor = copy.deepcopy(base.network.student.encoder).eval()

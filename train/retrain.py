@@ -132,9 +132,13 @@ class Retrainer:
     def step(self) -> dict[str, float]:
         return self.training.step(self.batches())
 
-    def train(self, budget: Budget, progress: Progress) -> dict:
+    def training_mode(self) -> None:
+        """The U-Net in training mode; the frozen student's BatchNorm keeps the statistics inference uses."""
         self.network.train()
-        self.network.student.eval()  # frozen: its BatchNorm keeps the statistics inference uses
+        self.network.student.eval()
+
+    def train(self, budget: Budget, progress: Progress) -> dict:
+        self.training_mode()
         state = run_steps(self.step, self.optimizer, self.config.learning_rate, budget, LoopState("retraining"),
                           progress)
         self.network.eval()
