@@ -1,12 +1,12 @@
 """An inference-ready network, and its ONNX export for onnxruntime.
 
-The ONNX file holds student + U-Net + scoring: ``image`` (B, 3, S, S) float
-in [0, 1] gives ``raw_map`` (B, S, S) and ``raw_image_score`` (B,), the same
-two outputs as ``DSARAD.forward``. The attention is onnxruntime's fused
-``com.microsoft.MultiHeadAttention``, so the file is for onnxruntime. Its
-``metadata_props`` carry the model file's JSON header under the same key, so
-an ONNX file describes itself (thresholds, labels, input size) and is read
-without unpickling anything.
+The ONNX file holds student + U-Net + map correction + scoring: ``image``
+(B, 3, S, S) float in [0, 1] gives ``raw_map`` (B, S, S) and
+``raw_image_score`` (B,), the same two outputs as ``DSARAD.forward``. The
+attention is onnxruntime's fused ``com.microsoft.MultiHeadAttention``, so
+the file is for onnxruntime. Its ``metadata_props`` carry the model file's
+JSON header under the same key, so an ONNX file describes itself
+(thresholds, labels, input size) and is read without unpickling anything.
 """
 
 from __future__ import annotations

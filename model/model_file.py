@@ -113,7 +113,7 @@ def save_model(path: os.PathLike | str, network: DSARAD, info: ModelInfo, storag
     if storage not in STORAGES:
         raise ValueError(f"storage must be one of {STORAGES}")
     tensors = {}
-    for prefix, module in (("student", network.student), ("segmentation", network.segmentation)):
+    for prefix, module in stored_modules(network):
         for key, value in module.state_dict().items():
             name = f"{prefix}.{key}"
             value = value.detach().cpu().contiguous()
@@ -276,9 +276,11 @@ def load_model(path: os.PathLike | str, map_location: str | torch.device = "cpu"
     info = parse_header(path, metadata)
     network = DSARAD(info.architecture)
     expected_names: set[str] = set()
-    for prefix, module in (("student", network.student), ("segmentation", network.segmentation)):
+    for prefix, module in stored_modules(network):
         expected = module.state_dict()
         expected_names.update(f"{prefix}.{key}" for key in expected)
+        if prefix in OPTIONAL_MODULES and not any(f"{prefix}.{key}" in tensors for key in expected):
+            continue  # a file from before the module existed: its default stands
         state = {}
         for key, reference in expected.items():
             name = f"{prefix}.{key}"
@@ -307,6 +309,16 @@ def load_model(path: os.PathLike | str, map_location: str | torch.device = "cpu"
         raise ModelFileError(path, f"unexpected tensor '{unexpected[0]}' ({len(unexpected)} in all)")
     network.eval().to(map_location)
     return LoadedModel(network=network, info=info, path=path, sha256=file_sha256(path))
+
+
+# Files written before the map correction existed have none; their maps are used as they come.
+OPTIONAL_MODULES = ("map_correction",)
+
+
+def stored_modules(network: DSARAD) -> tuple[tuple[str, torch.nn.Module], ...]:
+    """The parts of a network a model file holds, by tensor-name prefix."""
+    return (("student", network.student), ("segmentation", network.segmentation),
+            ("map_correction", network.map_correction))
 
 
 def dequantize(path, name: str, quantized: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:

@@ -225,20 +225,57 @@ def image_score(raw_map: torch.Tensor, window: int) -> torch.Tensor:
     return pooled.flatten(1).amax(dim=1)
 
 
+class MapCorrection(nn.Module):
+    """A per-pixel affine correction of the raw map, ``clamp(map * gain + offset, 0, 1)``.
+
+    Zero-padded convolutions leave every map with a position-dependent level
+    and spread: on defect-free images the border scored 1.26x the interior
+    and held over half of each map's top 1% pixels (issue 12). Training fits
+    ``gain`` (at most 1) and ``offset`` on normal images
+    (``train/calibration.py``) so that no position has a higher level or a
+    wider spread there than the median position; the identity until then,
+    and for model files written before it existed. Kept at the model's
+    input size and resized to the map's, so the network stays size-generic.
+    """
+
+    gain: torch.Tensor
+    offset: torch.Tensor
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.register_buffer("gain", torch.ones(size, size))
+        self.register_buffer("offset", torch.zeros(size, size))
+
+    def forward(self, raw_map: torch.Tensor) -> torch.Tensor:
+        planes = torch.stack([self.gain, self.offset]).unsqueeze(0)
+        # Bilinear at the same size returns the planes exactly.
+        gain, offset = F.interpolate(planes, size=raw_map.shape[-2:], mode="bilinear", align_corners=False)[0]
+        return (raw_map * gain + offset).clamp(0.0, 1.0)
+
+    def set(self, gain: torch.Tensor, offset: torch.Tensor) -> None:
+        with torch.no_grad():
+            self.gain.copy_(gain)
+            self.offset.copy_(offset)
+
+    def reset(self) -> None:
+        self.set(torch.ones_like(self.gain), torch.zeros_like(self.offset))
+
+
 class DSARAD(nn.Module):
-    """What inference needs: the student and the segmentation network."""
+    """What inference needs: the student, the segmentation network and the map's correction."""
 
     def __init__(self, architecture: Architecture):
         super().__init__()
         self.architecture = architecture
         self.student = ReconstructionNetwork(architecture.reconstruction_width)
         self.segmentation = SegmentationNetwork(architecture.segmentation_width, len(architecture.kinds))
+        self.map_correction = MapCorrection(architecture.input_size)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The raw anomaly map (B, H, W), the raw image score (B,) and, when the model knows
         defect kinds, their probabilities (B, kinds, H, W)."""
         logits = segmentation_logits(self.student, self.segmentation, image)
-        raw_map = anomaly_probability(logits)
+        raw_map = self.map_correction(anomaly_probability(logits))
         outputs = (raw_map, image_score(raw_map, self.architecture.score_window))
         return (*outputs, kind_probabilities(logits)) if self.architecture.kinds else outputs
 

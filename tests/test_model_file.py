@@ -209,3 +209,23 @@ def test_int8_tensor_without_its_scale_is_refused(tmp_path):
     save_file(tensors, tmp_path / "badscale.safetensors", metadata=metadata)
     with pytest.raises(ModelFileError, match="one float per output channel"):
         load_model(tmp_path / "badscale.safetensors")
+
+
+def test_the_map_correction_round_trips_and_older_files_load_without_one(tmp_path):
+    loaded = load_model(make_tiny_model(tmp_path / "m.safetensors"))
+    gain, offset = torch.rand(64, 64) + 0.5, torch.rand(64, 64) * 0.2 - 0.1
+    loaded.network.map_correction.set(gain, offset)
+    for storage in ("fp32", "int8"):
+        save_model(tmp_path / f"{storage}.safetensors", loaded.network, loaded.info, storage=storage)
+        again = load_model(tmp_path / f"{storage}.safetensors").network.map_correction
+        torch.testing.assert_close(again.gain, gain, atol=2e-3, rtol=0)
+        torch.testing.assert_close(again.offset, offset, atol=2e-3, rtol=0)
+    metadata, tensors = read_safetensors(tmp_path / "fp32.safetensors")
+    older = {name: value for name, value in tensors.items() if not name.startswith("map_correction.")}
+    save_file(older, tmp_path / "older.safetensors", metadata=metadata)
+    identity = load_model(tmp_path / "older.safetensors").network.map_correction
+    assert torch.equal(identity.gain, torch.ones(64, 64)) and torch.equal(identity.offset, torch.zeros(64, 64))
+    half = {name: value for name, value in tensors.items() if name != "map_correction.offset"}
+    save_file(half, tmp_path / "half.safetensors", metadata=metadata)
+    with pytest.raises(ModelFileError, match="'map_correction.offset' is missing"):
+        load_model(tmp_path / "half.safetensors")

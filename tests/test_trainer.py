@@ -54,8 +54,17 @@ def test_tiny_training_lowers_losses_and_writes_a_usable_model(tmp_path):
     assert loaded.info.training["images"] + loaded.info.training["validation_images"] == len(images)
     statistics = loaded.info.normaliser.statistics
     assert statistics["validation_images"] == loaded.info.training["validation_images"]
+    assert not statistics["map_correction"]["fitted"]  # 11 training images are too few to fit it on
     prediction = Predictor(loaded).predict(cv2.imread(images[0])[:, :, ::-1])
     assert prediction.score_map.shape == (48, 48) and np.isfinite(prediction.score_map).all()
+
+
+def test_training_fits_the_map_correction_on_its_training_images(tmp_path):
+    images = textured_images(tmp_path / "images", count=40)
+    loaded = load_model(train_model(config(images, epochs=2), tmp_path / "run", tmp_path / "model.safetensors"))
+    correction = loaded.info.normaliser.statistics["map_correction"]
+    assert correction["fitted"] and correction["images"] == loaded.info.training["images"] == 36
+    assert correction["border_to_interior_level"] > 0
 
 
 @pytest.mark.parametrize(("override", "problem"), [

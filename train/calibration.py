@@ -9,6 +9,11 @@ Two rules, one per kind of calibration data:
 - **real defects and normals** (corrected labels held back from retraining):
   each threshold goes where F1 is best, falling back to the normals-only
   rule where F1 is undefined.
+
+Before either, ``fit_map_correction`` brings down the positions of the map
+that score higher or spread wider than the median position on defect-free
+images (``model.networks.MapCorrection``), so thresholds and the image-score
+window are chosen on the maps the model will give.
 """
 
 from __future__ import annotations
@@ -35,6 +40,11 @@ NORMAL_FLOOR_QUANTILE = 0.95
 NORMAL_FLOOR_MINIMUM = 20
 # Image-score windows tried (odd sides, pixels at the model's input size).
 SCORE_WINDOWS = (1, 3, 5, 7, 9, 11, 15, 21)
+# The map correction: per-pixel statistics from at most MAX normal images; below
+# MIN they are too noisy (a spread from 32 maps is within about 12%).
+MAP_CORRECTION_MIN_IMAGES = 32
+MAP_CORRECTION_MAX_IMAGES = 256
+MAP_CORRECTION_LOWEST_GAIN = 0.25
 # Where the validation normals came from.
 HELD_OUT = "held out from the training images"
 NOT_HELD_OUT = "the training images themselves: too few to hold any out"
@@ -80,6 +90,78 @@ def choose_score_window(network: DSARAD, normals: torch.Tensor, sources: Anomaly
     return int(best), aurocs
 
 
+def fit_map_correction(network: DSARAD, normals: torch.Tensor, device: torch.device, seed: int) -> dict:
+    """Set ``network.map_correction`` from defect-free images (uint8, N x 3 x S x S) so that no
+    position of their maps has a higher mean or a wider spread than the median position's; the
+    others are left as they are. What it removes is what zero padding adds: raising the quiet
+    positions instead would amplify their noise into false suggestions. With fewer than
+    ``MAP_CORRECTION_MIN_IMAGES`` images the correction is left as it is. Returns what the model
+    header records: the images used and how much brighter the border was than the interior."""
+    count = min(len(normals), MAP_CORRECTION_MAX_IMAGES)
+    if count < MAP_CORRECTION_MIN_IMAGES:
+        return {"fitted": False, "images": int(len(normals)),
+                "reason": f"fewer than {MAP_CORRECTION_MIN_IMAGES} normal images"}
+    chosen = torch.randperm(len(normals), generator=torch.Generator().manual_seed(seed))[:count]
+    network.map_correction.reset()
+    level, spread = map_statistics(network, normals[chosen.to(normals.device)], device)
+    # Spreads below a flat map's count as flat: a model that has not learnt yet gives
+    # constant maps, and dividing by their zero spreads would only amplify rounding.
+    spread = spread.clamp(min=FLAT_MAP_SPREAD)
+    gain = (spread.median() / spread).clamp(MAP_CORRECTION_LOWEST_GAIN, 1.0)
+    offset = level.clamp(max=level.median()) - level * gain
+    network.map_correction.set(gain.float(), offset.float())
+    band = border_band(level.shape[-1])
+    return {"fitted": True, "images": count,
+            "border_to_interior_level": float(level[band].mean() / level[~band].mean().clamp(min=1e-12)),
+            "border_to_interior_spread": float(spread[band].mean() / spread[~band].mean())}
+
+
+def choose_map_correction(network: DSARAD, normals: torch.Tensor, images: torch.Tensor, masks: np.ndarray,
+                          device: torch.device, seed: int) -> dict:
+    """``fit_map_correction``, kept only when it ranks the defect pixels of calibration images
+    (uint8 N x 3 x S x S, ``masks`` N x S x S bool) at least as well as the map without it, by
+    pixel average precision; otherwise the correction is the identity. A U-Net retrained on
+    real defects fires where they sit, on normal images too, and evening that out can hide them."""
+    fitted = fit_map_correction(network, normals, device, seed)
+    if not fitted["fitted"] or not masks.any():
+        return fitted
+    gain, offset = network.map_correction.gain.clone(), network.map_correction.offset.clone()
+    with_correction = pixel_curves(list(raw_outputs(network, images, device)[0]), list(masks)).average_precision()
+    network.map_correction.reset()
+    without = pixel_curves(list(raw_outputs(network, images, device)[0]), list(masks)).average_precision()
+    compared = {"calibration_pixel_ap": {"corrected": with_correction, "uncorrected": without}}
+    if with_correction < without:
+        return {**fitted, **compared, "fitted": False,
+                "reason": f"it lowered the calibration images' pixel AP from {without:.3f} to {with_correction:.3f}"}
+    network.map_correction.set(gain, offset)
+    return {**fitted, **compared}
+
+
+@torch.inference_mode()
+def map_statistics(network: DSARAD, images: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pixel mean and standard deviation (S, S), float64 on the CPU, of the raw maps of uint8
+    images (N x 3 x S x S), accumulated batch by batch: N maps at a large input size would not fit."""
+    network.eval()
+    total = squares = torch.zeros(images.shape[-2:], dtype=torch.float64)
+    for start in range(0, len(images), BATCH):
+        maps = network(images[start : start + BATCH].to(device).float() / 255.0)[0].double().cpu()
+        total, squares = total + maps.sum(dim=0), squares + (maps * maps).sum(dim=0)
+    count = len(images)
+    level = total / count
+    variance = (squares / count - level * level).clamp(min=0.0) * count / max(count - 1, 1)
+    return level, variance.sqrt()
+
+
+def border_band(size: int) -> torch.Tensor:
+    """(size, size) bool: the outer 1/32 of the map on every side (4 px at 128), where zero
+    padding shows."""
+    width = max(size // 32, 1)
+    band = torch.zeros(size, size, dtype=torch.bool)
+    band[:width] = band[-width:] = True
+    band[:, :width] = band[:, -width:] = True
+    return band
+
+
 def pixel_quantiles(maps: np.ndarray) -> np.ndarray:
     """Each map's 99.9th-percentile pixel score."""
     return np.quantile(maps.reshape(len(maps), -1), PIXEL_THRESHOLD_QUANTILE, axis=1)
@@ -109,6 +191,10 @@ def describe_validation(normaliser: ScoreNormaliser) -> tuple[str, str | None]:
     line = (f"validation: {statistics['validation_images']} normal images ({statistics['validation_from']}); raw image "
             f"scores {statistics['image_score_mean']:.3f} ± {statistics['image_score_std']:.3f}, highest "
             f"{statistics['image_score_max']:.3f} (the image threshold)")
+    correction = statistics.get("map_correction", {})
+    if correction.get("fitted"):
+        line += (f"; map corrected on {correction['images']} training images (their border had scored "
+                 f"{correction['border_to_interior_level']:.2f}x the interior)")
     if statistics["map_spread"] < FLAT_MAP_SPREAD:
         return line, ("warning: the anomaly maps are flat (the same score everywhere): the model has not learnt yet; "
                       "train longer, on more defect-free images, or check that they are defect-free")

@@ -23,6 +23,11 @@ one ("blowhole", "Pitting"), the U-Net learns to name them too
 (``with_kinds`` widens its last layer; kinds it knew keep their weights), and
 every suggestion then carries its most likely kind and the probability.
 
+**Map correction** (``calibration.choose_map_correction``): refitted on the
+training normals for the new U-Net, and kept only if the calibration images'
+defect pixels rank at least as well with it (pixel AP); with too few
+normals, the base model's stays.
+
 **Thresholds** (``calibration.f1_thresholds``): where F1 is best on the
 calibration images (real defects and normals), never below what the reviewed
 normals need, and not on the training images, where the U-Net has seen the
@@ -47,7 +52,7 @@ from labelme_dsarad.model.networks import ANOMALY_LOGITS, DSARAD
 from labelme_dsarad.model.polygons import SuggestionSettings
 from labelme_dsarad.model.store import ModelStore, StoredModel, check_product_name
 
-from .calibration import f1_thresholds, raw_outputs
+from .calibration import choose_map_correction, f1_thresholds, raw_outputs
 from .corrections import CorrectionBatches, defect_kinds, load_examples, split_labels
 from .engine import Budget, LoopState, Progress, StudentTraining, autocast_for, run_steps
 from .evaluation import evaluate_predictor
@@ -230,8 +235,8 @@ def retrain(config: RetrainConfig, progress: Progress | None = None) -> RetrainR
         stage("loading", f"defect kinds learnt: {', '.join(kinds)}")
     setup_started = time.monotonic()
     trainer = Retrainer(base, config, device, kinds)
-    train_normals = [i for i in split.train if not i.is_defect]
-    trainer.set_data(load_examples(train_normals, size), load_examples(train_defects, size, kinds))
+    normals = load_examples([i for i in split.train if not i.is_defect], size)
+    trainer.set_data(normals, load_examples(train_defects, size, kinds))
 
     stage("training", f"training for {config.steps} steps" if config.steps else f"training for {config.minutes:g} min")
     # --minutes counts the loading and the reconstructions made for the training images too.
@@ -241,10 +246,13 @@ def retrain(config: RetrainConfig, progress: Progress | None = None) -> RetrainR
 
     stage("calibrating", "setting thresholds at the best F1, above the reviewed normals'")
     calibration = load_examples(split.calibration, size)
+    masks = calibration.masks[:, 0].numpy() > 0.5
     network = trainer.training.result()
+    correction = choose_map_correction(network, normals.images, calibration.images, masks, device, config.seed)
     maps, scores = raw_outputs(network, calibration.images, device)
     labels = np.array([item.is_defect for item in split.calibration], dtype=bool)
-    normaliser = f1_thresholds(maps, scores, calibration.masks[:, 0].numpy() > 0.5, labels, base.info.normaliser)
+    normaliser = f1_thresholds(maps, scores, masks, labels, base.info.normaliser)
+    normaliser.statistics["map_correction"] = correction
 
     version, final_path = store.next_path(config.product)
     # Written under a name the store does not list, renamed once complete, so

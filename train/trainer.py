@@ -31,7 +31,16 @@ from labelme_dsarad.model.model_file import ModelInfo, preset_architecture, read
 from labelme_dsarad.model.networks import DSARAD, ReconstructionNetwork, check_input_size
 from labelme_dsarad.model.scoring import ScoreNormaliser
 
-from .calibration import HELD_OUT, NOT_HELD_OUT, choose_score_window, describe_validation, normal_thresholds, raw_outputs
+from .calibration import (
+    HELD_OUT,
+    MAP_CORRECTION_MAX_IMAGES,
+    NOT_HELD_OUT,
+    choose_score_window,
+    describe_validation,
+    fit_map_correction,
+    normal_thresholds,
+    raw_outputs,
+)
 from .engine import Budget, LoopState, Progress, StudentTraining, TrainingBatch, autocast_for, every, run_steps
 from .losses import reconstruction_loss
 from .progress import TerminalProgress
@@ -39,6 +48,8 @@ from .sources import AnomalySources
 from .synthesis import random_crops, synthesise
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
+# Checkpoints leave out what every export fits afresh (and checkpoints written before it existed lack).
+REFITTED_AT_EXPORT = "map_correction."
 # With --minutes: writing the model is timed on this many validation images,
 # and given this much slack, plus a fixed allowance for saving the file.
 CALIBRATION_TIMING_IMAGES = 8
@@ -204,13 +215,15 @@ class Trainer:
         self.training_seconds = seconds
 
     def export_seconds(self) -> float:
-        """What ``export`` will take: thresholds need one pass over the validation images, timed on a batch."""
+        """What ``export`` will take, timed on a batch: a pass over training images for the map
+        correction, and the calibration passes over the validation images."""
         images = self.validation_images if len(self.validation_images) else self.images.cpu()[:16]
         sample = images[:CALIBRATION_TIMING_IMAGES]
         began = time.monotonic()
         raw_outputs(self.network, sample, self.device)
         per_image = (time.monotonic() - began) / max(len(sample), 1)
-        return EXPORT_SAFETY * CALIBRATION_PASSES * per_image * len(images) + EXPORT_WRITE_SECONDS
+        passes = CALIBRATION_PASSES * len(images) + min(len(self.images), MAP_CORRECTION_MAX_IMAGES)
+        return EXPORT_SAFETY * per_image * passes + EXPORT_WRITE_SECONDS
 
     def phase_budget(self, phase: str) -> Budget:
         share = self.config.teacher_share if phase == "teacher" else 1.0 - self.config.teacher_share
@@ -284,6 +297,8 @@ class Trainer:
         held_out = len(self.validation_images) > 0
         images = self.validation_images if held_out else self.images.cpu()[:16]
         network = self.student_training.result()
+        network.map_correction.reset()  # a snapshot's correction may linger in the weight average
+        correction = fit_map_correction(network, self.images, self.device, self.config.seed)
         window, window_aurocs = choose_score_window(network, images, self.sources, self.device, self.config.seed)
         self.architecture = replace(self.architecture, score_window=window)
         for model in {id(network): network, id(self.network): self.network}.values():
@@ -292,6 +307,7 @@ class Trainer:
         normaliser = normal_thresholds(maps, scores,
                                        HELD_OUT if held_out else NOT_HELD_OUT)
         normaliser.statistics["score_window_aurocs"] = window_aurocs
+        normaliser.statistics["map_correction"] = correction
         return normaliser
 
     def model_info(self, normaliser: ScoreNormaliser, version: int = 1) -> ModelInfo:
@@ -370,7 +386,8 @@ class Trainer:
         tensors = {}
         for prefix, module in self.checkpointed_modules():
             for key, value in module.state_dict().items():
-                tensors[f"{prefix}.{key}"] = value.detach().cpu().contiguous()
+                if REFITTED_AT_EXPORT not in key:
+                    tensors[f"{prefix}.{key}"] = value.detach().cpu().contiguous()
         groups = {}
         for name, optimizer in self.checkpointed_optimizers():
             state = optimizer.state_dict()
@@ -398,8 +415,9 @@ class Trainer:
         meta = json.loads(metadata["checkpoint"])
         trainer = cls(TrainConfig(**meta["config"]), run_dir, progress)
         for prefix, module in trainer.checkpointed_modules():
-            module.load_state_dict({key[len(prefix) + 1 :]: value for key, value in tensors.items()
-                                    if key.startswith(prefix + ".")})
+            kept = {key: value for key, value in module.state_dict().items() if REFITTED_AT_EXPORT in key}
+            kept.update({key[len(prefix) + 1 :]: value for key, value in tensors.items() if key.startswith(prefix + ".")})
+            module.load_state_dict(kept)
         for name, optimizer in trainer.checkpointed_optimizers():
             state: dict = {}
             for key, value in tensors.items():
