@@ -125,15 +125,21 @@ def choose_map_correction(network: DSARAD, normals: torch.Tensor, images: torch.
     fitted = fit_map_correction(network, normals, device, seed)
     if not fitted["fitted"] or not masks.any():
         return fitted
-    gain, offset = network.map_correction.gain.clone(), network.map_correction.offset.clone()
-    with_correction = pixel_curves(list(raw_outputs(network, images, device)[0]), list(masks)).average_precision()
-    network.map_correction.reset()
-    without = pixel_curves(list(raw_outputs(network, images, device)[0]), list(masks)).average_precision()
+    correction = network.map_correction
+    gain, offset = correction.gain.clone(), correction.offset.clone()
+    correction.reset()
+    uncorrected = raw_outputs(network, images, device)[0]
+    correction.set(gain, offset)
+    # The corrected maps follow from the uncorrected ones: one pass of the networks, not two.
+    with torch.no_grad():
+        corrected = correction(torch.from_numpy(uncorrected).to(gain.device)).cpu().numpy()
+    with_correction = pixel_curves(list(corrected), list(masks)).average_precision()
+    without = pixel_curves(list(uncorrected), list(masks)).average_precision()
     compared = {"calibration_pixel_ap": {"corrected": with_correction, "uncorrected": without}}
     if with_correction < without:
+        correction.reset()
         return {**fitted, **compared, "fitted": False,
                 "reason": f"it lowered the calibration images' pixel AP from {without:.3f} to {with_correction:.3f}"}
-    network.map_correction.set(gain, offset)
     return {**fitted, **compared}
 
 
