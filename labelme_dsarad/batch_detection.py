@@ -81,10 +81,12 @@ class BatchDetection(QtCore.QObject):
 
     @guarded
     def _on_progress(self, done: int, total: int, path: str) -> None:
-        if self.dialog is not None:
-            self.dialog.setMaximum(total)
-            self.dialog.setValue(done)
-            self.dialog.setLabelText(f"{done} of {total}: {Path(path).name}")
+        dialog = self.dialog
+        if dialog is not None:
+            dialog.setMaximum(total)
+            dialog.setLabelText(f"{done} of {total}: {Path(path).name}")
+            # Last: a modal dialog's setValue processes events, which may deliver the end of the batch and close it.
+            dialog.setValue(done)
 
     @guarded
     def _on_finished(self, batch: BatchJob, summary: Summary) -> None:

@@ -411,6 +411,21 @@ def test_detect_all_undoes_no_decision_a_person_made(qtbot, tmp_path, make_windo
     assert sum(counts["accepted_unchanged"] for counts in groups.values()) == 2
 
 
+def test_a_batch_that_ends_while_its_progress_is_shown_is_no_failure(qtbot, tmp_path, make_window):
+    # A modal progress dialog's setValue processes events: the batch's end can arrive inside it and close the dialog.
+    write_sample_images(tmp_path, 2, squares=1)
+    window, panel = make_window([fake_option(FakePredictor())], open_path=tmp_path)
+    ready(qtbot, panel)
+    panel.view.detect_all_action.trigger()
+    qtbot.waitUntil(lambda: not panel.batch.running, timeout=WAIT)
+    panel.batch.dialog = QtWidgets.QProgressDialog()
+    panel.batch.dialog.setValue = lambda value: panel.batch._end()
+    panel.batch._on_progress(1, 2, str(tmp_path / "a.png"))
+    assert panel.batch.dialog is None
+    assert "progress failed" not in panel.view.message_label.text()
+    assert "2 predicted" in panel.view.message_label.text()
+
+
 def test_a_click_inside_a_small_suggestion_selects_it_instead_of_grabbing_a_vertex(qtbot, tmp_path, make_window):
     from qtpy.QtTest import QTest
 
