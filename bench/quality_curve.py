@@ -39,6 +39,9 @@ from labelme_dsarad.model.model_file import load_model
 from labelme_dsarad.train.datasets import default_mtd_root, load_samples
 from labelme_dsarad.train.evaluation import evaluate_predictor
 
+# The plot's x axis: a curve.csv column, its divisor, the axis label.
+X_AXES = {"minutes": ("seconds", 60.0, "training minutes (teacher + student)"),
+          "steps": ("student_steps", 1.0, "student steps (batches of 8)")}
 COLUMNS = ("recipe", "point", "seconds", "student_steps", "samples_seen", "image_auroc", "pixel_auroc", "aupro")
 
 
@@ -57,6 +60,8 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--plot", type=Path, nargs="*", default=[], help="earlier curve.csv files to draw beside this one")
     parser.add_argument("--evaluate-only", action="store_true", help="evaluate the models already in --out")
     parser.add_argument("--plot-only", action="store_true", help="only draw the --plot curves into --out/curve.png")
+    parser.add_argument("--x-axis", choices=sorted(X_AXES), default="minutes",
+                        help="what the plot's x axis counts: steps compare runs of different thread counts")
     return parser.parse_args()
 
 
@@ -129,25 +134,27 @@ def evaluate_point(path: Path, samples: list, recipe: str, batch_size: int) -> d
     return row
 
 
-def plot(curves: list[Path], output: Path) -> None:
+def plot(curves: list[Path], output: Path, x_axis: str = "minutes") -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(13, 4.5), layout="constrained")
+    figure = Figure(figsize=(13, 5), layout="constrained")
     axes = figure.subplots(1, 3)
     for path in curves:
         with path.open() as stream:
             rows = list(csv.DictReader(stream))
         if not rows:
             continue
-        minutes = [float(row["seconds"]) / 60 for row in rows]
+        column, scale, _ = X_AXES[x_axis]
+        xs = [float(row[column]) / scale for row in rows]
         for ax, key in zip(axes, ("image_auroc", "pixel_auroc", "aupro")):
             # The folder names the run: one recipe may be drawn on two data sets.
-            ax.plot(minutes, [float(row[key]) for row in rows], marker="o", label=f"{rows[0]['recipe']} ({path.parent.name})")
+            ax.plot(xs, [float(row[key]) for row in rows], marker="o", label=f"{rows[0]['recipe']} ({path.parent.name})")
     for ax, title in zip(axes, ("image AUROC", "pixel AUROC", "AUPRO (FPR 0.3)")):
-        ax.set(xlabel="training minutes (teacher + student)", title=title, ylim=(0.2, 1.0))
+        ax.set(xlabel=X_AXES[x_axis][2], title=title, ylim=(0.2, 1.0))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, fontsize=8, loc="outside lower center", ncols=min(3, max(1, len(labels))))
     FigureCanvasAgg(figure).print_png(str(output))
 
 
@@ -157,7 +164,7 @@ def main() -> int:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.plot_only:
-        plot(args.plot, args.out / "curve.png")
+        plot(args.plot, args.out / "curve.png", args.x_axis)
         return 0
     root = dataset_root(args)
     run_dir = args.out / "run"
@@ -177,7 +184,7 @@ def main() -> int:
         writer = csv.DictWriter(stream, columns)
         writer.writeheader()
         writer.writerows(rows)
-    plot([*args.plot, args.out / "curve.csv"], args.out / "curve.png")
+    plot([*args.plot, args.out / "curve.csv"], args.out / "curve.png", args.x_axis)
     stderr(f"written: {args.out / 'curve.csv'}, {args.out / 'curve.png'}")
     return 0
 
