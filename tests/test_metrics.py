@@ -7,7 +7,7 @@ import json
 import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -112,8 +112,15 @@ def test_aupro_matches_the_plain_reference(case, fpr_limit):
     assert aupro(maps, masks, fpr_limit) == pytest.approx(aupro_reference(maps, masks, fpr_limit), abs=EXACT)
 
 
+# Two thresholds tie at F1 1/3 (8/24 and 10/30), which precision and recall round apart.
+F1_TIE_CASE = ([np.ones((1, 3), np.float32), np.array([[0] * 4 + [1] * 2] + [[1] * 6] * 2, np.float32),
+                np.array([[0, 0, 1, 1]], np.float32)],
+               [np.array([[True, True, False]]), np.zeros((3, 6), bool), np.array([[False, True, True, True]])])
+
+
 @settings(max_examples=60, deadline=None)
 @given(maps_and_masks())
+@example(case=F1_TIE_CASE)
 def test_pixel_metrics_match_scikit_learn(case):
     maps, masks = case
     scores, labels = flat(maps), flat(masks)

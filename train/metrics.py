@@ -44,6 +44,11 @@ def image_auroc(scores, labels) -> float:
     return float(roc_auc_score(np.asarray(labels, dtype=bool), np.asarray(scores, dtype=np.float64)))
 
 
+# F1 values this close are equal: the same F1 computed two ways (from precision
+# and recall, or from counts) can differ in the last bit.
+F1_TIE = 1e-12
+
+
 def best_f1(scores, labels) -> tuple[float, float]:
     """(best F1, threshold reaching it); a score >= threshold means anomalous.
 
@@ -57,7 +62,7 @@ def best_f1(scores, labels) -> tuple[float, float]:
     precision, recall = precision[:-1], recall[:-1]
     denominator = precision + recall
     f1 = np.divide(2 * precision * recall, denominator, out=np.zeros_like(denominator), where=denominator > 0)
-    best = len(f1) - 1 - int(np.argmax(f1[::-1]))  # thresholds ascend: last maximum is highest
+    best = int(np.flatnonzero(f1 >= f1.max() - F1_TIE)[-1])  # thresholds ascend: the last is highest
     return float(f1[best]), float(thresholds[best])
 
 
@@ -189,7 +194,7 @@ class PixelCurves:
         """
         self._require_both("pixel F1")
         f1 = 2 * self.tp / (self.tp + self.fp + self.positives)
-        best = int(np.argmax(f1))
+        best = int(np.flatnonzero(f1 >= f1.max() - F1_TIE)[0])  # thresholds descend: the first is highest
         return float(f1[best]), float(self.thresholds[best])
 
     def aupro(self, fpr_limit: float = DEFAULT_FPR_LIMIT) -> float:
