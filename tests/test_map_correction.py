@@ -14,6 +14,7 @@ from labelme_dsarad.train.calibration import (
     border_band,
     choose_map_correction,
     fit_map_correction,
+    raw_outputs,
 )
 
 SIZE = 32
@@ -28,7 +29,7 @@ class BrightBorderNetwork(DSARAD):
         signal = image.mean(dim=1) - 0.5
         raw = 0.2 + 0.1 * signal + band * (0.15 + 0.2 * signal)
         raw = self.map_correction(raw)
-        return raw, image_score(raw, 3)
+        return raw, image_score(raw, self.architecture.score_window)
 
 
 def normals(count: int, seed: int) -> torch.Tensor:
@@ -95,10 +96,18 @@ def test_retraining_keeps_the_correction_only_where_calibration_defects_rank_bet
     images = normals(48, seed=4)
     brightness = images.float().mean(dim=1).numpy() / 255.0 - 0.5
     interior_defects = (brightness > 0.25) & ~border_band(SIZE).numpy()
-    kept = choose_map_correction(network, normals(64, seed=1), images, interior_defects, torch.device("cpu"), 0)
+    kept, maps, scores = choose_map_correction(network, normals(64, seed=1), images, interior_defects,
+                                               torch.device("cpu"), 0)
     assert kept["fitted"] and not is_identity(network)
+    expected_maps, expected_scores = raw_outputs(network, images, torch.device("cpu"))
+    np.testing.assert_array_equal(maps, expected_maps)
+    np.testing.assert_array_equal(scores, expected_scores)
     assert kept["calibration_pixel_ap"]["corrected"] > kept["calibration_pixel_ap"]["uncorrected"]
     border_defects = np.broadcast_to(border_band(SIZE).numpy(), brightness.shape)
-    dropped = choose_map_correction(network, normals(64, seed=1), images, border_defects, torch.device("cpu"), 0)
+    dropped, maps, scores = choose_map_correction(network, normals(64, seed=1), images, border_defects,
+                                                  torch.device("cpu"), 0)
     assert not dropped["fitted"] and "lowered the calibration images' pixel AP" in dropped["reason"]
     assert is_identity(network)
+    expected_maps, expected_scores = raw_outputs(network, images, torch.device("cpu"))
+    np.testing.assert_array_equal(maps, expected_maps)
+    np.testing.assert_array_equal(scores, expected_scores)

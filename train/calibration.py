@@ -117,14 +117,16 @@ def fit_map_correction(network: DSARAD, normals: torch.Tensor, device: torch.dev
 
 
 def choose_map_correction(network: DSARAD, normals: torch.Tensor, images: torch.Tensor, masks: np.ndarray,
-                          device: torch.device, seed: int) -> dict:
+                          device: torch.device, seed: int) -> tuple[dict, np.ndarray, np.ndarray]:
     """``fit_map_correction``, kept only when it ranks the defect pixels of calibration images
     (uint8 N x 3 x S x S, ``masks`` N x S x S bool) at least as well as the map without it, by
     pixel average precision; otherwise the correction is the identity. A U-Net retrained on
-    real defects fires where they sit, on normal images too, and evening that out can hide them."""
+    real defects fires where they sit, on normal images too, and evening that out can hide them.
+    Returns what the model header records, and the calibration images' raw maps and image scores
+    as the network now gives them (``raw_outputs``), which the comparison has already computed."""
     fitted = fit_map_correction(network, normals, device, seed)
     if not fitted["fitted"] or not masks.any():
-        return fitted
+        return (fitted, *raw_outputs(network, images, device))
     correction = network.map_correction
     gain, offset = correction.gain.clone(), correction.offset.clone()
     correction.reset()
@@ -138,9 +140,13 @@ def choose_map_correction(network: DSARAD, normals: torch.Tensor, images: torch.
     compared = {"calibration_pixel_ap": {"corrected": with_correction, "uncorrected": without}}
     if with_correction < without:
         correction.reset()
-        return {**fitted, **compared, "fitted": False,
-                "reason": f"it lowered the calibration images' pixel AP from {without:.3f} to {with_correction:.3f}"}
-    return {**fitted, **compared}
+        record = {**fitted, **compared, "fitted": False,
+                  "reason": f"it lowered the calibration images' pixel AP from {without:.3f} to {with_correction:.3f}"}
+        maps = uncorrected
+    else:
+        record, maps = {**fitted, **compared}, corrected
+    scores = image_score(torch.from_numpy(maps), network.architecture.score_window).numpy()
+    return record, maps, scores
 
 
 @torch.inference_mode()

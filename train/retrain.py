@@ -52,7 +52,7 @@ from labelme_dsarad.model.networks import ANOMALY_LOGITS, DSARAD
 from labelme_dsarad.model.polygons import SuggestionSettings
 from labelme_dsarad.model.store import ModelStore, StoredModel, check_product_name
 
-from .calibration import choose_map_correction, f1_thresholds, raw_outputs
+from .calibration import choose_map_correction, f1_thresholds
 from .corrections import CorrectionBatches, defect_kinds, load_examples, split_labels
 from .engine import Budget, LoopState, Progress, StudentTraining, autocast_for, run_steps
 from .evaluation import evaluate_predictor
@@ -248,8 +248,8 @@ def retrain(config: RetrainConfig, progress: Progress | None = None) -> RetrainR
     calibration = load_examples(split.calibration, size)
     masks = calibration.masks[:, 0].numpy() > 0.5
     network = trainer.training.result()
-    correction = choose_map_correction(network, normals.images, calibration.images, masks, device, config.seed)
-    maps, scores = raw_outputs(network, calibration.images, device)
+    correction, maps, scores = choose_map_correction(network, normals.images, calibration.images, masks, device,
+                                                     config.seed)
     labels = np.array([item.is_defect for item in split.calibration], dtype=bool)
     normaliser = f1_thresholds(maps, scores, masks, labels, base.info.normaliser)
     normaliser.statistics["map_correction"] = correction
