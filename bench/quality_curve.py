@@ -140,18 +140,18 @@ def plot(curves: list[Path], output: Path, x_axis: str = "minutes") -> None:
 
     figure = Figure(figsize=(13, 5), layout="constrained")
     axes = figure.subplots(1, 3)
+    column, scale, x_label = X_AXES[x_axis]
     for path in curves:
         with path.open() as stream:
             rows = list(csv.DictReader(stream))
         if not rows:
             continue
-        column, scale, _ = X_AXES[x_axis]
         xs = [float(row[column]) / scale for row in rows]
         for ax, key in zip(axes, ("image_auroc", "pixel_auroc", "aupro")):
             # The folder names the run: one recipe may be drawn on two data sets.
             ax.plot(xs, [float(row[key]) for row in rows], marker="o", label=f"{rows[0]['recipe']} ({path.parent.name})")
     for ax, title in zip(axes, ("image AUROC", "pixel AUROC", "AUPRO (FPR 0.3)")):
-        ax.set(xlabel=X_AXES[x_axis][2], title=title, ylim=(0.2, 1.0))
+        ax.set(xlabel=x_label, title=title, ylim=(0.2, 1.0))
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
     figure.legend(handles, labels, fontsize=8, loc="outside lower center", ncols=min(3, max(1, len(labels))))
