@@ -12,6 +12,12 @@ Writes ``curve.csv`` (one row per point: seconds, student steps, samples
 seen, image AUROC, pixel AUROC, AUPRO, per-type image AUROC) and, with
 ``--plot`` given earlier curves, ``curve.png`` with all of them.
 
+``--extend EARLIER_OUT`` trains the finished run of an earlier curve
+``--minutes`` more (``dsarad train --resume --minutes``: a further round of
+the student, its own warm-up and cosine) in a copy under ``--out``; its
+points go on counting steps and seconds from where that run ended, so
+``--plot EARLIER_OUT/curve.csv --x-axis steps`` draws one curve.
+
 Snapshots of one run share its learning-rate schedule, so an early point
 is not what a shorter run would reach (a shorter run would end its schedule
 there). Training time includes the snapshot exports, the same for every
@@ -50,6 +56,8 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--minutes", type=float, default=60.0, help="training budget, setup excluded")
     parser.add_argument("--snapshots", type=int, default=6, help="points evaluated during training")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--extend", type=Path, metavar="EARLIER_OUT",
+                        help="train the finished run of an earlier curve --minutes more instead of a new one")
     parser.add_argument("--recipe", default="current", help="'current' (this tree) or a git commit")
     parser.add_argument("--dataset", choices=["mtd", "ball_screw"], default="mtd")
     parser.add_argument("--root", type=Path, help="the data set's folder (default: the shared copy)")
@@ -96,6 +104,10 @@ def train(args: argparse.Namespace, root: Path, run_dir: Path) -> None:
             environment["PYTHONPATH"] = str(package_of_commit(args.recipe, Path(scratch)))
         dataset = ["--dataset", args.dataset, "--images", str(root)]
         product = {"mtd": "magnetic_tile", "ball_screw": "ball_screw"}[args.dataset]
+        if args.extend:  # the earlier run's recipe and images come with its checkpoint
+            run_dir.mkdir(parents=True)
+            shutil.copy2(args.extend / "run" / "checkpoint.safetensors", run_dir)
+            dataset = ["--resume"]
         command = [sys.executable, "-m", "labelme_dsarad.cli", "train", "--product", product, *dataset,
                    *args.train_args.split(), "--minutes", str(args.minutes), "--snapshots", str(args.snapshots),
                    "--seed", str(args.seed), "--run-dir", str(run_dir), "--output", str(run_dir / "final.safetensors")]
@@ -104,7 +116,7 @@ def train(args: argparse.Namespace, root: Path, run_dir: Path) -> None:
 
 
 def points(run_dir: Path) -> list[Path]:
-    snapshots = sorted((run_dir / "snapshots").glob("*.safetensors"), key=lambda p: float(p.name.split("_")[1]))
+    snapshots = sorted((run_dir / "snapshots").glob("*.safetensors"), key=lambda path: training_point(path)[1])
     return snapshots + [run_dir / "final.safetensors"]
 
 

@@ -122,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: whole images)")
     budget = train.add_mutually_exclusive_group()
     budget.add_argument("--epochs", type=positive_float, help="passes over the images, teacher and student together")
-    budget.add_argument("--minutes", type=positive_float, help="wall-clock budget, teacher and student together")
+    budget.add_argument("--minutes", type=positive_float,
+                        help="wall-clock budget, teacher and student together; with --resume on a finished run, "
+                             "a further round of the student of that many minutes")
     train.add_argument("--anomaly-source", type=Path, help="folder of texture images to paste as anomalies (default: built-in)")
     train.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     train.add_argument("--devices", type=positive_int, default=1, help="GPUs (or CPU processes) for data-parallel training")
@@ -134,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--run-dir", type=Path, help="checkpoint folder (default: in the model store)")
     train.add_argument("--checkpoint-every", type=positive_float, default=60.0, metavar="SECONDS",
                        help="seconds between checkpoints (default 60)")
-    train.add_argument("--resume", action="store_true", help="continue the interrupted run in --run-dir")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the interrupted run in --run-dir (or, with --minutes, train a finished one longer)")
     train.add_argument("--output", type=Path, help="write the model here instead of adding it to the store")
     train.add_argument("--storage", choices=["fp32", "fp16", "int8"], default="fp16",
                        help="weights in the model file: fp16 (default) or int8 convolution weights (a quarter of fp32)")
@@ -239,6 +242,8 @@ def run_train(args) -> int:
     if args.resume:
         if not (run_dir / "checkpoint.safetensors").is_file():
             raise CommandError(f"{run_dir}: no checkpoint to resume from")
+        if args.epochs is not None:
+            raise CommandError("--resume takes --minutes, not --epochs: a finished run trains longer by minutes")
         config = None
     else:
         if not args.images:
@@ -284,7 +289,8 @@ def run_train(args) -> int:
         version, output = store.next_path(product)
     try:
         train_model(config, run_dir, output, resume=args.resume, version=version, storage=args.storage,
-                    started=args.started)
+                    started=args.started, further_minutes=args.minutes if args.resume else None,
+                    snapshots=args.snapshots)
     except KeyboardInterrupt:
         print(f"\ninterrupted; checkpoint saved in {run_dir}; continue with: dsarad train --product {product} --resume"
               + (f" --run-dir {run_dir}" if args.run_dir else ""), file=sys.stderr)

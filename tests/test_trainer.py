@@ -4,18 +4,23 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+import torch
 from safetensors import safe_open
 
 from labelme_dsarad.cli import main
 from labelme_dsarad.model.inference import Predictor
-from labelme_dsarad.model.model_file import load_model
+from labelme_dsarad.model.model_file import load_model, preset_architecture
+from labelme_dsarad.model.networks import DSARAD
+from labelme_dsarad.train.calibration import choose_score_window, raw_outputs
 from labelme_dsarad.train.engine import learning_rate_at
-from labelme_dsarad.train.trainer import TrainConfig, split_validation, train_model
+from labelme_dsarad.train.sources import AnomalySources
+from labelme_dsarad.train.trainer import TrainConfig, Trainer, split_validation, train_model
 
 
 def textured_images(folder: Path, count: int = 12, size: int = 48) -> list[str]:
@@ -136,6 +141,46 @@ def test_resume_after_kill_continues_from_the_checkpoint(tmp_path):
     assert load_model(output).info.training["images"] > 0
 
 
+def test_a_finished_run_trains_longer_in_a_further_round_of_the_student(tmp_path, capsys):
+    images = textured_images(tmp_path / "images", count=8)
+    run_dir, first, longer = tmp_path / "run", tmp_path / "first.safetensors", tmp_path / "longer.safetensors"
+    common = ["--product", "widget", "--run-dir", str(run_dir), "--batch-size", "4"]
+    assert main(["train", *common, "--images", *images, "--preset", "tiny", "--input-size", "32", "--epochs", "4",
+                 "--output", str(first)]) == 0
+    ended_at = checkpoint_step(run_dir / "checkpoint.safetensors")
+    teacher_weights = load_checkpoint_tensors(run_dir, "teacher.")
+    assert main(["train", *common, "--resume", "--minutes", "0.2", "--snapshots", "3", "--output", str(longer)]) == 0
+
+    history = json.loads((run_dir / "history.json").read_text())
+    further = [entry for entry in history if entry["phase"] == "student2"]
+    # The history records every 20th step: the round goes on counting from where the run ended.
+    assert further and ended_at < further[0]["step"] <= ended_at + 20 < further[-1]["step"]
+    assert history[0]["phase"] == "teacher" and any(entry["phase"] == "student" for entry in history)
+    snapshots = sorted(path.name for path in (run_dir / "snapshots").glob("*.safetensors"))
+    assert len(snapshots) == 2 and all(name.startswith("student2_") for name in snapshots)
+    assert all(torch.equal(teacher_weights[key], value) for key, value in load_checkpoint_tensors(run_dir, "teacher.").items())
+    training = load_model(longer).info.training
+    assert training["further_minutes"] == [0.2] and training["epochs"] == 4
+    assert training["seconds"] > load_model(first).info.training["seconds"] + 5
+    capsys.readouterr()
+
+    # A run that has not finished is resumed first; asking it for more minutes says so in one line.
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    Trainer(config(images), unfinished).save_checkpoint()
+    resume = ["train", "--product", "widget", "--resume", "--output", str(tmp_path / "x.safetensors")]
+    assert main([*resume, "--run-dir", str(unfinished), "--minutes", "0.1"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "the run has not finished" in error[0] and str(unfinished) in error[0]
+    assert main([*resume, "--run-dir", str(run_dir), "--epochs", "1"]) == 2
+    assert "--resume takes --minutes, not --epochs" in capsys.readouterr().err
+
+
+def load_checkpoint_tensors(run_dir: Path, prefix: str) -> dict:
+    with safe_open(str(run_dir / "checkpoint.safetensors"), framework="pt") as handle:
+        return {key: handle.get_tensor(key) for key in handle.keys() if key.startswith(prefix)}
+
+
 def test_data_parallel_training_with_two_cpu_processes(tmp_path):
     images = textured_images(tmp_path / "images")
     output = tmp_path / "ddp.safetensors"
@@ -203,3 +248,17 @@ def test_training_on_crops_infers_on_whole_images_at_the_input_size(tmp_path):
     assert set(loaded.info.normaliser.statistics["score_window_aurocs"]) >= {"1", "3", "5"}
     with pytest.raises(ValueError, match="crop size 128 is larger than the input size"):
         config(images, input_size=64, crop_size=128)
+
+
+def test_the_score_window_choice_gives_the_normals_maps_and_scores_the_exported_network_gives():
+    generator = torch.Generator().manual_seed(0)
+    normals = torch.randint(0, 256, (20, 3, 32, 32), dtype=torch.uint8, generator=generator)
+    torch.manual_seed(0)
+    network = DSARAD(preset_architecture("tiny", 32))
+    window, aurocs, maps, scores = choose_score_window(network, normals, AnomalySources(32, None, normals),
+                                                       torch.device("cpu"), seed=0)
+    assert str(window) in aurocs
+    network.architecture = replace(network.architecture, score_window=window)
+    expected_maps, expected_scores = raw_outputs(network, normals, torch.device("cpu"))
+    np.testing.assert_array_equal(maps, expected_maps)
+    np.testing.assert_array_equal(scores, expected_scores)

@@ -70,9 +70,10 @@ def raw_outputs(network: DSARAD, images: torch.Tensor, device: torch.device) -> 
 
 @torch.inference_mode()
 def choose_score_window(network: DSARAD, normals: torch.Tensor, sources: AnomalySources, device: torch.device,
-                        seed: int) -> tuple[int, dict[str, float]]:
+                        seed: int) -> tuple[int, dict[str, float], np.ndarray, np.ndarray]:
     """The image-score window that best tells held-out normal images (uint8, N x 3 x S x S) from the
-    same images with synthetic anomalies, and each window's AUROC there. No real defect, and
+    same images with synthetic anomalies, and each window's AUROC there; then the normals' raw maps
+    (N, S, S) and their image scores with that window, for the thresholds. No real defect, and
     nothing of any test split, is involved: defects may be small or large, and this asks the
     product's own synthetic ones."""
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -86,8 +87,9 @@ def choose_score_window(network: DSARAD, normals: torch.Tensor, sources: Anomaly
     labels = np.r_[np.zeros(len(clean)), np.ones(len(anomalous))]
     aurocs = {str(window): float(roc_auc_score(labels, image_score(raw, window).cpu().numpy()))
               for window in SCORE_WINDOWS if window <= raw.shape[-1]}
-    best = max(aurocs, key=lambda window: aurocs[window])
-    return int(best), aurocs
+    best = int(max(aurocs, key=lambda window: aurocs[window]))
+    normal_maps = raw[: len(clean)]
+    return best, aurocs, normal_maps.cpu().numpy(), image_score(normal_maps, best).cpu().numpy()
 
 
 def fit_map_correction(network: DSARAD, normals: torch.Tensor, device: torch.device, seed: int) -> dict:

@@ -53,7 +53,7 @@ REFITTED_AT_EXPORT = "map_correction."
 # With --minutes: writing the model is timed on this many validation images,
 # and given this much slack, plus a fixed allowance for saving the file.
 CALIBRATION_TIMING_IMAGES = 8
-CALIBRATION_PASSES = 3  # the validation normals, them with synthetic anomalies (the score window), the thresholds
+CALIBRATION_PASSES = 2  # the validation normals, and them with synthetic anomalies (score window and thresholds)
 EXPORT_SAFETY = 1.5
 EXPORT_WRITE_SECONDS = 2.0
 MINIMUM_TRAINING_SECONDS = 5.0
@@ -143,6 +143,9 @@ class Trainer:
         self.phase = "teacher"
         self.state = LoopState("teacher")
         self.training_seconds: float | None = None  # with --minutes: both phases together (plan_time)
+        # Minutes of each further student round added to a finished run (``extend``); in a
+        # further round, training_seconds is that round's.
+        self.further_minutes: list[float] = []
         if self.device.type == "cuda":
             self.teacher.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # valid; not in the stubs
             self.network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -202,12 +205,14 @@ class Trainer:
         return TrainingBatch(inputs=synthetic.augmented, masks=synthetic.mask, clean=synthetic.clean)
 
     def plan_time(self, started: float) -> None:
-        """With ``--minutes``, the seconds both phases may train: the whole budget less what setup took
-        and what writing the model will take, so the command ends close to the minutes asked for."""
-        if self.config.minutes is None or self.training_seconds is not None:
+        """With ``--minutes``, the seconds both phases (or a further round) may train: the whole budget
+        less what setup took and what writing the model will take, so the command ends close to the
+        minutes asked for."""
+        minutes = self.further_minutes[-1] if self.further_minutes else self.config.minutes
+        if minutes is None or self.training_seconds is not None:
             return  # a step budget, or a resumed run that planned already
         setup = time.monotonic() - started
-        seconds = max(self.config.minutes * 60.0 - setup - self.export_seconds(), MINIMUM_TRAINING_SECONDS)
+        seconds = max(minutes * 60.0 - setup - self.export_seconds(), MINIMUM_TRAINING_SECONDS)
         if self.distributed:  # every process must plan the same budget, or they stop at different steps
             agreed = torch.tensor([seconds], dtype=torch.float64, device=self.device)
             dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
@@ -226,6 +231,9 @@ class Trainer:
         return EXPORT_SAFETY * per_image * passes + EXPORT_WRITE_SECONDS
 
     def phase_budget(self, phase: str) -> Budget:
+        if self.further_minutes:  # a further round is all student
+            assert self.training_seconds is not None, "plan_time comes first"
+            return Budget(seconds=self.training_seconds)
         share = self.config.teacher_share if phase == "teacher" else 1.0 - self.config.teacher_share
         if self.config.epochs is not None:
             steps_per_epoch = math.ceil(self.train_count / (self.config.batch_size * self.world_size))
@@ -290,6 +298,19 @@ class Trainer:
             self.save_checkpoint()
             raise
 
+    def extend(self, minutes: float, snapshots: int = 0) -> None:
+        """Train the student and the U-Net of a finished run ``minutes`` more: a further round with
+        its own warm-up and cosine from the recipe's peak rate, on from the weights, optimizer state
+        and weight average where the run ended; the teacher stays as it is."""
+        if self.phase != "done":
+            raise ValueError(f"{self.run_dir}: the run has not finished; resume it without --minutes first, "
+                             "then add minutes")
+        self.further_minutes.append(minutes)
+        self.config = replace(self.config, snapshots=snapshots)
+        self.phase, self.training_seconds = "student", None
+        self.state = LoopState(f"student{len(self.further_minutes) + 1}", self.state.step,
+                               history=self.state.history)
+
     # ----- thresholds and the model file -----
     def calibrate(self) -> ScoreNormaliser:
         """The image-score window and the thresholds, from validation normals, so a new model
@@ -299,11 +320,11 @@ class Trainer:
         network = self.student_training.result()
         network.map_correction.reset()  # a snapshot's correction may linger in the weight average
         correction = fit_map_correction(network, self.images, self.device, self.config.seed)
-        window, window_aurocs = choose_score_window(network, images, self.sources, self.device, self.config.seed)
+        window, window_aurocs, maps, scores = choose_score_window(network, images, self.sources, self.device,
+                                                                  self.config.seed)
         self.architecture = replace(self.architecture, score_window=window)
         for model in {id(network): network, id(self.network): self.network}.values():
             model.architecture = self.architecture
-        maps, scores = raw_outputs(network, images, self.device)
         normaliser = normal_thresholds(maps, scores,
                                        HELD_OUT if held_out else NOT_HELD_OUT)
         normaliser.statistics["score_window_aurocs"] = window_aurocs
@@ -328,6 +349,7 @@ class Trainer:
                 "crop_size": config.crop_size,
                 "epochs": config.epochs,
                 "minutes": config.minutes,
+                "further_minutes": self.further_minutes,
                 "batch_size": config.batch_size,
                 "learning_rate": config.learning_rate,
                 "seed": config.seed,
@@ -360,12 +382,15 @@ class Trainer:
         return sorted((self.run_dir / "snapshots").glob("*.safetensors"))
 
     def snapshot_when_due(self, state: LoopState, fraction: float) -> None:
-        """Export a model at each 1/snapshots of the student phase, to measure accuracy against training."""
-        if self.rank != 0 or fraction >= 1.0 or fraction * self.config.snapshots < len(self.snapshot_paths()) + 1:
+        """Export a model at each 1/snapshots of the student phase (or round), to measure accuracy
+        against training; the name says the phase, its fraction, the step and the seconds trained."""
+        taken = [path for path in self.snapshot_paths() if path.name.startswith(f"{state.phase}_")]
+        if self.rank != 0 or fraction >= 1.0 or fraction * self.config.snapshots < len(taken) + 1:
             return
-        seconds = int(sum(entry["seconds"] for entry in self.phase_ends() if entry["phase"] == "teacher") + state.elapsed)
-        self.export(self.run_dir / "snapshots" / f"student_{fraction:.2f}_step{state.step}_at_{seconds}s.safetensors",
-                    report=False)
+        earlier = sum(entry["seconds"] for entry in self.phase_ends() if entry["phase"] != state.phase)
+        seconds = int(earlier + state.elapsed)
+        self.export(self.run_dir / "snapshots" / f"{state.phase}_{fraction:.2f}_step{state.step}_at_{seconds}s"
+                                                 ".safetensors", report=False)
         self.network.train()
 
     # ----- checkpoints -----
@@ -402,6 +427,8 @@ class Trainer:
             "step": self.state.step,
             "elapsed": self.state.elapsed,
             "training_seconds": self.training_seconds,
+            "further_minutes": self.further_minutes,
+            "loop_phase": self.state.phase,
             "running": self.state.running,
             "history": self.state.history,
             "param_groups": groups,
@@ -428,23 +455,30 @@ class Trainer:
         trainer.generator.set_state(tensors["generator_state"])
         trainer.phase = meta["phase"]
         trainer.training_seconds = meta.get("training_seconds")
-        trainer.state = LoopState("student" if trainer.phase == "done" else trainer.phase, meta["step"],
-                                  meta["elapsed"], meta.get("running", {}), meta["history"])
+        trainer.further_minutes = meta.get("further_minutes", [])
+        # Checkpoints written before further rounds existed name no loop phase.
+        loop_phase = meta.get("loop_phase", "student" if trainer.phase == "done" else trainer.phase)
+        trainer.state = LoopState(loop_phase, meta["step"], meta["elapsed"], meta.get("running", {}), meta["history"])
         return trainer
 
 
 def train_model(config: TrainConfig | None, run_dir: Path, output: Path, resume: bool = False, version: int = 1,
-                storage: str = "fp16", started: float | None = None) -> Path:
+                storage: str = "fp16", started: float | None = None, further_minutes: float | None = None,
+                snapshots: int = 0) -> Path:
     """Train (or resume, when ``config`` is None) and write the model file; returns its path.
 
     ``started`` (``time.monotonic()``) is when the command began: a minutes
     budget counts from there, setup and writing the model included.
+    ``further_minutes``: resume a finished run for a further round of the
+    student of that many minutes (``Trainer.extend``), with ``snapshots``.
     """
     started = time.monotonic() if started is None else started
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume or config is None:
         trainer = Trainer.resume(run_dir)
+        if further_minutes is not None:
+            trainer.extend(further_minutes, snapshots)
     else:
         trainer = Trainer(config, run_dir)
     trainer.prepare_data()
