@@ -7,6 +7,7 @@ before any of it reaches a network. Pickle-based files are refused.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -124,6 +125,24 @@ def save_model(path: os.PathLike | str, network: DSARAD, info: ModelInfo, storag
                 value = value.half()
             tensors[name] = value
     return write_model_file(Path(path), tensors, info)
+
+
+def as_stored(network: DSARAD, storage: str) -> DSARAD:
+    """A copy of ``network`` with the weights a model file of ``storage`` gives back when loaded,
+    so that thresholds are set on the maps the stored model will give, not on finer weights."""
+    if storage not in STORAGES:
+        raise ValueError(f"storage must be one of {STORAGES}")
+    stored = copy.deepcopy(network)
+    with torch.no_grad():
+        for _, module in stored_modules(stored):
+            for key, value in module.state_dict().items():  # these share memory with the module's tensors
+                if not value.is_floating_point() or storage == "fp32":
+                    continue
+                if storage == "int8" and value.dim() == 4:
+                    value.copy_(dequantize(None, key, *quantize_per_channel(value)))
+                else:
+                    value.copy_(value.half().float())
+    return stored
 
 
 def rewrite_header(path: os.PathLike | str, info: ModelInfo) -> str:

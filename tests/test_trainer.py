@@ -20,7 +20,7 @@ from labelme_dsarad.model.networks import DSARAD
 from labelme_dsarad.train.calibration import choose_score_window, raw_outputs
 from labelme_dsarad.train.engine import learning_rate_at
 from labelme_dsarad.train.sources import AnomalySources
-from labelme_dsarad.train.trainer import TrainConfig, Trainer, split_validation, train_model
+from labelme_dsarad.train.trainer import TrainConfig, Trainer, decode_images, split_validation, train_model
 
 
 def textured_images(folder: Path, count: int = 12, size: int = 48) -> list[str]:
@@ -262,3 +262,14 @@ def test_the_score_window_choice_gives_the_normals_maps_and_scores_the_exported_
     expected_maps, expected_scores = raw_outputs(network, normals, torch.device("cpu"))
     np.testing.assert_array_equal(maps, expected_maps)
     np.testing.assert_array_equal(scores, expected_scores)
+
+
+@pytest.mark.parametrize("storage", ["int8", "fp16"])
+def test_thresholds_are_set_on_the_weights_as_stored(tmp_path, storage):
+    images = textured_images(tmp_path / "images")
+    output = train_model(config(images, epochs=4), tmp_path / "run", tmp_path / "model.safetensors", storage=storage)
+    loaded = load_model(output)
+    _, validation = split_validation(images, 0.1, 0)
+    _, scores = raw_outputs(loaded.network, decode_images(validation, 32), torch.device("cpu"))
+    # The highest validation score is the image threshold: the stored model must give it exactly.
+    assert float(scores.max()) == pytest.approx(loaded.info.normaliser.image_threshold, abs=1e-6)

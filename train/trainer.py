@@ -27,7 +27,7 @@ from tqdm import tqdm
 from labelme_dsarad.model.atomic_write import write_atomically
 from labelme_dsarad.model.images import read_image
 from labelme_dsarad.model.inference import resize_for_model, resolve_device
-from labelme_dsarad.model.model_file import ModelInfo, preset_architecture, read_safetensors, save_model
+from labelme_dsarad.model.model_file import ModelInfo, as_stored, preset_architecture, read_safetensors, save_model
 from labelme_dsarad.model.networks import DSARAD, ReconstructionNetwork, check_input_size
 from labelme_dsarad.model.scoring import ScoreNormaliser
 
@@ -312,13 +312,13 @@ class Trainer:
                                history=self.state.history)
 
     # ----- thresholds and the model file -----
-    def calibrate(self) -> ScoreNormaliser:
-        """The image-score window and the thresholds, from validation normals, so a new model
-        suggests little on normal images."""
+    def calibrate(self, network: DSARAD) -> ScoreNormaliser:
+        """The map correction, the image-score window and the thresholds of ``network`` (the weights
+        as they will be stored), from validation normals, so a new model suggests little on normal
+        images."""
         held_out = len(self.validation_images) > 0
         images = self.validation_images if held_out else self.images.cpu()[:16]
-        network = self.student_training.result()
-        network.map_correction.reset()  # a snapshot's correction may linger in the weight average
+        network.map_correction.reset()  # fitted afresh, from no correction
         correction = fit_map_correction(network, self.images, self.device, self.config.seed)
         window, window_aurocs, maps, scores = choose_score_window(network, images, self.sources, self.device,
                                                                   self.config.seed)
@@ -369,8 +369,9 @@ class Trainer:
         return list(ends.values())
 
     def export(self, path: Path, version: int = 1, storage: str = "fp16", report: bool = True) -> Path:
-        normaliser = self.calibrate()
-        save_model(path, self.student_training.result(), self.model_info(normaliser, version), storage=storage)
+        network = as_stored(self.student_training.result(), storage)
+        normaliser = self.calibrate(network)
+        save_model(path, network, self.model_info(normaliser, version), storage=storage)
         if report:
             line, warning = describe_validation(normaliser)
             self.progress({"event": "stage", "stage": "calibrating", "message": line})
