@@ -104,6 +104,15 @@ def quantize_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return quantized.to(torch.int8), scale
 
 
+def stored_tensor(value: torch.Tensor, storage: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """How a model file of ``storage`` holds one tensor: the tensor, and its int8 scale (or None)."""
+    if storage == "int8" and value.is_floating_point() and value.dim() == 4:
+        return quantize_per_channel(value)
+    if storage != "fp32" and value.is_floating_point():
+        return value.half(), None
+    return value, None
+
+
 def save_model(path: os.PathLike | str, network: DSARAD, info: ModelInfo, storage: str = "fp32") -> str:
     """Write atomically; return the file's SHA-256.
 
@@ -117,13 +126,9 @@ def save_model(path: os.PathLike | str, network: DSARAD, info: ModelInfo, storag
     for prefix, module in stored_modules(network):
         for key, value in module.state_dict().items():
             name = f"{prefix}.{key}"
-            value = value.detach().cpu().contiguous()
-            if storage == "int8" and value.is_floating_point() and value.dim() == 4:
-                tensors[name], tensors[name + INT8_SCALE_SUFFIX] = quantize_per_channel(value)
-                continue
-            if storage != "fp32" and value.is_floating_point():
-                value = value.half()
-            tensors[name] = value
+            tensors[name], scale = stored_tensor(value.detach().cpu().contiguous(), storage)
+            if scale is not None:
+                tensors[name + INT8_SCALE_SUFFIX] = scale
     return write_model_file(Path(path), tensors, info)
 
 
@@ -136,12 +141,9 @@ def as_stored(network: DSARAD, storage: str) -> DSARAD:
     with torch.no_grad():
         for _, module in stored_modules(stored):
             for key, value in module.state_dict().items():  # these share memory with the module's tensors
-                if not value.is_floating_point() or storage == "fp32":
-                    continue
-                if storage == "int8" and value.dim() == 4:
-                    value.copy_(dequantize(None, key, *quantize_per_channel(value)))
-                else:
-                    value.copy_(value.half().float())
+                if value.is_floating_point():
+                    held, scale = stored_tensor(value, storage)
+                    value.copy_(held.float() if scale is None else dequantize(None, key, held, scale))
     return stored
 
 

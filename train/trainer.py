@@ -323,8 +323,7 @@ class Trainer:
         window, window_aurocs, maps, scores = choose_score_window(network, images, self.sources, self.device,
                                                                   self.config.seed)
         self.architecture = replace(self.architecture, score_window=window)
-        for model in {id(network): network, id(self.network): self.network}.values():
-            model.architecture = self.architecture
+        network.architecture = self.network.architecture = self.architecture
         normaliser = normal_thresholds(maps, scores,
                                        HELD_OUT if held_out else NOT_HELD_OUT)
         normaliser.statistics["score_window_aurocs"] = window_aurocs
