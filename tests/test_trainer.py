@@ -17,7 +17,7 @@ from labelme_dsarad.cli import main
 from labelme_dsarad.model.inference import Predictor
 from labelme_dsarad.model.model_file import load_model, preset_architecture
 from labelme_dsarad.model.networks import DSARAD
-from labelme_dsarad.train.calibration import choose_score_window, raw_outputs
+from labelme_dsarad.train.calibration import HELD_OUT, choose_score_window, normal_floor, normal_thresholds, raw_outputs
 from labelme_dsarad.train.engine import learning_rate_at
 from labelme_dsarad.train.sources import AnomalySources
 from labelme_dsarad.train.trainer import TrainConfig, Trainer, decode_images, split_validation, train_model
@@ -271,5 +271,18 @@ def test_thresholds_are_set_on_the_weights_as_stored(tmp_path, storage):
     loaded = load_model(output)
     _, validation = split_validation(images, 0.1, 0)
     _, scores = raw_outputs(loaded.network, decode_images(validation, 32), torch.device("cpu"))
-    # The highest validation score is the image threshold: the stored model must give it exactly.
-    assert float(scores.max()) == pytest.approx(loaded.info.normaliser.image_threshold, abs=1e-6)
+    # The image threshold follows from the validation scores: the stored model must give them exactly.
+    assert normal_floor(scores) == pytest.approx(loaded.info.normaliser.image_threshold, abs=1e-6)
+
+
+def test_two_bright_validation_normals_do_not_set_the_thresholds():
+    rng = np.random.default_rng(0)
+    maps = rng.uniform(0.0, 0.3, (76, 32, 32)).astype(np.float32)
+    scores = rng.uniform(0.2, 0.4, 76)
+    maps[:2, :8, :8], scores[:2] = 0.9, 0.9  # two images far above the rest, as on Magnetic Tile
+    normaliser = normal_thresholds(maps, scores, HELD_OUT)
+    assert 0.4 * 0.95 < normaliser.image_threshold < 0.4
+    assert 0.3 * 0.95 < normaliser.pixel_threshold < 0.3
+    # With fewer than 20 images a quantile means little: the highest is the threshold.
+    few = normal_thresholds(maps[:10], scores[:10], HELD_OUT)
+    assert (few.image_threshold, few.pixel_threshold) == pytest.approx((0.9, 0.9))
