@@ -1,4 +1,4 @@
-"""Where a retraining step's time goes: today's step (frozen student, crops) against the earlier one.
+"""Where a retraining step's time goes: today's step (frozen student, U-Net only) against the earlier one.
 
     .venv/bin/python bench/bench_retrain_step.py [--model FILE] [--rounds 5] [--threads 1]
 
@@ -8,12 +8,12 @@ round (``_common.interleaved``):
 - ``student and U-Net, 8 images``: the earlier retraining step, which trained
   the student too (distilled toward a frozen copy of its starting encoder)
   on 8 whole images at the model's size;
-- ``U-Net on crops (today)``: ``retrain.Retrainer``'s step, 16 crops of half
-  the side with the student frozen.
+- ``U-Net only (today)``: ``retrain.Retrainer``'s step, 8 whole images with
+  the student frozen.
 
 Then the parts of the earlier step, timed alone: the student's forward and
 backward pass, the anchor's forward pass, the U-Net's forward and backward
-pass. Prints seconds per step, crops or images per second, and the ratio.
+pass. Prints seconds per step, images per second, and the ratio.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import argparse
 import copy
 from pathlib import Path
 
+import numpy as np
 import torch
 from _common import interleaved, machine_line, median, print_table, stderr
 
@@ -39,7 +40,7 @@ def examples(count: int, size: int, generator: torch.Generator, defects: bool) -
     masks = torch.zeros(count, 1, size, size)
     if defects:
         masks[:, :, size // 3 : size // 3 + size // 8, size // 2 : size // 2 + size // 10] = 1.0
-    return Examples(images, masks, torch.zeros_like(masks), torch.where(masks > 0, 0, -1))
+    return Examples(images, masks, torch.zeros_like(masks), torch.where(masks > 0, 0, -1), np.full((count, 2), size))
 
 
 def main() -> None:
@@ -83,12 +84,11 @@ def main() -> None:
                         args.rounds, log=stderr)
     parts = interleaved({"student": student_pass, "anchor": anchor_pass, "u_net": u_net_pass}, args.rounds, log=stderr)
     earlier_seconds, today_seconds = median(steps["earlier"]), median(steps["today"])
-    crop = retrainer.batches.crop
     rows = [
         [f"student and U-Net, {EARLIER_BATCH} images of {size} px", f"{earlier_seconds:.3f}",
          f"{EARLIER_BATCH / earlier_seconds:.1f} images", "1.00x"],
-        [f"U-Net on {retrainer.config.batch_size} crops of {crop} px (today)", f"{today_seconds:.3f}",
-         f"{retrainer.config.batch_size / today_seconds:.1f} crops", f"{earlier_seconds / today_seconds:.2f}x"],
+        [f"U-Net only, {retrainer.config.batch_size} images of {size} px (today)", f"{today_seconds:.3f}",
+         f"{retrainer.config.batch_size / today_seconds:.1f} images", f"{earlier_seconds / today_seconds:.2f}x"],
     ]
     print(f"\n{args.threads} thread(s), {base.name}\n")
     print_table(["retraining step", "seconds", "per second", "steps per minute vs earlier"], rows)

@@ -178,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument("--base", type=Path, metavar="MODEL", help="start from this model file instead of the current one")
     retrain.add_argument("--holdout", type=float, default=0.25,
                          help="share of the reviewed images held out to report before/after metrics (default 0.25)")
-    retrain.add_argument("--batch-size", type=positive_int, help="crops per step (default: the recipe's)")
+    retrain.add_argument("--batch-size", type=positive_int, help="images per step (default: the recipe's)")
     retrain.add_argument("--learning-rate", type=positive_float, help="peak learning rate (default: the recipe's)")
     retrain.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     retrain.add_argument("--seed", type=int, default=0)

@@ -36,6 +36,11 @@ def resize_for_model(image: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(image, (size, size), interpolation=interpolation)
 
 
+def map_at_image_size(raw_map: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A map at the model's size, brought to the image's size, where suggestions are drawn."""
+    return cv2.resize(raw_map, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """(B, S, S, 3) uint8 -> (B, 3, S, S) float in [0, 1]: no mean/std normalisation."""
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
@@ -301,7 +306,7 @@ class Predictor:
         predictions = []
         for index, (image, raw_map, raw_score) in enumerate(zip(images, raw_maps, raw_scores)):
             height, width = image.shape[:2]
-            full_size = cv2.resize(raw_map, (width, height), interpolation=cv2.INTER_LINEAR)
+            full_size = map_at_image_size(raw_map, height, width)
             predictions.append(
                 Prediction(
                     score_map=self.normaliser.pixel(full_size).astype(np.float32),

@@ -72,6 +72,12 @@ class SuggestionSettings:
     def regions(self, score_map: np.ndarray) -> list[Region]:
         return mask_to_polygons(score_map, self.threshold, self.min_area, self.tolerance, self.opening)
 
+    def count(self, score_map: np.ndarray, threshold: float) -> int:
+        """How many suggestions ``regions`` would make at ``threshold`` instead of the settings'
+        (the same scale as ``score_map``, raw or normalised), without drawing their outlines."""
+        _, stats = _label_regions(_above(score_map, threshold, self.opening))
+        return int(np.count_nonzero(stats[1:, cv2.CC_STAT_AREA] >= max(self.min_area, 1)))
+
 
 @dataclass(frozen=True)
 class Region:
@@ -107,18 +113,8 @@ def mask_to_polygons(
         raise ValueError(f"score_map must be 2-D, got shape {score_map.shape}")
     if score_map.size == 0:
         return []
-    binary: np.ndarray
-    if score_map.dtype == bool:
-        binary = np.ascontiguousarray(score_map, dtype=np.uint8)
-        scores = None
-    else:
-        binary = (score_map >= threshold).view(np.uint8)
-        scores = score_map
-    if opening > 0:
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * opening + 1, 2 * opening + 1))
-        binary = cv2.morphologyEx(binary, cv2.MORPH_OPEN, kernel)
-
-    labels, stats = _label_regions(binary)
+    scores = None if score_map.dtype == bool else score_map
+    labels, stats = _label_regions(_above(score_map, threshold, opening))
     regions = []
     for index in np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= max(min_area, 1)):
         if index == 0:  # label 0 is the background
@@ -135,6 +131,20 @@ def mask_to_polygons(
         points = list(map(tuple, ring.tolist()))
         regions.append(Region(points, area, score_max, score_mean, (x, y, x + w, y + h)))
     return regions
+
+
+def _above(score_map: np.ndarray, threshold: float, opening: int) -> np.ndarray:
+    """uint8 (H, W): 1 where ``score_map`` (or a boolean mask, as it is) reaches ``threshold``,
+    after an opening of radius ``opening`` pixels (0: none)."""
+    binary: np.ndarray
+    if score_map.dtype == bool:
+        binary = np.ascontiguousarray(score_map, dtype=np.uint8)
+    else:
+        binary = (score_map >= threshold).view(np.uint8)
+    if opening > 0:
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * opening + 1, 2 * opening + 1))
+        binary = cv2.morphologyEx(binary, cv2.MORPH_OPEN, kernel)
+    return binary
 
 
 def _label_regions(binary: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -15,8 +15,8 @@ from labelme_dsarad.cli import main
 from labelme_dsarad.model.model_file import file_sha256, load_model
 from labelme_dsarad.model.scoring import ScoreNormaliser
 from labelme_dsarad.model.store import ModelStore
-from labelme_dsarad.train.calibration import f1_thresholds
-from labelme_dsarad.train.corrections import REAL_DEFECT_WEIGHT, Examples, crop_corners, split_labels
+from labelme_dsarad.train.calibration import f1_thresholds, false_suggestions, suggestion_floor
+from labelme_dsarad.train.corrections import REAL_DEFECT_WEIGHT, Examples, split_labels
 from labelme_dsarad.train.engine import Budget
 from labelme_dsarad.train.labels import LabelledImage
 from labelme_dsarad.train.losses import focal_loss
@@ -93,7 +93,7 @@ def test_weighted_focal_loss_is_the_focal_loss_over_weighted_pixels():
     assert focal_loss(logits, mask, weight=weight) == pytest.approx(focal_loss(logits[1:], mask[1:]).item())
 
 
-def test_batches_are_crops_around_the_real_defects_with_their_masks_and_kinds(tmp_path):
+def test_batches_are_whole_images_with_the_real_defects_their_masks_and_kinds(tmp_path):
     base = load_model(make_tiny_model(tmp_path / "base.safetensors", input_size=64))
     retrainer = Retrainer(base, RetrainConfig("widget", str(tmp_path), steps=1, batch_size=8, real_share=0.5,
                                               synthetic_share=0.25), torch.device("cpu"), kinds=("dent", "scratch"))
@@ -103,13 +103,13 @@ def test_batches_are_crops_around_the_real_defects_with_their_masks_and_kinds(tm
     white = torch.where(masks > 0, 255, 0).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
     kinds = torch.where(masks > 0, torch.tensor([0, 1, 0]).view(3, 1, 1, 1), -1)
     retrainer.set_data(Examples(torch.zeros(4, 3, 64, 64, dtype=torch.uint8), torch.zeros(4, 1, 64, 64),
-                                torch.zeros(4, 1, 64, 64), torch.full((4, 1, 64, 64), -1)),
-                       Examples(white, masks, torch.zeros_like(masks), kinds))
+                                torch.zeros(4, 1, 64, 64), torch.full((4, 1, 64, 64), -1), np.full((4, 2), 64)),
+                       Examples(white, masks, torch.zeros_like(masks), kinds, np.full((3, 2), 64)))
     batch = retrainer.batches()
-    assert batch.inputs.shape == (8, 3, 32, 32) and batch.reconstructions.shape == (8, 3, 32, 32)
+    assert batch.inputs.shape == (8, 3, 64, 64) and batch.reconstructions.shape == (8, 3, 64, 64)
     assert batch.dice and len(batch.clean) == 0
-    real = slice(4, 8)  # synthetic, normal, then real crops (flips keep the order)
-    # Each real crop holds its whole defect, wherever the window and flips put it ...
+    real = slice(4, 8)  # synthetic, normal, then real images (flips keep the order)
+    # Each real image holds its whole defect, wherever the flips put it ...
     assert batch.masks[real].sum(dim=(1, 2, 3)).tolist() == [42.0] * 4
     # ... the image is white exactly there, the kind comes along, and defect pixels weigh more.
     assert torch.equal(batch.inputs[real].mean(1, keepdim=True) == 1.0, batch.masks[real] > 0)
@@ -117,7 +117,7 @@ def test_batches_are_crops_around_the_real_defects_with_their_masks_and_kinds(tm
     assert set(batch.weights[real][batch.masks[real] > 0].tolist()) == {REAL_DEFECT_WEIGHT}
     normal = slice(2, 4)
     assert not batch.masks[normal].any() and (batch.kinds[: 4] == -1).all()
-    assert batch.masks[0:2].any()  # a synthetic anomaly in every synthetic crop
+    assert batch.masks[0:2].any()  # a synthetic anomaly in every synthetic image
 
 
 def test_retraining_leaves_the_student_as_it_was_and_the_u_net_learns(tmp_path):
@@ -128,9 +128,10 @@ def test_retraining_leaves_the_student_as_it_was_and_the_u_net_learns(tmp_path):
     masks[:, :, 10:20, 10:20] = 1.0
     noise = torch.Generator().manual_seed(0)
     retrainer.set_data(Examples(torch.randint(0, 256, (3, 3, 64, 64), generator=noise, dtype=torch.uint8),
-                                torch.zeros(3, 1, 64, 64), torch.zeros(3, 1, 64, 64), torch.full((3, 1, 64, 64), -1)),
+                                torch.zeros(3, 1, 64, 64), torch.zeros(3, 1, 64, 64), torch.full((3, 1, 64, 64), -1),
+                                np.full((3, 2), 64)),
                        Examples(torch.randint(0, 256, (2, 3, 64, 64), generator=noise, dtype=torch.uint8), masks,
-                                torch.zeros_like(masks), torch.full((2, 1, 64, 64), -1)))
+                                torch.zeros_like(masks), torch.full((2, 1, 64, 64), -1), np.full((2, 2), 64)))
     student_before = {name: value.clone() for name, value in retrainer.network.student.state_dict().items()}
     u_net_before = {name: value.clone() for name, value in retrainer.network.segmentation.state_dict().items()}
     history = retrainer.train(Budget(steps=3), lambda event: None)
@@ -140,12 +141,6 @@ def test_retraining_leaves_the_student_as_it_was_and_the_u_net_learns(tmp_path):
         assert torch.equal(value, student_before[name]), name  # weights and BatchNorm statistics alike
     assert any(not torch.equal(value, u_net_before[name])
                for name, value in retrainer.network.segmentation.state_dict().items())
-
-
-def test_crops_without_a_defect_pixel_are_anywhere_inside():
-    generator = torch.Generator().manual_seed(0)
-    corners = crop_corners(torch.zeros(200, 1, 64, 64), 32, generator)
-    assert corners.min() >= 0 and corners.max() <= 32 and len({tuple(c) for c in corners.tolist()}) > 50
 
 
 def test_thresholds_separate_defects_from_normals_at_the_best_f1():
@@ -160,7 +155,7 @@ def test_thresholds_separate_defects_from_normals_at_the_best_f1():
     scores = maps.reshape(5, -1).max(axis=1)
     fallback = ScoreNormaliser(0.5, 0.5, {"method": "fallback"})
 
-    normaliser = f1_thresholds(maps, scores, masks, labels, fallback)
+    normaliser = f1_thresholds(maps, scores, masks, labels, np.full((5, 2), 16), fallback)
     assert "best F1" in normaliser.statistics["method"]
     normalised = normaliser.image(scores)
     assert (normalised[labels] >= 0.5).all() and (normalised[~labels] < 0.5).all()
@@ -168,9 +163,9 @@ def test_thresholds_separate_defects_from_normals_at_the_best_f1():
     pixels = normaliser.pixel(maps)
     assert (pixels[masks] >= 0.5).all() and (pixels[~masks] < 0.5).all()
 
-    normals_only = f1_thresholds(maps[:3], scores[:3], masks[:3], labels[:3], fallback)
+    normals_only = f1_thresholds(maps[:3], scores[:3], masks[:3], labels[:3], np.full((3, 2), 16), fallback)
     assert normals_only.image(scores[:3]).max() == pytest.approx(0.5)
-    nothing = f1_thresholds(maps[:0], scores[:0], masks[:0], labels[:0], fallback)
+    nothing = f1_thresholds(maps[:0], scores[:0], masks[:0], labels[:0], np.zeros((0, 2)), fallback)
     assert (nothing.image_threshold, nothing.pixel_threshold) == (0.5, 0.5)
 
 
@@ -255,7 +250,21 @@ def test_retraining_thresholds_keep_the_normals_below_them():
     masks[40:, 4:8, 4:8] = True
     labels = np.array([False] * 40 + [True] * 2)
     scores = maps.reshape(len(maps), -1).max(axis=1)
-    normaliser = f1_thresholds(maps, scores, masks, labels, ScoreNormaliser(0.5, 0.5))
+    normaliser = f1_thresholds(maps, scores, masks, labels, np.full((42, 2), 16), ScoreNormaliser(0.5, 0.5))
     # The best F1 alone would sit at 0.3 and put suggestions on every normal image.
     assert normaliser.image_threshold >= np.quantile(scores[:40], 0.95)
     assert normaliser.statistics["calibration_normals_flagged"] <= 0.05
+
+
+def test_a_retrained_pixel_threshold_allows_half_a_suggestion_per_normal_image_at_its_own_size():
+    maps = np.zeros((4, 16, 16), np.float32)
+    maps[:, 6:8, 6:8] = [[[0.9]], [[0.8]], [[0.7]], [[0.6]]]  # a speck of 2 x 2 at the model's size
+    # On 16 px images the speck is 4 pixels, below the 20 a suggestion needs: nothing to rise above.
+    assert suggestion_floor(maps, np.full((4, 2), 16), 0.1) == pytest.approx(0.1)
+    # On 64 px images it is a suggestion: at most 2 of the 4 images may keep theirs, and no more.
+    large = np.full((4, 2), 64)
+    floor = suggestion_floor(maps, large, 0.1)
+    assert false_suggestions(maps, large, floor) <= 0.5 < false_suggestions(maps, large, floor - 0.02)
+    assert false_suggestions(maps, large, 0.1) == 1.0
+    # Never below the best-F1 threshold it starts from.
+    assert suggestion_floor(maps, np.full((4, 2), 64), 0.85) >= 0.85

@@ -11,8 +11,10 @@ Two rules, one per kind of calibration data:
   defects. With fewer than ``NORMAL_FLOOR_MINIMUM`` normals it is their
   highest;
 - **real defects and normals** (corrected labels held back from retraining):
-  each threshold goes where F1 is best, falling back to the normals-only
-  rule where F1 is undefined.
+  each threshold goes where F1 is best, but no lower than the normals allow:
+  the image threshold above 95% of their scores, the pixel threshold where
+  they get at most ``FALSE_SUGGESTIONS_PER_NORMAL`` suggestions each, as
+  suggestions are drawn (at the image's own size, default polygon settings).
 
 Before either, ``fit_map_correction`` brings down the positions of the map
 that score higher or spread wider than the median position on defect-free
@@ -26,7 +28,9 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
+from labelme_dsarad.model.inference import map_at_image_size
 from labelme_dsarad.model.networks import DSARAD, image_score
+from labelme_dsarad.model.polygons import SuggestionSettings
 from labelme_dsarad.model.scoring import ScoreNormaliser, clamp_threshold
 
 from .metrics import best_f1, pixel_curves
@@ -42,6 +46,12 @@ BATCH = 16
 # with fewer than NORMAL_FLOOR_MINIMUM of them): 1 normal image in 20 may lie above.
 NORMAL_FLOOR_QUANTILE = 0.95
 NORMAL_FLOOR_MINIMUM = 20
+# A retrained model's pixel threshold gives the held-back normals at most this many
+# suggestions each on average: half of the one per normal image a review can bear,
+# for the noise of a few tens of calibration images. Thresholds tried: this many
+# quantiles of their scores above the best F1.
+FALSE_SUGGESTIONS_PER_NORMAL = 0.5
+FLOOR_CANDIDATES = 64
 # Image-score windows tried (odd sides, pixels at the model's input size).
 SCORE_WINDOWS = (1, 3, 5, 7, 9, 11, 15, 21)
 # The map correction: per-pixel statistics from at most MAX normal images; below
@@ -224,25 +234,25 @@ def describe_validation(normaliser: ScoreNormaliser) -> tuple[str, str | None]:
     return line, None
 
 
-def f1_thresholds(maps: np.ndarray, scores: np.ndarray, masks: np.ndarray, labels: np.ndarray,
+def f1_thresholds(maps: np.ndarray, scores: np.ndarray, masks: np.ndarray, labels: np.ndarray, sizes: np.ndarray,
                   fallback: ScoreNormaliser) -> ScoreNormaliser:
     """Raw image and pixel thresholds from calibration images with real defects and normals.
 
     ``maps`` (N, S, S) raw, ``scores`` (N,) raw, ``masks`` (N, S, S) bool,
-    ``labels`` (N,) True for a defect image. Each threshold is where F1 is
-    best, but never below what the normals need (``normal_floor``): on a small
+    ``labels`` (N,) True for a defect image, ``sizes`` (N, 2) each image's
+    own (height, width). Each threshold is where F1 is best, but never below
+    what the normals need (``normal_floor``, ``suggestion_floor``): on a small
     calibration set, or with a model that separates the defects poorly, the
     best F1 is "flag everything", and every normal image would get
-    suggestions. Each falls back on its own: to the normals' rule when F1 is
-    undefined (no defect, or no defect pixel left at the model's size), to
-    ``fallback``'s (the starting model's) when there is no normal either.
+    suggestions. Each falls back on its own: to the normals' floor alone when
+    F1 is undefined (no defect, or no defect pixel left at the model's size),
+    to ``fallback``'s (the starting model's) when there is no normal either.
     """
     labels = np.asarray(labels, dtype=bool)
     statistics: dict = {"calibration_images": int(len(labels)), "calibration_defects": int(labels.sum())}
     normals = ~labels
     if normals.any():
         image_floor = normal_floor(scores[normals])
-        pixel_floor = normal_floor(pixel_quantiles(maps[normals]))
     if labels.any() and normals.any():
         statistics["image_best_f1"], best = best_f1(scores, labels)
         image_threshold = max(best, image_floor)
@@ -254,21 +264,24 @@ def f1_thresholds(maps: np.ndarray, scores: np.ndarray, masks: np.ndarray, label
     else:
         image_threshold = fallback.image_threshold
         statistics["image_method"] = "the starting model's (nothing held back for calibration)"
+    budget = (f"at most {FALSE_SUGGESTIONS_PER_NORMAL:g} suggestions per held-back reviewed normal image on average, "
+              "at their own sizes")
     if masks.any() and normals.any():
         statistics["pixel_best_f1"], best = pixel_curves(list(maps), list(masks)).best_f1()
-        pixel_threshold = max(best, pixel_floor)
-        statistics["pixel_method"] = ("best F1 over the pixels of the held-back corrected labels, not below the "
-                                      f"normals' {PIXEL_THRESHOLD_QUANTILE:.1%} pixel quantiles")
+        statistics["pixel_best_f1_threshold"] = best
+        pixel_threshold = suggestion_floor(maps[normals], sizes[normals], best)
+        statistics["pixel_method"] = f"best F1 over the pixels of the held-back corrected labels, raised to {budget}"
     elif normals.any():
-        pixel_threshold = pixel_floor
-        statistics["pixel_method"] = (f"the held-back reviewed normals' {PIXEL_THRESHOLD_QUANTILE:.1%} pixel quantiles "
-                                      "(no real defect pixel held back)")
+        pixel_threshold = suggestion_floor(maps[normals], sizes[normals], 0.0)
+        statistics["pixel_method"] = f"{budget} (no real defect pixel held back)"
     else:
         pixel_threshold = fallback.pixel_threshold
         statistics["pixel_method"] = "the starting model's (nothing held back for calibration)"
     statistics["method"] = f"image: {statistics['image_method']}; pixel: {statistics['pixel_method']}"
     if normals.any():
         statistics["calibration_normals_flagged"] = float(np.mean(scores[normals] >= image_threshold))
+        statistics["calibration_false_suggestions_per_normal"] = false_suggestions(maps[normals], sizes[normals],
+                                                                                   pixel_threshold)
     return ScoreNormaliser(clamp_threshold(image_threshold), clamp_threshold(pixel_threshold), statistics)
 
 
@@ -278,3 +291,25 @@ def normal_floor(values: np.ndarray) -> float:
     if len(values) < NORMAL_FLOOR_MINIMUM:
         return float(np.max(values))
     return float(np.quantile(values, NORMAL_FLOOR_QUANTILE))
+
+
+def false_suggestions(maps: np.ndarray, sizes: np.ndarray, threshold: float) -> float:
+    """Suggestions per image that normal images' raw maps (N, S, S) get at a raw ``threshold``,
+    drawn at the images' own sizes (N, 2: height, width) with the default polygon settings."""
+    settings = SuggestionSettings()
+    return float(np.mean([settings.count(map_at_image_size(raw, int(height), int(width)), threshold)
+                          for raw, (height, width) in zip(maps, sizes)]))
+
+
+def suggestion_floor(maps: np.ndarray, sizes: np.ndarray, lowest: float) -> float:
+    """The lowest raw threshold, not below ``lowest``, at which normal images' raw maps (N, S, S)
+    get at most ``FALSE_SUGGESTIONS_PER_NORMAL`` suggestions each on average (``false_suggestions``);
+    above their highest score when no tried threshold does."""
+    values = maps[maps >= lowest]
+    if not values.size:
+        return lowest
+    candidates = np.unique(np.r_[lowest, np.quantile(values, np.linspace(0.0, 1.0, FLOOR_CANDIDATES + 1))])
+    for threshold in candidates:
+        if false_suggestions(maps, sizes, float(threshold)) <= FALSE_SUGGESTIONS_PER_NORMAL:
+            return max(float(threshold), lowest)
+    return float(np.nextafter(values.max(), np.float32(1.0)))

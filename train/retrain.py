@@ -13,10 +13,10 @@ frozen**: it reconstructs as it will at inference, and only the U-Net learns.
 Training the student too (distilled toward its starting encoder) took 66%
 of a step (``bench/bench_retrain_step.py``), and its features drifted under
 the U-Net that reads them (on Magnetic Tile the distillation loss doubled
-within 100 steps). **Batches** (``corrections.CorrectionBatches``): crops of
-half the model's side around the real defects, of synthetic anomalies in
-reviewed normals and of the normals; the loss is focal + Dice, so a defect
-of a few pixels counts as a whole.
+within 100 steps). **Batches** (``corrections.CorrectionBatches``): whole
+images at the model's size, real defects, synthetic anomalies in reviewed
+normals and the normals; the loss is focal + Dice, so a defect of a few
+pixels counts as a whole.
 
 **Kinds**: when people's shapes carry labels other than the model's generic
 one ("blowhole", "Pitting"), the U-Net learns to name them too
@@ -30,8 +30,9 @@ normals, the base model's stays.
 
 **Thresholds** (``calibration.f1_thresholds``): where F1 is best on the
 calibration images (real defects and normals), never below what the reviewed
-normals need, and not on the training images, where the U-Net has seen the
-very masks and would score them too confidently.
+normals need (the pixel threshold: at most half a suggestion per normal
+image), and not on the training images, where the U-Net has seen the very
+masks and would score them too confidently.
 """
 
 from __future__ import annotations
@@ -71,10 +72,10 @@ class RetrainConfig:
     steps: int | None = None
     holdout: float = 0.25
     calibration: float = 0.25  # of what the holdout leaves
-    batch_size: int = 16  # crops of half the model's side
+    batch_size: int = 8  # whole images at the model's size
     learning_rate: float = 3e-4
-    real_share: float = 0.5  # of each batch: crops around real defects
-    synthetic_share: float = 0.125  # crops of synthetic anomalies in reviewed normals; the rest: normals as they are
+    real_share: float = 0.5  # of each batch: real defect images
+    synthetic_share: float = 0.125  # reviewed normals with synthetic anomalies; the rest: normals as they are
     device: str = "auto"
     seed: int = 0
     set_current: bool = True
@@ -244,14 +245,14 @@ def retrain(config: RetrainConfig, progress: Progress | None = None) -> RetrainR
         Budget(seconds=max((config.minutes or 0) * 60.0 - (time.monotonic() - setup_started), 1.0))
     history = trainer.train(budget, progress)
 
-    stage("calibrating", "setting thresholds at the best F1, above the reviewed normals'")
+    stage("calibrating", "setting thresholds at the best F1, above what the reviewed normals allow")
     calibration = load_examples(split.calibration, size)
     masks = calibration.masks[:, 0].numpy() > 0.5
     network = trainer.training.result()
     correction, maps, scores = choose_map_correction(network, normals.images, calibration.images, masks, device,
                                                      config.seed)
     labels = np.array([item.is_defect for item in split.calibration], dtype=bool)
-    normaliser = f1_thresholds(maps, scores, masks, labels, base.info.normaliser)
+    normaliser = f1_thresholds(maps, scores, masks, labels, calibration.sizes, base.info.normaliser)
     normaliser.statistics["map_correction"] = correction
 
     version, final_path = store.next_path(config.product)
@@ -265,7 +266,7 @@ def retrain(config: RetrainConfig, progress: Progress | None = None) -> RetrainR
         normaliser=normaliser,
         training={
             "method": ("DSARAD warm-start retraining from corrected labels: the base model's student frozen, its "
-                       "U-Net trained on crops around real defects, of synthetic anomalies and of normals, "
+                       "U-Net trained on whole images: real defects, synthetic anomalies and normals, "
                        "focal + Dice loss"),
             "base": previous,
             "labels_dir": str(config.labels_dir),
