@@ -296,9 +296,7 @@ def normal_floor(values: np.ndarray) -> float:
 def false_suggestions(maps: np.ndarray, sizes: np.ndarray, threshold: float) -> float:
     """Suggestions per image that normal images' raw maps (N, S, S) get at a raw ``threshold``,
     drawn at the images' own sizes (N, 2: height, width) with the default polygon settings."""
-    settings = SuggestionSettings()
-    return float(np.mean([settings.count(map_at_image_size(raw, int(height), int(width)), threshold)
-                          for raw, (height, width) in zip(maps, sizes)]))
+    return _suggestions_per_image(_at_image_sizes(maps, sizes), threshold)
 
 
 def suggestion_floor(maps: np.ndarray, sizes: np.ndarray, lowest: float) -> float:
@@ -308,8 +306,18 @@ def suggestion_floor(maps: np.ndarray, sizes: np.ndarray, lowest: float) -> floa
     values = maps[maps >= lowest]
     if not values.size:
         return lowest
+    full_size = _at_image_sizes(maps, sizes)
     candidates = np.unique(np.r_[lowest, np.quantile(values, np.linspace(0.0, 1.0, FLOOR_CANDIDATES + 1))])
     for threshold in candidates:
-        if false_suggestions(maps, sizes, float(threshold)) <= FALSE_SUGGESTIONS_PER_NORMAL:
+        if _suggestions_per_image(full_size, float(threshold)) <= FALSE_SUGGESTIONS_PER_NORMAL:
             return max(float(threshold), lowest)
     return float(np.nextafter(values.max(), np.float32(1.0)))
+
+
+def _at_image_sizes(maps: np.ndarray, sizes: np.ndarray) -> list[np.ndarray]:
+    return [map_at_image_size(raw, int(height), int(width)) for raw, (height, width) in zip(maps, sizes)]
+
+
+def _suggestions_per_image(full_size_maps: list[np.ndarray], threshold: float) -> float:
+    settings = SuggestionSettings()
+    return float(np.mean([settings.count(full_size, threshold) for full_size in full_size_maps]))
