@@ -171,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument("--product", required=True, help="product type name; its current model is the start")
     retrain.add_argument("--labels", type=Path, metavar="DIR",
                          help="folder of LabelMe JSON files; images with the image flag 'ok' count as reviewed")
+    retrain.add_argument("--normals", nargs="+", metavar="PATH",
+                         help="defect-free images to learn from beside the reviewed ones, e.g. those the first "
+                              "training used (folders, files or glob patterns)")
     retrain_budget = retrain.add_mutually_exclusive_group()
     retrain_budget.add_argument("--minutes", type=positive_float, help="wall-clock training budget (default 10)")
     retrain_budget.add_argument("--steps", type=int, help="training steps instead of minutes")
@@ -435,7 +438,9 @@ def run_retrain(args) -> int:
         raise CommandError(f"{args.base}: no such model file")
     config = RetrainConfig(
         product=args.product, labels_dir=str(args.labels), store_root=str(args.store) if args.store else None,
-        base_model=str(args.base) if args.base else None, minutes=args.minutes, steps=args.steps,
+        base_model=str(args.base) if args.base else None,
+        normal_images=tuple(str(path) for path in expand_image_arguments(args.normals or [])),
+        minutes=args.minutes, steps=args.steps,
         holdout=args.holdout, batch_size=args.batch_size or RetrainConfig.batch_size,
         learning_rate=args.learning_rate or RetrainConfig.learning_rate, device=args.device, seed=args.seed,
         set_current=not args.keep_current,

@@ -179,6 +179,12 @@ class RetrainDialog(QtWidgets.QDialog):
         self.minutes_box.setValue(minutes)
         self.minutes_box.setSuffix(" min")
         self.minutes_box.setEnabled(self.steps is None)
+        self.normals_box = QtWidgets.QLineEdit()
+        self.normals_box.setPlaceholderText("optional folder")
+        self.normals_box.setToolTip("Defect-free images to learn from beside the reviewed ones, e.g. the folder "
+                                    "the first training used")
+        self.normals_button = QtWidgets.QPushButton("Choose…")
+        self.normals_button.clicked.connect(self._choose_normals)
         self.progress_bar = QtWidgets.QProgressBar()
         self.progress_bar.setRange(0, 1000)
         self.progress_bar.setValue(0)
@@ -208,6 +214,10 @@ class RetrainDialog(QtWidgets.QDialog):
         budget.addWidget(QtWidgets.QLabel("Training time"))
         budget.addWidget(self.minutes_box)
         budget.addStretch(1)
+        normals = QtWidgets.QHBoxLayout()
+        normals.addWidget(QtWidgets.QLabel("Defect-free images"))
+        normals.addWidget(self.normals_box, 1)
+        normals.addWidget(self.normals_button)
         buttons = QtWidgets.QHBoxLayout()
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.cancel_button)
@@ -218,6 +228,7 @@ class RetrainDialog(QtWidgets.QDialog):
         for widget in (heading, self.found, self.progress_bar, self.status, self.log, self.results):
             layout.addWidget(widget)
         layout.insertLayout(2, budget)
+        layout.insertLayout(3, normals)
         layout.addLayout(buttons)
 
     def _found_text(self) -> str:
@@ -237,6 +248,12 @@ class RetrainDialog(QtWidgets.QDialog):
             text += " Tick the image flag 'ok' on the images you reviewed first."
         return text
 
+    def _choose_normals(self) -> None:
+        folder = QtWidgets.QFileDialog.getExistingDirectory(self, "Defect-free images to learn from",
+                                                            self.normals_box.text() or str(self.labels_dir))
+        if folder:
+            self.normals_box.setText(folder)
+
     # -- running --------------------------------------------------------------------
 
     def is_running(self) -> bool:
@@ -249,8 +266,9 @@ class RetrainDialog(QtWidgets.QDialog):
         self.results.hide()
         self.use_button.hide()
         self.log.clear()
+        normals = self.normals_box.text().strip()
         arguments = retrain_arguments(self.product, self.labels_dir, self.store_root, self.minutes_box.value(),
-                                      self.steps, self.extra_arguments)
+                                      self.steps, self.extra_arguments + (("--normals", normals) if normals else ()))
         self.run = RetrainProcess(arguments, self)
         self.run.progress.connect(self._on_progress)
         self.run.finished.connect(self._on_finished)

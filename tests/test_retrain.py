@@ -19,7 +19,7 @@ from labelme_dsarad.train.calibration import f1_thresholds, false_suggestions, s
 from labelme_dsarad.train.corrections import REAL_DEFECT_WEIGHT, Examples, split_labels
 from labelme_dsarad.train.engine import Budget
 from labelme_dsarad.train.labels import LabelledImage
-from labelme_dsarad.train.losses import focal_loss
+from labelme_dsarad.train.losses import focal_loss, kind_loss
 from labelme_dsarad.train.retrain import RetrainConfig, Retrainer
 
 from .conftest import make_tiny_model
@@ -91,6 +91,18 @@ def test_weighted_focal_loss_is_the_focal_loss_over_weighted_pixels():
     weight = torch.ones_like(mask)
     weight[0] = 0.0  # the first sample is ignored entirely
     assert focal_loss(logits, mask, weight=weight) == pytest.approx(focal_loss(logits[1:], mask[1:]).item())
+
+
+def test_kind_loss_counts_a_small_defect_as_much_as_a_large_one():
+    logits = torch.zeros(2, 2, 10, 10)
+    logits[:, 0] = 3.0  # kind 0 everywhere, and sure of it
+    kinds = torch.full((2, 1, 10, 10), -1)
+    kinds[0, :, :5] = 0  # 50 pixels of kind 0: right
+    kinds[1, :, 0, 0] = 1  # 1 pixel of kind 1: wrong
+    right, wrong = (torch.nn.functional.cross_entropy(torch.tensor([[3.0, 0.0]]), torch.tensor([kind]))
+                    for kind in (0, 1))
+    assert kind_loss(logits, kinds) == pytest.approx(((right + wrong) / 2).item())  # not (50 right + 1 wrong) / 51
+    assert kind_loss(logits, torch.full_like(kinds, -1)) == 0.0
 
 
 def test_batches_are_whole_images_with_the_real_defects_their_masks_and_kinds(tmp_path):
@@ -200,6 +212,29 @@ def test_tiny_retrain_end_to_end_stores_a_new_version_and_rolls_back(tmp_path, c
     assert main(["retrain", "--product", "widget", "--rollback", "7", "--store", str(store.root)]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "no version 7" in error[0]
+
+
+def test_defect_free_images_given_with_normals_join_the_reviewed_ones(tmp_path, capsys):
+    labels = write_tiny_labels(tmp_path / "labels")
+    given = tmp_path / "defect_free"
+    given.mkdir()
+    (given / "extra_a.png").write_bytes((labels / "tile_00.png").read_bytes())
+    (given / "extra_b.png").write_bytes((labels / "tile_02.png").read_bytes())
+    store = tiny_store(tmp_path / "store")
+
+    code = main(["retrain", "--product", "widget", "--labels", str(labels), "--normals", str(given / "extra_*.png"),
+                 str(labels / "tile_00.png"), "--store", str(store.root), "--steps", "2", "--batch-size", "4",
+                 "--progress-json"])
+
+    assert code == 0, capsys.readouterr().err
+    done = json.loads(capsys.readouterr().out.splitlines()[-1])
+    # tile_00.png is reviewed already: counted once; the two extra images join the 4 reviewed normals.
+    assert done["counts"]["given_normals"] == 2
+    assert sum(part["normal"] for part in (done["counts"][name] for name in ("train", "calibration", "holdout"))) == 6
+    assert main(["retrain", "--product", "widget", "--labels", str(labels), "--normals", str(given / "none_*.png"),
+                 "--store", str(store.root), "--steps", "1"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "none_*.png: no file matches" in error[0]
 
 
 def test_retrain_without_reviewed_images_is_a_one_line_error(tmp_path, capsys):

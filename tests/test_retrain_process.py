@@ -28,10 +28,15 @@ def ticking(parent: QtCore.QObject) -> list[int]:
 def test_dialog_retrains_in_a_child_process_and_switches_on_request(qtbot, tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the child inherits it
     labels = write_tiny_labels(tmp_path / "labels")
+    defect_free = tmp_path / "defect_free"
+    defect_free.mkdir()
+    for name in ("a.png", "b.png"):
+        (defect_free / name).write_bytes((labels / "tile_00.png").read_bytes())
     store = tiny_store(tmp_path / "store")
     dialog = RetrainDialog(None, "widget", labels, store.root, steps=4,
                            extra_arguments=("--batch-size", "4"))
     qtbot.addWidget(dialog)
+    dialog.normals_box.setText(str(defect_free))
     dialog.show()
     events, ticks = [], ticking(dialog)
 
@@ -45,6 +50,7 @@ def test_dialog_retrains_in_a_child_process_and_switches_on_request(qtbot, tmp_p
     assert len(ticks) > 10, "the event loop stalled while the retrain ran"
     assert any(event["event"] == "progress" for event in events)
     assert result["version"] == 2 and result["current"] is False
+    assert result["counts"]["given_normals"] == 2
     assert store.resolve("widget").version == 1, "the new version must wait for the person's choice"
     assert dialog.results.isVisible() and dialog.use_button.isVisible()
     assert dialog.results.item(1, 1).text() == f"{result['after']['pixel_auroc']:.3f}"

@@ -62,7 +62,10 @@ def dice_loss(logits: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor | N
 
 
 def kind_loss(kind_logits: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of the defect kind over the pixels whose kind is known (``kinds`` >= 0, (B, 1, H, W)).
+    """Cross-entropy of the defect kind over the pixels whose kind is known (``kinds`` >= 0, (B, 1, H, W)),
+    averaged per sample, then over the samples that name a kind: a blowhole of a few pixels
+    teaches its kind as much as an uneven zone over half the image, which a mean over all pixels
+    would let outvote it.
 
     Zero (with a gradient) where no pixel of the batch names a kind.
     """
@@ -70,4 +73,7 @@ def kind_loss(kind_logits: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
     known = target >= 0
     if not known.any():
         return kind_logits.sum() * 0.0
-    return F.cross_entropy(kind_logits.float().permute(0, 2, 3, 1)[known], target[known])
+    per_pixel = F.cross_entropy(kind_logits.float(), target.clamp(min=0), reduction="none") * known
+    pixels = known.flatten(1).sum(1)
+    named = pixels > 0
+    return (per_pixel.flatten(1).sum(1)[named] / pixels[named]).mean()

@@ -1,7 +1,9 @@
 """Warm-start retraining from labels people corrected: the loop back from LabelMe to the model.
 
 ``retrain`` reads a folder annotated in LabelMe (``labels.read_label_folder``:
-reviewed normal images and real defects), splits it (``corrections``),
+reviewed normal images and real defects), adds any defect-free images given
+(``RetrainConfig.normal_images``, e.g. the first training's) to the normals,
+splits them (``corrections``),
 continues training the product's current model for minutes, sets its
 thresholds (``calibration``) and measures it before and after on the holdout
 (``evaluation``), and writes the result as a new version into the model
@@ -20,8 +22,9 @@ pixels counts as a whole.
 
 **Kinds**: when people's shapes carry labels other than the model's generic
 one ("blowhole", "Pitting"), the U-Net learns to name them too
-(``with_kinds`` widens its last layer; kinds it knew keep their weights), and
-every suggestion then carries its most likely kind and the probability.
+(``with_kinds`` widens its last layer; kinds it knew keep their weights; the
+kind loss is averaged per image, so small defects count), and every
+suggestion then carries its most likely kind and the probability.
 
 **Map correction** (``calibration.choose_map_correction``): refitted on the
 training normals for the new U-Net, and kept only if the calibration images'
@@ -68,6 +71,7 @@ class RetrainConfig:
     labels_dir: str
     store_root: str | None = None
     base_model: str | None = None  # default: the product's current model in the store
+    normal_images: tuple[str, ...] = ()  # defect-free images beside the reviewed ones (the first training's)
     minutes: float | None = None
     steps: int | None = None
     holdout: float = 0.25
@@ -209,12 +213,16 @@ def retrain(config: RetrainConfig, progress: Progress | None = None) -> RetrainR
     folder = read_label_folder(config.labels_dir)
     for problem in folder.problems:
         progress({"event": "problem", "message": problem})
+    reviewed = {image.image_path.resolve() for image in folder.images}
+    given_normals = [LabelledImage(Path(path), Path(path), [], []) for path in config.normal_images
+                     if Path(path).resolve() not in reviewed]
     if not folder.images:
         raise ValueError(f"{config.labels_dir}: no reviewed images (set the image flag 'ok' on the images "
                          f"you reviewed); {len(folder.skipped)} skipped, {len(folder.problems)} unreadable")
-    split = split_labels(folder.images, config.holdout, config.calibration, config.seed)
-    counts = {**split.counts(), "skipped": len(folder.skipped), "unreadable": len(folder.problems)}
-    stage("reading", folder.describe())
+    split = split_labels(folder.images + given_normals, config.holdout, config.calibration, config.seed)
+    counts = {**split.counts(), "given_normals": len(given_normals), "skipped": len(folder.skipped),
+              "unreadable": len(folder.problems)}
+    stage("reading", folder.describe() + (f"; {len(given_normals)} defect-free images given" if given_normals else ""))
 
     base_path, base_version = base_model(config, store)
     base = load_model(base_path)
