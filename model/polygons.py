@@ -76,7 +76,7 @@ class SuggestionSettings:
         """How many suggestions ``regions`` would make at ``threshold`` instead of the settings'
         (the same scale as ``score_map``, raw or normalised), without drawing their outlines."""
         _, stats = _label_regions(_above(score_map, threshold, self.opening))
-        return int(np.count_nonzero(stats[1:, cv2.CC_STAT_AREA] >= max(self.min_area, 1)))
+        return len(_kept_labels(stats, self.min_area))
 
 
 @dataclass(frozen=True)
@@ -116,9 +116,7 @@ def mask_to_polygons(
     scores = None if score_map.dtype == bool else score_map
     labels, stats = _label_regions(_above(score_map, threshold, opening))
     regions = []
-    for index in np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= max(min_area, 1)):
-        if index == 0:  # label 0 is the background
-            continue
+    for index in _kept_labels(stats, min_area):
         x, y, w, h, area = (int(v) for v in stats[index])
         inside = labels[y : y + h, x : x + w] == index
         if scores is None:
@@ -145,6 +143,12 @@ def _above(score_map: np.ndarray, threshold: float, opening: int) -> np.ndarray:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * opening + 1, 2 * opening + 1))
         binary = cv2.morphologyEx(binary, cv2.MORPH_OPEN, kernel)
     return binary
+
+
+def _kept_labels(stats: np.ndarray, min_area: int) -> np.ndarray:
+    """The labels (``_label_regions``) of the regions that become suggestions: every one of at
+    least ``min_area`` pixels (and one at least), never label 0, the background."""
+    return 1 + np.flatnonzero(stats[1:, cv2.CC_STAT_AREA] >= max(min_area, 1))
 
 
 def _label_regions(binary: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

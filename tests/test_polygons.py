@@ -12,7 +12,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from shapely.geometry import Polygon
 
-from labelme_dsarad.model.polygons import Region, mask_to_polygons
+from labelme_dsarad.model.polygons import Region, SuggestionSettings, mask_to_polygons
 
 
 def covered_pixels(points, shape) -> np.ndarray:
@@ -255,3 +255,12 @@ def test_2000_square_map_with_dozens_of_regions_is_fast():
         timings.append(time.process_time() - start)
     assert len(regions) >= 20
     assert min(timings) < 0.1, f"best of 3: {min(timings) * 1000:.0f} ms"
+
+
+def test_counting_suggestions_agrees_with_drawing_them():
+    rng = np.random.default_rng(0)
+    score_map = cv2.GaussianBlur(rng.uniform(0.0, 1.0, (80, 120)).astype(np.float32), (0, 0), 2.0)
+    for threshold in (0.45, 0.5, 0.55):
+        for min_area, opening in ((0, 0), (20, 0), (5, 1)):
+            drawn = SuggestionSettings(threshold=threshold, min_area=min_area, opening=opening)
+            assert drawn.count(score_map, threshold) == len(drawn.regions(score_map)) > 0
