@@ -28,6 +28,10 @@
 
 Nothing of the measurement set is trained or tuned on. Writes
 ``OUT/retrain_experiment.json``, ``OUT/curves.csv`` and ``OUT/curves.png``.
+``--merge A/retrain_experiment.json B/retrain_experiment.json --out C`` draws
+the curves of runs made apart (say, the 30-minute budget in another session)
+as one, retraining nothing; ``--measure MODEL...`` measures saved models again
+(after a change to how suggestions are drawn, say).
 """
 
 from __future__ import annotations
@@ -85,7 +89,7 @@ def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", choices=["mtd", "ball_screw"], default="mtd")
     parser.add_argument("--root", type=Path, help="the data set's folder (default: the shared copy)")
-    parser.add_argument("--base", type=Path, required=True, help="model trained on the train split's normals only")
+    parser.add_argument("--base", type=Path, help="model trained on the train split's normals only")
     parser.add_argument("--minutes", type=float, nargs="+", default=[10.0], help="retraining budgets")
     parser.add_argument("--images", nargs="+", default=["all"], help="numbers of corrected images (or 'all')")
     parser.add_argument("--normals", type=int, default=100, help="reviewed defect-free images beside the corrections")
@@ -97,7 +101,15 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--real-share", type=float, default=RetrainConfig.real_share)
     parser.add_argument("--synthetic-share", type=float, default=RetrainConfig.synthetic_share)
     parser.add_argument("--limit", type=int, help="smoke test only: at most this many measurement images per kind")
-    return parser.parse_args()
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
+                        help="retrain nothing: one table and plot in --out from these runs' retrain_experiment.json "
+                             "(of one base model; the first run's first budget is the one plotted against images)")
+    parser.add_argument("--measure", type=Path, nargs="+", metavar="MODEL",
+                        help="retrain nothing: measure these model files as the experiment does, with today's code")
+    args = parser.parse_args()
+    if args.base is None and not (args.merge or args.measure):
+        parser.error("--base is required (unless --merge or --measure)")
+    return args
 
 
 def halves(args: argparse.Namespace) -> tuple[list[Sample], list[Sample], list[Path]]:
@@ -202,6 +214,15 @@ def retrained(args: argparse.Namespace, base, corrections: list[Sample], normals
 
 def main() -> int:
     args = parse_arguments()
+    if args.merge:
+        return merge(args)
+    if args.measure:
+        _, measurement, _ = halves(args)
+        rows = [{"model": str(path), **measure(path, measurement, args.device)} for path in args.measure]
+        print(f"\n{args.dataset}: {len(measurement)} measurement images\n")
+        print_table(["metric", *[row["model"] for row in rows]],
+                    [[title, *[_fmt(row.get(key)) for row in rows]] for key, title in REPORTED_METRICS])
+        return 0
     started = time.monotonic()
     corrections, measurement, train_normals = halves(args)
     if args.limit is not None:
@@ -231,18 +252,12 @@ def main() -> int:
         first = f"retrained_{args.minutes[0]:g}min_all"
         review = {"before": simulated_review(args.base, measurement, args.out / "review_before", args.device),
                   "after": simulated_review(paths[first], measurement, args.out / "review_after", args.device)}
-    shown = ["before", *paths]
     print(f"\n{args.dataset}: {len(measurement)} measurement images; base {args.base.name}\n")
-    print_table(["metric", *shown], [[title, *[_fmt(row.get(key)) for row in rows]] for key, title in REPORTED_METRICS])
+    write_curves(rows, args.out, args.dataset)
     if review:
         print("\nsimulated review (dsarad stats):")
         print_table(["", "before", "after"], [[key, _fmt(review["before"].get(key)), _fmt(review["after"].get(key))]
                                              for key in ("suggestions", "accepted_unchanged", "rejected", "missed")])
-    with (args.out / "curves.csv").open("w", newline="") as stream:
-        writer = csv.DictWriter(stream, ["model", "minutes", "corrected_images", *CURVE_METRICS], extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    plot(rows, args.out / "curves.png", args.dataset)
     (args.out / "retrain_experiment.json").write_text(json.dumps({
         "command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine_line(),
         "base": {"path": str(args.base), "sha256": file_sha256(args.base), "training": base.info.training},
@@ -250,6 +265,30 @@ def main() -> int:
         "seconds": round(time.monotonic() - started, 1)}, indent=2, default=str))
     stderr(f"written: {args.out / 'retrain_experiment.json'}, curves.csv, curves.png")
     return 0
+
+
+def merge(args: argparse.Namespace) -> int:
+    """The curves of several runs as one: budgets and image counts measured in separate sessions."""
+    runs = [json.loads(path.read_text()) for path in args.merge]
+    if len({run["base"]["sha256"] for run in runs}) != 1:
+        raise SystemExit("--merge: the runs start from different base models")
+    rows = [runs[0]["rows"][0]] + [row for run in runs for row in run["rows"][1:]]
+    args.out.mkdir(parents=True, exist_ok=True)
+    print(f"\n{args.dataset}: {runs[0]['measurement_images']} measurement images; base {runs[0]['base']['path']}\n")
+    write_curves(rows, args.out, args.dataset)
+    stderr(f"written: {args.out / 'curves.csv'}, curves.png")
+    return 0
+
+
+def write_curves(rows: list[dict], out: Path, dataset: str) -> None:
+    """The table on the terminal, ``out/curves.csv`` and ``out/curves.png``."""
+    print_table(["metric", *[row["model"] for row in rows]],
+                [[title, *[_fmt(row.get(key)) for row in rows]] for key, title in REPORTED_METRICS])
+    with (out / "curves.csv").open("w", newline="") as stream:
+        writer = csv.DictWriter(stream, ["model", "minutes", "corrected_images", *CURVE_METRICS], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    plot(rows, out / "curves.png", dataset)
 
 
 def plot(rows: list[dict], output: Path, dataset: str) -> None:

@@ -37,6 +37,13 @@ def threshold_value(text: str) -> float:
     return value
 
 
+def extent_fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 1 (a fraction of the threshold), got {text}")
+    return value
+
+
 def non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -100,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"smallest region in pixels (default {DEFAULT_SUGGESTIONS.min_area})")
     predict.add_argument("--tolerance", type=non_negative_float, default=DEFAULT_SUGGESTIONS.tolerance,
                          help=f"polygon simplification in pixels (default {DEFAULT_SUGGESTIONS.tolerance})")
+    predict.add_argument("--extend-to", type=extent_fraction, default=DEFAULT_SUGGESTIONS.extend_to,
+                         help="a region reaching the threshold extends over its surroundings down to this fraction "
+                              f"of it (default {DEFAULT_SUGGESTIONS.extend_to}; 1: only where it reaches it)")
     predict.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     predict.add_argument("--save-maps", type=Path, metavar="DIR",
                          help="also write each anomaly map as a PNG: drawn over the photo, with a colour bar")
@@ -403,7 +413,8 @@ def run_predict(args) -> int:
     if args.save_maps is not None:
         check_writable_folder(args.save_maps)
     options = PredictOptions(
-        suggestions=SuggestionSettings(threshold=args.threshold, min_area=args.min_area, tolerance=args.tolerance),
+        suggestions=SuggestionSettings(threshold=args.threshold, min_area=args.min_area, tolerance=args.tolerance,
+                                       extend_to=args.extend_to),
         out_dir=args.out,
         maps_dir=args.save_maps,
         bare_maps=args.bare_maps,

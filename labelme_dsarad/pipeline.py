@@ -97,6 +97,7 @@ def run_record(predictor: Predictor, options: PredictOptions) -> dict:
         "min_area": options.suggestions.min_area,
         "tolerance": options.suggestions.tolerance,
         "opening": options.suggestions.opening,
+        "extend_to": options.suggestions.extend_to,
     }
 
 

@@ -46,9 +46,10 @@ def prediction(score_map: np.ndarray, score: float) -> Prediction:
 
 
 def brightness_predict(image: np.ndarray) -> Prediction:
-    """A fake model that is perfect here: the defects are the bright pixels."""
+    """A fake model that is perfect here: the defects are the bright pixels (0.7), the rest
+    scores 0.2, well below where suggestions extend to."""
     grey = image[:, :, 0].astype(np.float32)
-    score_map = (grey - 100.0) / (2 * (DEFECT_GRAY - 100.0)) + 0.5 - 0.1
+    score_map = (grey - 100.0) / (2 * (DEFECT_GRAY - 100.0)) + 0.5 - 0.3
     return prediction(score_map, float(score_map.max()))
 
 
@@ -107,7 +108,7 @@ def test_scores_outside_0_1_are_not_clipped(samples):
 def test_suggestion_metrics_count_misses_and_false_alarms(samples):
     def shifted(image):  # every map a little too high: normals light up as well
         bright = brightness_predict(image)
-        return prediction(bright.score_map + 0.12, bright.image_score + 0.12)
+        return prediction(bright.score_map + 0.32, bright.image_score + 0.32)
 
     overall = evaluate(shifted, samples, suggestions=SuggestionSettings(min_area=1))["overall"]
     assert overall["normal_images_with_suggestions"] == 1.0 and overall["false_suggestions_per_normal"] >= 1.0

@@ -98,15 +98,16 @@ def test_every_component_gets_a_valid_polygon_that_covers_it(mask, tolerance):
     seed=st.integers(0, 2**32 - 1),
     threshold=st.floats(0, 1),
     opening=st.integers(0, 3),
+    extend_to=st.sampled_from([1.0, 0.7]),
     min_area=st.integers(0, 30),
 )
-def test_any_score_map_and_threshold_gives_valid_regions(shape, seed, threshold, opening, min_area):
+def test_any_score_map_and_threshold_gives_valid_regions(shape, seed, threshold, opening, extend_to, min_area):
     score_map = np.random.default_rng(seed).random(shape).astype(np.float32)
-    regions = mask_to_polygons(score_map, threshold=threshold, min_area=min_area, opening=opening)
+    regions = mask_to_polygons(score_map, threshold=threshold, min_area=min_area, opening=opening, extend_to=extend_to)
     for region in regions:
         assert_valid_region(region, shape)
         assert region.area >= min_area
-        assert threshold <= region.score_mean <= region.score_max <= 1
+        assert extend_to * threshold <= region.score_mean <= region.score_max <= 1
 
 
 @pytest.mark.parametrize("threshold", [0.0, 0.5, 1.0])
@@ -189,7 +190,7 @@ def test_scores_are_max_and_mean_inside_each_region():
         ],
         dtype=np.float32,
     )
-    first, second = mask_to_polygons(score_map, threshold=0.5, min_area=1)
+    first, second = mask_to_polygons(score_map, threshold=0.5, min_area=1, extend_to=1.0)
     assert (first.area, second.area) == (3, 2)
     assert first.score_max == pytest.approx(0.8)
     assert first.score_mean == pytest.approx((0.6 + 0.8 + 0.7) / 3)
@@ -223,6 +224,22 @@ def test_opening_cuts_thin_bridges():
     mask[10, 12:28] = True  # one-pixel bridge
     assert len(mask_to_polygons(mask, min_area=1)) == 1
     assert len(mask_to_polygons(mask, min_area=1, opening=1)) == 2
+
+
+def test_a_region_extends_over_its_weaker_surroundings_and_joins_its_pieces():
+    score_map = np.zeros((20, 40), np.float32)
+    score_map[5:15, 2:12] = 0.9  # two strong pieces of one defect
+    score_map[5:15, 28:38] = 0.9
+    score_map[8:12, 12:28] = 0.4  # joined by a weaker stretch
+    score_map[4:8, 18:22] = 0.3  # touching the stretch, weaker still
+    score_map[16:19, 2:38] = 0.45  # stronger than both, but reaching no strong pixel: never a suggestion
+    assert [region.area for region in mask_to_polygons(score_map, min_area=1, extend_to=1.0)] == [100, 100]
+    (joined,) = mask_to_polygons(score_map, min_area=1, extend_to=0.7)  # down to 0.35
+    assert joined.area == 2 * 100 + 4 * 16 and joined.score_max == pytest.approx(0.9)
+    (whole,) = mask_to_polygons(score_map, min_area=1, extend_to=0.5)  # down to 0.25: the weakest spot too
+    assert whole.area == 2 * 100 + 4 * 16 + 4 * 4
+    with pytest.raises(ValueError, match="extend_to"):
+        SuggestionSettings(extend_to=0.0).check()
 
 
 def test_empty_and_wrong_inputs():
@@ -261,6 +278,17 @@ def test_counting_suggestions_agrees_with_drawing_them():
     rng = np.random.default_rng(0)
     score_map = cv2.GaussianBlur(rng.uniform(0.0, 1.0, (80, 120)).astype(np.float32), (0, 0), 2.0)
     for threshold in (0.45, 0.5, 0.55):
-        for min_area, opening in ((0, 0), (20, 0), (5, 1)):
-            drawn = SuggestionSettings(threshold=threshold, min_area=min_area, opening=opening)
+        for min_area, opening, extend_to in ((0, 0, 1.0), (20, 0, 1.0), (5, 1, 1.0), (20, 0, 0.8), (5, 1, 0.6)):
+            drawn = SuggestionSettings(threshold=threshold, min_area=min_area, opening=opening, extend_to=extend_to)
             assert drawn.count(score_map, threshold) == len(drawn.regions(score_map)) > 0
+
+
+def test_extending_a_speck_too_small_to_suggest_does_not_make_it_a_suggestion():
+    score_map = np.zeros((30, 30), np.float32)
+    score_map[10:20, 10:20] = 0.4  # 100 px of weak surroundings
+    score_map[14:16, 14:16] = 0.8  # around a strong core of 4 px
+    settings = SuggestionSettings(min_area=5, extend_to=0.5)
+    assert settings.regions(score_map) == [] and settings.count(score_map, 0.5) == 0
+    score_map[14:16, 14:17] = 0.8  # 6 px: now a suggestion, drawn at its whole extent
+    (region,) = settings.regions(score_map)
+    assert region.area == 100 and settings.count(score_map, 0.5) == 1

@@ -26,6 +26,7 @@ from labelme._label_file import LabelFile  # LabelMe's own reader, the one that 
 from labelme_dsarad.cli import main
 from labelme_dsarad.model.inference import Predictor
 from labelme_dsarad.model.labelfile import load_label_file, shape_fingerprint
+from labelme_dsarad.model.polygons import SuggestionSettings
 from labelme_dsarad.pipeline import PredictOptions, predict_paths
 from tests.conftest import PERSON_SHAPE, REPO, make_tiny_model
 
@@ -120,6 +121,12 @@ def test_labels_next_to_images_or_in_out_keep_a_persons_work_and_labelme_opens_t
         assert data["imagePath"] == os.path.join("..", "..", "Linie 2", image.name)
     assert {image: image.with_suffix(".json").read_bytes() for image in images} == written
 
+    # Other polygon settings are another run: done again, and recorded.
+    assert load_label_file(images[1].with_suffix(".json"))["dsarad"]["extend_to"] == SuggestionSettings.extend_to
+    status, stderr = predict(capsys, folder, "--model", model, "--extend-to", "1")
+    assert status == 0 and counts(stderr) == (3, 3, 0, 0)
+    assert load_label_file(images[1].with_suffix(".json"))["dsarad"]["extend_to"] == 1.0
+
 
 # -- errors that stop the command ----------------------------------------------
 
@@ -174,6 +181,7 @@ def test_bad_input_is_one_line_naming_the_file_and_exit_2(tmp_path, capsys, kind
 @pytest.mark.parametrize("option, value", [
     ("--threshold", "1.5"), ("--threshold", "-0.1"), ("--threshold", "nan"), ("--threshold", "high"),
     ("--tolerance", "nan"), ("--tolerance", "-1"), ("--min-area", "-5"), ("--batch-size", "0"),
+    ("--extend-to", "0"), ("--extend-to", "1.2"), ("--extend-to", "nan"),
 ])
 def test_option_out_of_range_is_refused_before_anything_runs(tmp_path, capsys, option, value):
     image = save_image(tmp_path / "a.png")

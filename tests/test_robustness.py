@@ -99,8 +99,9 @@ def test_model_that_throws_fails_only_its_images(tmp_path, predictor):
     "options",
     [PredictOptions(batch_size=0)] + [PredictOptions(suggestions=SuggestionSettings(**bad)) for bad in (
         {"threshold": float("nan")}, {"threshold": 1.5}, {"tolerance": float("nan")}, {"tolerance": -1.0},
-        {"min_area": -1})],
-    ids=["batch 0 (spun for ever)", "threshold nan", "threshold 1.5", "tolerance nan (wrote NaN)", "tolerance -1", "min_area -1"],
+        {"min_area": -1}, {"extend_to": 0.0})],
+    ids=["batch 0 (spun for ever)", "threshold nan", "threshold 1.5", "tolerance nan (wrote NaN)", "tolerance -1", "min_area -1",
+         "extend_to 0 (the whole image)"],
 )
 @pytest.mark.timeout(60)  # batch size 0 used to spin for ever
 def test_settings_no_run_can_use_are_refused_before_any_work(tmp_path, predictor, options):
