@@ -18,6 +18,8 @@ from labelme_dsarad.model.polygons import SuggestionSettings
 DETAIL_TOLERANCES = (4.0, 3.0, 2.0, 1.5, 1.0, 0.5, 0.25, 0.0)
 DEFAULT_DETAIL = DETAIL_TOLERANCES.index(SuggestionSettings.tolerance)
 THRESHOLD_STEPS = 100  # slider units per 1.0 of normalised score
+EXTEND_STEPS = 20  # slider units per 1.0 of the extension fraction: steps of 0.05
+EXTEND_LOWEST = 0.5  # below, a region spreads over much of a map that is high in places
 DEFAULT_OPACITY = 60  # percent
 
 
@@ -44,8 +46,8 @@ class PanelView(QtWidgets.QWidget):
         self._wheel_guard = WheelOnlyWhenFocused(self)
         self._build_actions()
         self._build_widgets(model_titles)
-        for control in (self.model_box, self.threshold_slider, self.min_area_box, self.detail_slider,
-                        self.opacity_slider):
+        for control in (self.model_box, self.threshold_slider, self.extend_slider, self.min_area_box,
+                        self.detail_slider, self.opacity_slider):
             control.setFocusPolicy(QtCore.Qt.StrongFocus)  # not focused by the wheel either
             control.installEventFilter(self._wheel_guard)
 
@@ -104,6 +106,14 @@ class PanelView(QtWidgets.QWidget):
         self.threshold_slider.setTickInterval(THRESHOLD_STEPS // 2)
         self.threshold_label = QtWidgets.QLabel()
 
+        self.extend_slider = QtWidgets.QSlider(QtCore.Qt.Horizontal)
+        self.extend_slider.setRange(round(EXTEND_LOWEST * EXTEND_STEPS), EXTEND_STEPS)
+        self.extend_slider.setValue(round(SuggestionSettings.extend_to * EXTEND_STEPS))
+        self.extend_slider.setToolTip("How far a suggestion reaches: a region that reaches the threshold takes in "
+                                      "its surroundings down to this fraction of it; 1.00 draws only where the "
+                                      "threshold is reached")
+        self.extend_label = QtWidgets.QLabel()
+
         self.min_area_box = QtWidgets.QSpinBox()
         self.min_area_box.setRange(0, 10_000_000)
         self.min_area_box.setValue(SuggestionSettings.min_area)
@@ -136,6 +146,7 @@ class PanelView(QtWidgets.QWidget):
         form.setFieldGrowthPolicy(QtWidgets.QFormLayout.AllNonFixedFieldsGrow)
         form.setVerticalSpacing(2)
         form.addRow("Threshold", _row(self.threshold_slider, self.threshold_label))
+        form.addRow("Extend to", _row(self.extend_slider, self.extend_label))
         form.addRow("Min. area", self.min_area_box)
         form.addRow("Detail", _row(self.detail_slider, self.detail_label))
         form.addRow(self.heat_map_box, self.opacity_slider)
@@ -173,11 +184,12 @@ class PanelView(QtWidgets.QWidget):
 
     def suggestion_settings(self) -> SuggestionSettings:
         return SuggestionSettings(threshold=self.threshold, min_area=self.min_area_box.value(),
-                                  tolerance=DETAIL_TOLERANCES[self.detail_slider.value()])
+                                  tolerance=DETAIL_TOLERANCES[self.detail_slider.value()],
+                                  extend_to=self.extend_slider.value() / EXTEND_STEPS)
 
     def on_settings_changed(self, slot: Callable[[], None]) -> None:
-        for signal in (self.threshold_slider.valueChanged, self.min_area_box.valueChanged,
-                       self.detail_slider.valueChanged):
+        for signal in (self.threshold_slider.valueChanged, self.extend_slider.valueChanged,
+                       self.min_area_box.valueChanged, self.detail_slider.valueChanged):
             signal.connect(lambda _value: slot())
 
     # --- showing ---
@@ -185,6 +197,7 @@ class PanelView(QtWidgets.QWidget):
     def show_setting_labels(self) -> None:
         settings = self.suggestion_settings()
         self.threshold_label.setText(f"{settings.threshold:.2f}")
+        self.extend_label.setText(f"{settings.extend_to:.2f}")
         self.detail_label.setText(f"{settings.tolerance:g} px")
 
     def set_ready(self, ready: bool) -> None:

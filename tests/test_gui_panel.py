@@ -8,10 +8,12 @@ import re
 import time
 from pathlib import Path
 
+import numpy as np
 from qtpy import QtCore, QtWidgets
 
 from labelme_dsarad import review
 from labelme_dsarad._labelme_adapter import PENDING_COLOUR
+from labelme_dsarad.model.polygons import SuggestionSettings
 from labelme_dsarad.panel import ModelOption
 from labelme_dsarad.train.stats import suggestion_stats
 
@@ -74,6 +76,17 @@ def test_detect_with_tiny_model_and_slider_rederives_without_inference(qtbot, tm
     assert review.pending(panel.adapter.shapes()) == []
     panel.view.threshold_slider.setValue(50)
     assert len(review.pending(panel.adapter.shapes())) == shown
+    part = int(float(np.quantile(score_map, 0.9)) * 100)  # where only part of this map reaches the threshold
+    panel.view.threshold_slider.setValue(part)
+    shown = {}
+    for extend_to, value in ((1.0, 20), (0.5, 10)):  # what the slider sets is what is drawn
+        panel.view.extend_slider.setValue(value)
+        assert panel.view.extend_label.text() == f"{extend_to:.2f}"
+        drawn = SuggestionSettings(threshold=part / 100, extend_to=extend_to).regions(score_map)
+        shown[extend_to] = sorted(shape.other_data["dsarad"]["score_mean"] for shape in review.pending(panel.adapter.shapes()))
+        assert drawn and shown[extend_to] == sorted(round(region.score_mean, 4) for region in drawn)
+    assert shown[1.0] != shown[0.5]
+    panel.view.threshold_slider.setValue(50)
     panel.view.min_area_box.setValue(72 * 80 + 1)  # larger than the image: nothing can qualify
     assert review.pending(panel.adapter.shapes()) == []
     assert panel.inference_runs == 1, "the sliders re-derive from the cached map"
