@@ -211,13 +211,13 @@ def build_parser() -> argparse.ArgumentParser:
 def expand_image_arguments(patterns: list[str]) -> list[Path]:
     from labelme_dsarad.model.images import list_images
 
-    paths: list[Path] = []
+    named: list[Path] = []
     for pattern in patterns:
         matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
         if not matches:
             raise CommandError(f"{pattern}: no file matches")
-        paths.extend(list_images([Path(match) for match in matches]))
-    return paths
+        named.extend(Path(match) for match in matches)
+    return list_images(named)  # once over all patterns: an image a folder and a glob both name comes once
 
 
 def without_devices_option(argv: list[str]) -> list[str]:

@@ -223,12 +223,13 @@ def test_defect_free_images_given_with_normals_join_the_reviewed_ones(tmp_path, 
     store = tiny_store(tmp_path / "store")
 
     code = main(["retrain", "--product", "widget", "--labels", str(labels), "--normals", str(given / "extra_*.png"),
-                 str(labels / "tile_00.png"), "--store", str(store.root), "--steps", "2", "--batch-size", "4",
+                 str(labels / "tile_00.png"), str(given), "--store", str(store.root), "--steps", "2", "--batch-size", "4",
                  "--progress-json"])
 
     assert code == 0, capsys.readouterr().err
     done = json.loads(capsys.readouterr().out.splitlines()[-1])
-    # tile_00.png is reviewed already: counted once; the two extra images join the 4 reviewed normals.
+    # tile_00.png is reviewed already, and the folder names the extra images again: each counted once;
+    # the two extra images join the 4 reviewed normals.
     assert done["counts"]["given_normals"] == 2
     assert sum(part["normal"] for part in (done["counts"][name] for name in ("train", "calibration", "holdout"))) == 6
     assert main(["retrain", "--product", "widget", "--labels", str(labels), "--normals", str(given / "none_*.png"),
