@@ -22,17 +22,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from _common import REPO, machine_line, print_table  # noqa: E402
+from _common import machine_line, print_table  # noqa: E402
+from retrain_experiment import halves  # noqa: E402
 
 from labelme_dsarad.model.inference import Prediction, Predictor  # noqa: E402
 from labelme_dsarad.model.polygons import SuggestionSettings  # noqa: E402
 from labelme_dsarad.train.corrections import split_labels  # noqa: E402
-from labelme_dsarad.train.datasets import (  # noqa: E402
-    Sample,
-    ball_screw_retrain_halves,
-    default_mtd_root,
-    mtd_retrain_halves,
-)
+from labelme_dsarad.train.datasets import Sample  # noqa: E402
 from labelme_dsarad.train.evaluation import evaluate  # noqa: E402
 from labelme_dsarad.train.labels import read_label_folder  # noqa: E402
 from labelme_dsarad.train.retrain import RetrainConfig  # noqa: E402
@@ -51,13 +47,7 @@ def main() -> int:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
-    if args.dataset == "mtd":
-        root = args.root or default_mtd_root()
-        if root is None:
-            raise SystemExit("no Magnetic Tile data set: pass --root")
-        corrections, _ = mtd_retrain_halves(root)
-    else:
-        corrections, _ = ball_screw_retrain_halves(args.root or REPO.parent / "shared" / "datasets" / "ball_screw")
+    corrections, _, _ = halves(args)
     by_path = {sample.image_path.resolve(): sample for sample in corrections}
     defaults = RetrainConfig(product="sweep", labels_dir=str(args.labels), minutes=1)
     split = split_labels(read_label_folder(args.labels).images, defaults.holdout, defaults.calibration, defaults.seed)

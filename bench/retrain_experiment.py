@@ -220,8 +220,7 @@ def main() -> int:
         _, measurement, _ = halves(args)
         rows = [{"model": str(path), **measure(path, measurement, args.device)} for path in args.measure]
         print(f"\n{args.dataset}: {len(measurement)} measurement images\n")
-        print_table(["metric", *[row["model"] for row in rows]],
-                    [[title, *[_fmt(row.get(key)) for row in rows]] for key, title in REPORTED_METRICS])
+        print_metrics(rows)
         return 0
     started = time.monotonic()
     corrections, measurement, train_normals = halves(args)
@@ -282,13 +281,17 @@ def merge(args: argparse.Namespace) -> int:
 
 def write_curves(rows: list[dict], out: Path, dataset: str) -> None:
     """The table on the terminal, ``out/curves.csv`` and ``out/curves.png``."""
-    print_table(["metric", *[row["model"] for row in rows]],
-                [[title, *[_fmt(row.get(key)) for row in rows]] for key, title in REPORTED_METRICS])
+    print_metrics(rows)
     with (out / "curves.csv").open("w", newline="") as stream:
         writer = csv.DictWriter(stream, ["model", "minutes", "corrected_images", *CURVE_METRICS], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     plot(rows, out / "curves.png", dataset)
+
+
+def print_metrics(rows: list[dict]) -> None:
+    print_table(["metric", *[row["model"] for row in rows]],
+                [[title, *[_fmt(row.get(key)) for row in rows]] for key, title in REPORTED_METRICS])
 
 
 def plot(rows: list[dict], output: Path, dataset: str) -> None:

@@ -159,7 +159,8 @@ def _suggestion_labels(score_map: np.ndarray, threshold: float, opening: int, ex
     if opening > 0:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * opening + 1, 2 * opening + 1))
         opened = cv2.morphologyEx(binary, cv2.MORPH_OPEN, kernel)
-        binary, core = (opened, opened) if binary is core else (opened, core)
+        core = opened if binary is core else core
+        binary = opened
     labels, stats = _label_regions(binary)
     core_areas: np.ndarray
     if binary is core:
