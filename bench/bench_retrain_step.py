@@ -8,8 +8,9 @@ round (``_common.interleaved``):
 - ``student and U-Net, 8 images``: the earlier retraining step, which trained
   the student too (distilled toward a frozen copy of its starting encoder)
   on 8 whole images at the model's size;
-- ``U-Net only (today)``: ``retrain.Retrainer``'s step, 8 whole images with
-  the student frozen.
+- ``U-Net only, NCHW``: ``retrain.Retrainer``'s step, 8 whole images with
+  the student frozen, its U-Net in PyTorch's default memory layout;
+- ``U-Net only (today)``: the same step with the U-Net in channels-last.
 
 Then the parts of the earlier step, timed alone: the student's forward and
 backward pass, the anchor's forward pass, the U-Net's forward and backward
@@ -56,9 +57,13 @@ def main() -> None:
     size = base.info.architecture.input_size
     generator = torch.Generator().manual_seed(0)
 
+    normals, defects = examples(24, size, generator, defects=False), examples(24, size, generator, defects=True)
     retrainer = Retrainer(base, RetrainConfig(base.info.product, ".", steps=1), device, kinds=("kind",))
-    retrainer.set_data(examples(24, size, generator, defects=False), examples(24, size, generator, defects=True))
-    retrainer.training_mode()
+    nchw = Retrainer(base, RetrainConfig(base.info.product, ".", steps=1), device, kinds=("kind",))
+    nchw.network.segmentation.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    for each in (retrainer, nchw):
+        each.set_data(normals, defects)
+        each.training_mode()
 
     earlier = copy.deepcopy(base.network).float().train()
     anchor = copy.deepcopy(base.network.student.encoder).eval()
@@ -80,16 +85,17 @@ def main() -> None:
         earlier.segmentation(torch.cat([images, images], dim=1)).mean().backward()
 
     stderr(machine_line())
-    steps = interleaved({"earlier": lambda: earlier_training.step(earlier_batch), "today": retrainer.step},
-                        args.rounds, log=stderr)
+    steps = interleaved({"earlier": lambda: earlier_training.step(earlier_batch), "nchw": nchw.step,
+                         "today": retrainer.step}, args.rounds, log=stderr)
     parts = interleaved({"student": student_pass, "anchor": anchor_pass, "u_net": u_net_pass}, args.rounds, log=stderr)
-    earlier_seconds, today_seconds = median(steps["earlier"]), median(steps["today"])
-    rows = [
-        [f"student and U-Net, {EARLIER_BATCH} images of {size} px", f"{earlier_seconds:.3f}",
-         f"{EARLIER_BATCH / earlier_seconds:.1f} images", "1.00x"],
-        [f"U-Net only, {retrainer.config.batch_size} images of {size} px (today)", f"{today_seconds:.3f}",
-         f"{retrainer.config.batch_size / today_seconds:.1f} images", f"{earlier_seconds / today_seconds:.2f}x"],
-    ]
+    earlier_seconds = median(steps["earlier"])
+    batch = retrainer.config.batch_size
+    rows = [[f"student and U-Net, {EARLIER_BATCH} images of {size} px", f"{earlier_seconds:.3f}",
+             f"{EARLIER_BATCH / earlier_seconds:.1f} images", "1.00x"]]
+    for name, title in (("nchw", "U-Net only, NCHW layout"), ("today", "U-Net only, channels-last (today)")):
+        seconds = median(steps[name])
+        rows.append([f"{title}, {batch} images of {size} px", f"{seconds:.3f}", f"{batch / seconds:.1f} images",
+                     f"{earlier_seconds / seconds:.2f}x"])
     print(f"\n{args.threads} thread(s), {base.name}\n")
     print_table(["retraining step", "seconds", "per second", "steps per minute vs earlier"], rows)
     print("\nparts of the earlier step:")

@@ -5,11 +5,11 @@
 
 Measured on images that neither a retrain from ``--labels`` (a folder
 ``bench/retrain_experiment.py`` wrote) trained on nor the experiments report
-on: that retrain's held-out and calibration part (``split_labels`` with the
-retrain's defaults), which holds corrections-half defects and reviewed
-train-split normals. The same images serve for the base model, which never saw
-a correction. Each image is predicted once; the settings differ only in
-``extend_to``, at the model's own threshold.
+on: that retrain's calibration part (``split_labels`` as the experiment
+calls it, with no holdout), which holds corrections-half defects and
+reviewed train-split normals. The same images serve for the base model,
+which never saw a correction. Each image is predicted once; the settings
+differ only in ``extend_to``, at the model's own threshold.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 from _common import machine_line, print_table  # noqa: E402
-from retrain_experiment import halves  # noqa: E402
+from retrain_experiment import RETRAIN_HOLDOUT, halves  # noqa: E402
 
 from labelme_dsarad.model.inference import Prediction, Predictor  # noqa: E402
 from labelme_dsarad.model.polygons import SuggestionSettings  # noqa: E402
@@ -50,9 +50,9 @@ def main() -> int:
     corrections, _, _ = halves(args)
     by_path = {sample.image_path.resolve(): sample for sample in corrections}
     defaults = RetrainConfig(product="sweep", labels_dir=str(args.labels), minutes=1)
-    split = split_labels(read_label_folder(args.labels).images, defaults.holdout, defaults.calibration, defaults.seed)
+    split = split_labels(read_label_folder(args.labels).images, RETRAIN_HOLDOUT, defaults.calibration, defaults.seed)
     samples = [by_path[item.image_path.resolve()] if item.is_defect else Sample(item.image_path, None, "good", False)
-               for item in split.holdout + split.calibration]
+               for item in split.calibration]
     predictor = Predictor(args.model, device=args.device)
     predictions = [predictor.predict(sample.read_image()) for sample in samples]
     rows = []

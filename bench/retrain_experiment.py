@@ -80,6 +80,8 @@ from labelme_dsarad.train.stats import suggestion_stats  # noqa: E402
 # A person's outline follows the defect closely: half-pixel simplification,
 # and every region kept, however small.
 LABEL_TOLERANCE = 0.5
+# Every correction teaches or calibrates: the measurement half is the holdout.
+RETRAIN_HOLDOUT = 0.0
 REVIEW_ACCEPT_IOU = 0.1  # the simulated reviewer accepts a suggestion this much on a labelled defect
 CURVE_METRICS = ("image_auroc", "pixel_auroc", "defect_best_iou", "defects_touched", "false_suggestions_per_normal",
                  "kind_accuracy")
@@ -204,7 +206,7 @@ def retrained(args: argparse.Namespace, base, corrections: list[Sample], normals
     shutil.copyfile(args.base, store_root / product / "v1.safetensors")
     ModelStore(store_root).set_current(product, 1)
     result = retrain(RetrainConfig(product=product, labels_dir=str(labels_dir), store_root=str(store_root),
-                                   minutes=minutes, holdout=0.0, device=args.device, seed=args.seed,
+                                   minutes=minutes, holdout=RETRAIN_HOLDOUT, device=args.device, seed=args.seed,
                                    learning_rate=args.learning_rate, real_share=args.real_share,
                                    synthetic_share=args.synthetic_share),
                      TerminalProgress())

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from labelme_dsarad.cli import main
-from labelme_dsarad.model.model_file import file_sha256, load_model
+from labelme_dsarad.model.model_file import file_sha256, load_model, save_model
 from labelme_dsarad.model.scoring import ScoreNormaliser
 from labelme_dsarad.model.store import ModelStore
 from labelme_dsarad.train.calibration import f1_thresholds, false_suggestions, suggestion_floor
@@ -132,6 +132,23 @@ def test_batches_are_whole_images_with_the_real_defects_their_masks_and_kinds(tm
     assert batch.masks[0:2].any()  # a synthetic anomaly in every synthetic image
 
 
+@pytest.mark.parametrize("batch_size", [2, 3, 4, 8, 16])
+def test_a_batch_of_the_default_recipe_holds_as_many_images_as_asked_and_real_defects(tmp_path, batch_size):
+    base = load_model(make_tiny_model(tmp_path / "base.safetensors", input_size=32))
+    retrainer = Retrainer(base, RetrainConfig("widget", str(tmp_path), steps=1, batch_size=batch_size),
+                          torch.device("cpu"))
+    masks = torch.zeros(3, 1, 32, 32)
+    masks[:, :, 8:12, 8:12] = 1.0
+    retrainer.set_data(Examples(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), torch.zeros(2, 1, 32, 32),
+                                torch.zeros(2, 1, 32, 32), torch.full((2, 1, 32, 32), -1), np.full((2, 2), 32)),
+                       Examples(torch.full((3, 3, 32, 32), 255, dtype=torch.uint8), masks, torch.zeros_like(masks),
+                                torch.full((3, 1, 32, 32), -1), np.full((3, 2), 32)))
+    batch = retrainer.batches()
+    assert len(batch.inputs) == batch_size
+    real = (batch.inputs == 1.0).all(dim=(1, 2, 3))  # the white real images, wherever the flips put them
+    assert 1 <= int(real.sum()) <= batch_size - 1
+
+
 def test_retraining_leaves_the_student_as_it_was_and_the_u_net_learns(tmp_path):
     base = load_model(make_tiny_model(tmp_path / "base.safetensors", input_size=64))
     retrainer = Retrainer(base, RetrainConfig("widget", str(tmp_path), steps=3, batch_size=4, learning_rate=1e-2),
@@ -153,6 +170,27 @@ def test_retraining_leaves_the_student_as_it_was_and_the_u_net_learns(tmp_path):
         assert torch.equal(value, student_before[name]), name  # weights and BatchNorm statistics alike
     assert any(not torch.equal(value, u_net_before[name])
                for name, value in retrainer.network.segmentation.state_dict().items())
+
+
+def test_the_u_net_trained_in_channels_last_is_saved_and_loaded_as_it_was(tmp_path):
+    base = load_model(make_tiny_model(tmp_path / "base.safetensors", input_size=64))
+    retrainer = Retrainer(base, RetrainConfig("widget", str(tmp_path), steps=2, batch_size=4), torch.device("cpu"))
+    noise = torch.Generator().manual_seed(1)
+    masks = torch.zeros(2, 1, 64, 64)
+    masks[:, :, 20:30, 20:30] = 1.0
+    retrainer.set_data(Examples(torch.randint(0, 256, (2, 3, 64, 64), generator=noise, dtype=torch.uint8),
+                                torch.zeros(2, 1, 64, 64), torch.zeros(2, 1, 64, 64), torch.full((2, 1, 64, 64), -1),
+                                np.full((2, 2), 64)),
+                       Examples(torch.randint(0, 256, (2, 3, 64, 64), generator=noise, dtype=torch.uint8), masks,
+                                torch.zeros_like(masks), torch.full((2, 1, 64, 64), -1), np.full((2, 2), 64)))
+    retrainer.train(Budget(steps=2), lambda event: None)
+    trained = retrainer.training.result().eval()
+    save_model(tmp_path / "new.safetensors", trained, base.info, storage="fp32")
+    loaded = load_model(tmp_path / "new.safetensors").network.eval()
+    images = torch.rand(2, 3, 64, 64, generator=noise)
+    with torch.no_grad():
+        for ours, theirs in zip(trained(images), loaded(images)):
+            torch.testing.assert_close(theirs, ours)
 
 
 def test_thresholds_separate_defects_from_normals_at_the_best_f1():
