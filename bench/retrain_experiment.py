@@ -102,6 +102,7 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--learning-rate", type=float, default=RetrainConfig.learning_rate)
     parser.add_argument("--real-share", type=float, default=RetrainConfig.real_share)
     parser.add_argument("--synthetic-share", type=float, default=RetrainConfig.synthetic_share)
+    parser.add_argument("--batch-size", type=int, default=RetrainConfig.batch_size)
     parser.add_argument("--limit", type=int, help="smoke test only: at most this many measurement images per kind")
     parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
                         help="retrain nothing: one table and plot in --out from these runs' retrain_experiment.json "
@@ -208,7 +209,7 @@ def retrained(args: argparse.Namespace, base, corrections: list[Sample], normals
     result = retrain(RetrainConfig(product=product, labels_dir=str(labels_dir), store_root=str(store_root),
                                    minutes=minutes, holdout=RETRAIN_HOLDOUT, device=args.device, seed=args.seed,
                                    learning_rate=args.learning_rate, real_share=args.real_share,
-                                   synthetic_share=args.synthetic_share),
+                                   synthetic_share=args.synthetic_share, batch_size=args.batch_size),
                      TerminalProgress())
     return result.path, {"corrections": len(chosen) - len(left_out), "left_out_empty": left_out,
                          "steps": load_model(result.path).info.training["steps"], "seconds": result.seconds}
