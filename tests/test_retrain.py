@@ -61,6 +61,13 @@ def labelled(name: str, defect: bool, pending: bool = False) -> LabelledImage:
     return LabelledImage(Path(f"{name}.json"), Path(f"{name}.png"), [shape] if defect else [], [shape] if pending else [])
 
 
+def noise_examples(count: int, generator: torch.Generator, masks: torch.Tensor | None = None) -> Examples:
+    """``count`` random 64 x 64 images, defects where ``masks`` says (none without), no kinds."""
+    masks = torch.zeros(count, 1, 64, 64) if masks is None else masks
+    return Examples(torch.randint(0, 256, (count, 3, 64, 64), generator=generator, dtype=torch.uint8), masks,
+                    torch.zeros_like(masks), torch.full((count, 1, 64, 64), -1), np.full((count, 2), 64))
+
+
 def test_a_zero_batch_is_refused_before_retraining():
     with pytest.raises(ValueError, match=r"^batch size must be 1 or more, got 0$"):
         RetrainConfig("widget", "labels", steps=1, batch_size=0)
@@ -156,11 +163,7 @@ def test_retraining_leaves_the_student_as_it_was_and_the_u_net_learns(tmp_path):
     masks = torch.zeros(2, 1, 64, 64)
     masks[:, :, 10:20, 10:20] = 1.0
     noise = torch.Generator().manual_seed(0)
-    retrainer.set_data(Examples(torch.randint(0, 256, (3, 3, 64, 64), generator=noise, dtype=torch.uint8),
-                                torch.zeros(3, 1, 64, 64), torch.zeros(3, 1, 64, 64), torch.full((3, 1, 64, 64), -1),
-                                np.full((3, 2), 64)),
-                       Examples(torch.randint(0, 256, (2, 3, 64, 64), generator=noise, dtype=torch.uint8), masks,
-                                torch.zeros_like(masks), torch.full((2, 1, 64, 64), -1), np.full((2, 2), 64)))
+    retrainer.set_data(noise_examples(3, noise), noise_examples(2, noise, masks))
     student_before = {name: value.clone() for name, value in retrainer.network.student.state_dict().items()}
     u_net_before = {name: value.clone() for name, value in retrainer.network.segmentation.state_dict().items()}
     history = retrainer.train(Budget(steps=3), lambda event: None)
@@ -178,11 +181,7 @@ def test_the_u_net_trained_in_channels_last_is_saved_and_loaded_as_it_was(tmp_pa
     noise = torch.Generator().manual_seed(1)
     masks = torch.zeros(2, 1, 64, 64)
     masks[:, :, 20:30, 20:30] = 1.0
-    retrainer.set_data(Examples(torch.randint(0, 256, (2, 3, 64, 64), generator=noise, dtype=torch.uint8),
-                                torch.zeros(2, 1, 64, 64), torch.zeros(2, 1, 64, 64), torch.full((2, 1, 64, 64), -1),
-                                np.full((2, 2), 64)),
-                       Examples(torch.randint(0, 256, (2, 3, 64, 64), generator=noise, dtype=torch.uint8), masks,
-                                torch.zeros_like(masks), torch.full((2, 1, 64, 64), -1), np.full((2, 2), 64)))
+    retrainer.set_data(noise_examples(2, noise), noise_examples(2, noise, masks))
     retrainer.train(Budget(steps=2), lambda event: None)
     trained = retrainer.training.result().eval()
     save_model(tmp_path / "new.safetensors", trained, base.info, storage="fp32")

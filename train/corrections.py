@@ -169,8 +169,7 @@ class CorrectionBatches:
         self.defect_reconstructions = reconstruct(student, self.defects.images)
         self.synthetic_count = max(round(batch_size * synthetic_share), 1)
         # Never more than the batch holds: 7/8 of 4 rounds to 4, and the synthetic image comes first.
-        self.real_count = max(min(round(batch_size * real_share), batch_size - self.synthetic_count), 0) \
-            if len(defects) else 0
+        self.real_count = min(round(batch_size * real_share), batch_size - self.synthetic_count) if len(defects) else 0
         self.normal_count = max(batch_size - self.real_count - self.synthetic_count, 0)
         self.generator = generator
         self.device = device
