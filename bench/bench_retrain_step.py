@@ -1,16 +1,23 @@
-"""Where a retraining step's time goes: today's step (frozen student, U-Net only) against the earlier one.
+"""Where a retraining step's time goes: today's step (frozen student, U-Net only) against the earlier ones.
 
     .venv/bin/python bench/bench_retrain_step.py [--model FILE] [--rounds 5] [--threads 1]
 
-Both run in this process on the same random data, in turn, round after
-round (``_common.interleaved``):
+All run in this process on the same random data, in turn, round after round
+(``_common.interleaved``); each U-Net-only call takes ``SYNTHETIC_POOL``
+steps, so that the pool of synthetic images is made once per call, as in a
+real run:
 
 - ``student and U-Net, 8 images``: the earlier retraining step, which trained
   the student too (distilled toward a frozen copy of its starting encoder)
   on 8 whole images at the model's size;
 - ``U-Net only, NCHW``: ``retrain.Retrainer``'s step, 8 whole images with
-  the student frozen, its U-Net in PyTorch's default memory layout;
-- ``U-Net only (today)``: the same step with the U-Net in channels-last.
+  the student frozen, its U-Net in PyTorch's default memory layout, in full
+  precision, the synthetic image of each step made and reconstructed alone;
+- ``channels-last``: the same with the U-Net in channels-last;
+- ``+ synthetic images pooled``: made and reconstructed ``SYNTHETIC_POOL``
+  steps' worth at a time;
+- ``+ bf16 autocast (today)``: ``engine.autocast_for``: bf16 on CPUs with AMX
+  bf16 units; elsewhere it is full precision, and this row equals the one above.
 
 Then the parts of the earlier step, timed alone: the student's forward and
 backward pass, the anchor's forward pass, the U-Net's forward and backward
@@ -29,8 +36,8 @@ from _common import interleaved, machine_line, median, print_table, stderr
 
 from labelme_dsarad.model.model_file import load_model
 from labelme_dsarad.resources import DEFAULT_MODEL
-from labelme_dsarad.train.corrections import Examples
-from labelme_dsarad.train.engine import StudentTraining, TrainingBatch, autocast_for
+from labelme_dsarad.train.corrections import SYNTHETIC_POOL, Examples
+from labelme_dsarad.train.engine import StudentTraining, TrainingBatch
 from labelme_dsarad.train.retrain import RetrainConfig, Retrainer
 
 EARLIER_BATCH = 8
@@ -58,17 +65,27 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
 
     normals, defects = examples(24, size, generator, defects=False), examples(24, size, generator, defects=True)
-    retrainer = Retrainer(base, RetrainConfig(base.info.product, ".", steps=1), device, kinds=("kind",))
-    nchw = Retrainer(base, RetrainConfig(base.info.product, ".", steps=1), device, kinds=("kind",))
-    nchw.network.segmentation.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
-    for each in (retrainer, nchw):
-        each.set_data(normals, defects)
-        each.training_mode()
+    def full_precision():
+        return torch.autocast("cpu", enabled=False)
+
+    variants = {}
+    for name, layout, pooled, autocast in (("nchw", torch.contiguous_format, False, full_precision),
+                                           ("channels_last", torch.channels_last, False, full_precision),
+                                           ("pooled", torch.channels_last, True, full_precision),
+                                           ("today", torch.channels_last, True, None)):
+        retrainer = Retrainer(base, RetrainConfig(base.info.product, ".", steps=1), device, kinds=("kind",))
+        retrainer.network.segmentation.to(memory_format=layout)  # type: ignore[call-overload]
+        if autocast is not None:
+            retrainer.training = StudentTraining(retrainer.network, None, retrainer.optimizer, autocast)
+        retrainer.set_data(normals, defects)
+        retrainer.batches.pool_steps = SYNTHETIC_POOL if pooled else 1
+        retrainer.training_mode()
+        variants[name] = retrainer
 
     earlier = copy.deepcopy(base.network).float().train()
     anchor = copy.deepcopy(base.network.student.encoder).eval()
     optimizer = torch.optim.Adam([*earlier.student.parameters(), *earlier.segmentation.parameters()], lr=1e-4)
-    earlier_training = StudentTraining(earlier, anchor, optimizer, autocast_for(device))
+    earlier_training = StudentTraining(earlier, anchor, optimizer, full_precision)
     images = torch.rand(EARLIER_BATCH, 3, size, size, generator=generator)
     masks = (torch.rand(EARLIER_BATCH, 1, size, size, generator=generator) > 0.99).float()
     earlier_batch = TrainingBatch(inputs=images, masks=masks, clean=images[: EARLIER_BATCH * 3 // 4])
@@ -84,19 +101,25 @@ def main() -> None:
     def u_net_pass() -> None:
         earlier.segmentation(torch.cat([images, images], dim=1)).mean().backward()
 
+    def pool_of_steps(retrainer: Retrainer):
+        return lambda: [retrainer.step() for _ in range(SYNTHETIC_POOL)]
+
     stderr(machine_line())
-    steps = interleaved({"earlier": lambda: earlier_training.step(earlier_batch), "nchw": nchw.step,
-                         "today": retrainer.step}, args.rounds, log=stderr)
+    steps = interleaved({"earlier": lambda: earlier_training.step(earlier_batch),
+                         **{name: pool_of_steps(retrainer) for name, retrainer in variants.items()}},
+                        args.rounds, log=stderr)
     parts = interleaved({"student": student_pass, "anchor": anchor_pass, "u_net": u_net_pass}, args.rounds, log=stderr)
     earlier_seconds = median(steps["earlier"])
-    batch = retrainer.config.batch_size
+    batch = variants["today"].config.batch_size
     rows = [[f"student and U-Net, {EARLIER_BATCH} images of {size} px", f"{earlier_seconds:.3f}",
              f"{EARLIER_BATCH / earlier_seconds:.1f} images", "1.00x"]]
-    for name, title in (("nchw", "U-Net only, NCHW layout"), ("today", "U-Net only, channels-last (today)")):
-        seconds = median(steps[name])
-        rows.append([f"{title}, {batch} images of {size} px", f"{seconds:.3f}", f"{batch / seconds:.1f} images",
-                     f"{earlier_seconds / seconds:.2f}x"])
-    print(f"\n{args.threads} thread(s), {base.name}\n")
+    for name, title in (("nchw", f"U-Net only, {batch} images of {size} px, NCHW"),
+                        ("channels_last", "channels-last"), ("pooled", "+ synthetic images pooled"),
+                        ("today", "+ bf16 autocast where AMX (today)")):
+        seconds = median(steps[name]) / SYNTHETIC_POOL
+        rows.append([title, f"{seconds:.3f}", f"{batch / seconds:.1f} images", f"{earlier_seconds / seconds:.2f}x"])
+    bf16 = "bf16 autocast" if torch.cpu.get_capabilities().get("amx_bf16", False) else "no AMX bf16: full precision"
+    print(f"\n{args.threads} thread(s), {base.name}, today: {bf16}\n")
     print_table(["retraining step", "seconds", "per second", "steps per minute vs earlier"], rows)
     print("\nparts of the earlier step:")
     print_table(["part", "seconds", "share of the step"],

@@ -16,7 +16,7 @@ from labelme_dsarad.model.model_file import file_sha256, load_model, save_model
 from labelme_dsarad.model.scoring import ScoreNormaliser
 from labelme_dsarad.model.store import ModelStore
 from labelme_dsarad.train.calibration import f1_thresholds, false_suggestions, suggestion_floor
-from labelme_dsarad.train.corrections import REAL_DEFECT_WEIGHT, Examples, split_labels
+from labelme_dsarad.train.corrections import REAL_DEFECT_WEIGHT, SYNTHETIC_POOL, Examples, reconstruct, split_labels
 from labelme_dsarad.train.engine import Budget
 from labelme_dsarad.train.labels import LabelledImage
 from labelme_dsarad.train.losses import focal_loss, kind_loss
@@ -154,6 +154,27 @@ def test_a_batch_of_the_default_recipe_holds_as_many_images_as_asked_and_real_de
     assert len(batch.inputs) == batch_size
     real = (batch.inputs == 1.0).all(dim=(1, 2, 3))  # the white real images, wherever the flips put them
     assert 1 <= int(real.sum()) <= batch_size - 1
+
+
+def test_synthetic_images_are_made_a_pool_at_a_time_each_used_once_with_their_own_reconstructions(tmp_path):
+    base = load_model(make_tiny_model(tmp_path / "base.safetensors", input_size=64))
+    retrainer = Retrainer(base, RetrainConfig("widget", str(tmp_path), steps=1, batch_size=8), torch.device("cpu"))
+    noise = torch.Generator().manual_seed(0)
+    masks = torch.zeros(1, 1, 64, 64)
+    masks[:, :, 10:20, 10:20] = 1.0
+    retrainer.set_data(noise_examples(4, noise), noise_examples(1, noise, masks))
+    batches = retrainer.batches
+    drawn = [batches.synthetic() for _ in range(SYNTHETIC_POOL + 1)]
+    images = torch.cat([images for images, *_ in drawn])
+    pool_images = torch.cat([images for images, *_ in drawn[:SYNTHETIC_POOL]])
+    # A new pool after SYNTHETIC_POOL steps; within one, no image comes twice.
+    assert batches.synthetic_used == batches.synthetic_count
+    assert len({image.numpy().tobytes() for image in pool_images}) == len(pool_images) == SYNTHETIC_POOL
+    assert not any(torch.equal(images[-1], image) for image in pool_images)
+    # Each image comes with its own reconstruction and a synthetic anomaly.
+    assert torch.allclose(torch.cat([recon for _, recon, *_ in drawn]), reconstruct(batches.student, images),
+                          atol=1e-5)
+    assert all(masks.any() for _, _, masks, *_ in drawn)
 
 
 def test_retraining_leaves_the_student_as_it_was_and_the_u_net_learns(tmp_path):

@@ -30,6 +30,8 @@ from .synthesis import synthesise
 MASK_COVERAGE = 0.25
 # How much more a pixel of a real defect counts in the loss than any other.
 REAL_DEFECT_WEIGHT = 4.0
+# Steps' worth of synthetic images made at once (``CorrectionBatches.synthetic``).
+SYNTHETIC_POOL = 16
 
 
 @dataclass
@@ -174,6 +176,9 @@ class CorrectionBatches:
         self.generator = generator
         self.device = device
         self.sources = AnomalySources(self.normals.shape[-1], None, self.normals)
+        self.pool_steps = SYNTHETIC_POOL
+        self.synthetic_pool: list[torch.Tensor] = []  # images, reconstructions, masks
+        self.synthetic_used = 0
 
     def _draw(self, pool: torch.Tensor, count: int) -> torch.Tensor:
         return torch.randint(0, len(pool), (count,), generator=self.generator, device=self.device)
@@ -187,12 +192,20 @@ class CorrectionBatches:
                              reconstructions=reconstructions, dice=True)
 
     def synthetic(self) -> tuple[torch.Tensor, ...]:
-        normal = self.normals[self._draw(self.normals, self.synthetic_count)].float() / 255.0
-        drawn = self.sources.sample(self.synthetic_count, self.generator, self.device)
-        made = synthesise(normal, drawn, self.generator, self.sources.chroma, anomaly_probability=1.0)
-        masks = made.mask
-        return (made.augmented, reconstruct(self.student, made.augmented), masks, torch.ones_like(masks),
-                torch.full_like(masks, -1, dtype=torch.long))
+        """``synthetic_count`` images with a synthetic anomaly, each used once, from a pool made for
+        ``pool_steps`` steps at a time: the student reconstructs many images in one pass far faster
+        per image than one at a time."""
+        if self.synthetic_used + self.synthetic_count > len(self.synthetic_pool[0] if self.synthetic_pool else ()):
+            count = self.synthetic_count * self.pool_steps
+            normal = self.normals[self._draw(self.normals, count)].float() / 255.0
+            drawn = self.sources.sample(count, self.generator, self.device)
+            made = synthesise(normal, drawn, self.generator, self.sources.chroma, anomaly_probability=1.0)
+            self.synthetic_pool = [made.augmented, reconstruct(self.student, made.augmented), made.mask]
+            self.synthetic_used = 0
+        images, reconstructions, masks = (part[self.synthetic_used : self.synthetic_used + self.synthetic_count]
+                                          for part in self.synthetic_pool)
+        self.synthetic_used += self.synthetic_count
+        return (images, reconstructions, masks, torch.ones_like(masks), torch.full_like(masks, -1, dtype=torch.long))
 
     def normal(self) -> tuple[torch.Tensor, ...]:
         index = self._draw(self.normals, self.normal_count)
