@@ -16,8 +16,9 @@ real run:
 - ``channels-last``: the same with the U-Net in channels-last;
 - ``+ synthetic images pooled``: made and reconstructed ``SYNTHETIC_POOL``
   steps' worth at a time;
-- ``+ bf16 autocast (today)``: ``engine.autocast_for``: bf16 on CPUs with AMX
-  bf16 units; elsewhere it is full precision, and this row equals the one above.
+- ``+ bf16 autocast (today)``: ``engine.autocast_for``: bf16 on CPUs with bf16
+  units (AMX or AVX-512 BF16); elsewhere it is full precision, and this row
+  equals the one above.
 
 Then the parts of the earlier step, timed alone: the student's forward and
 backward pass, the anchor's forward pass, the U-Net's forward and backward
@@ -37,7 +38,7 @@ from _common import interleaved, machine_line, median, print_table, stderr
 from labelme_dsarad.model.model_file import load_model
 from labelme_dsarad.resources import DEFAULT_MODEL
 from labelme_dsarad.train.corrections import SYNTHETIC_POOL, Examples
-from labelme_dsarad.train.engine import StudentTraining, TrainingBatch
+from labelme_dsarad.train.engine import StudentTraining, TrainingBatch, has_bf16_units
 from labelme_dsarad.train.retrain import RetrainConfig, Retrainer
 
 EARLIER_BATCH = 8
@@ -115,10 +116,10 @@ def main() -> None:
              f"{EARLIER_BATCH / earlier_seconds:.1f} images", "1.00x"]]
     for name, title in (("nchw", f"U-Net only, {batch} images of {size} px, NCHW"),
                         ("channels_last", "channels-last"), ("pooled", "+ synthetic images pooled"),
-                        ("today", "+ bf16 autocast where AMX (today)")):
+                        ("today", "+ bf16 autocast where the CPU has bf16 units (today)")):
         seconds = median(steps[name]) / SYNTHETIC_POOL
         rows.append([title, f"{seconds:.3f}", f"{batch / seconds:.1f} images", f"{earlier_seconds / seconds:.2f}x"])
-    bf16 = "bf16 autocast" if torch.cpu.get_capabilities().get("amx_bf16", False) else "no AMX bf16: full precision"
+    bf16 = "bf16 autocast" if has_bf16_units() else "no bf16 units: full precision"
     print(f"\n{args.threads} thread(s), {base.name}, today: {bf16}\n")
     print_table(["retraining step", "seconds", "per second", "steps per minute vs earlier"], rows)
     print("\nparts of the earlier step:")

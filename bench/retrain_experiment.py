@@ -23,7 +23,8 @@
    false suggestions per normal image, kind right).
 5. ``--review``: play the reviewer on the measurement images for the base and
    for the first retrained model: ``dsarad predict``, then accept every
-   suggestion that overlaps a labelled defect (IoU 0.1 or more), reject the
+   suggestion that overlaps a labelled defect (IoU 0.1 or more with one
+   connected region of the mask, as the suggestion metrics count), reject the
    rest, tick ``ok``; ``dsarad stats`` counts what happened.
 
 Nothing of the measurement set is trained or tuned on. Writes
@@ -31,7 +32,8 @@ Nothing of the measurement set is trained or tuned on. Writes
 ``--merge A/retrain_experiment.json B/retrain_experiment.json --out C`` draws
 the curves of runs made apart (say, the 30-minute budget in another session)
 as one, retraining nothing; ``--measure MODEL...`` measures saved models again
-(after a change to how suggestions are drawn, say).
+(after a change to how suggestions are drawn, say; with ``--review``, it plays
+the reviewer on each too).
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ from labelme_dsarad.train.metric_names import REPORTED_METRICS  # noqa: E402
 from labelme_dsarad.train.progress import TerminalProgress  # noqa: E402
 from labelme_dsarad.train.retrain import RetrainConfig, retrain  # noqa: E402
 from labelme_dsarad.train.stats import suggestion_stats  # noqa: E402
+from labelme_dsarad.train.suggestion_metrics import defect_overlaps, labelled_defects  # noqa: E402
 
 # A person's outline follows the defect closely: half-pixel simplification,
 # and every region kept, however small.
@@ -179,20 +182,26 @@ def simulated_review(model: Path, samples: list[Sample], folder: Path, device: s
         path = folder / f"{sample.image_path.stem}.json"
         data = load_label_file(path)
         truth = sample.mask(data["imageHeight"], data["imageWidth"])
+        defects, areas = labelled_defects(truth)
         kept = []
         for shape in data["shapes"]:
             if not is_pending_suggestion(shape):
                 kept.append(shape)
                 continue
-            area = rasterise_shapes([shape], *truth.shape)
-            iou = int(np.count_nonzero(area & truth)) / max(int(np.count_nonzero(area | truth)), 1)
-            if iou >= REVIEW_ACCEPT_IOU:
+            _, ious = defect_overlaps(rasterise_shapes([shape], *truth.shape), defects, areas)
+            if ious.max() >= REVIEW_ACCEPT_IOU:
                 set_state(shape, "accepted")
                 kept.append(shape)  # a rejected one is deleted, as LabelMe does
         data["shapes"], data["flags"] = kept, {"ok": True}
         write_label_file(path, data)
     groups, _ = suggestion_stats(folder)
     return next(iter(groups.values()), {})
+
+
+def print_review(names: list[str], reviews: list[dict]) -> None:
+    print("\nsimulated review (dsarad stats):")
+    print_table(["", *names], [[key, *(_fmt(review.get(key)) for review in reviews)]
+                               for key in ("suggestions", "accepted_unchanged", "rejected", "missed")])
 
 
 def retrained(args: argparse.Namespace, base, corrections: list[Sample], normals: list[Path], minutes: float,
@@ -224,6 +233,10 @@ def main() -> int:
         rows = [{"model": str(path), **measure(path, measurement, args.device)} for path in args.measure]
         print(f"\n{args.dataset}: {len(measurement)} measurement images\n")
         print_metrics(rows)
+        if args.review:
+            reviews = [simulated_review(path, measurement, args.out / f"review_{index}", args.device)
+                       for index, path in enumerate(args.measure)]
+            print_review([path.name for path in args.measure], reviews)
         return 0
     started = time.monotonic()
     corrections, measurement, train_normals = halves(args)
@@ -257,9 +270,7 @@ def main() -> int:
     print(f"\n{args.dataset}: {len(measurement)} measurement images; base {args.base.name}\n")
     write_curves(rows, args.out, args.dataset)
     if review:
-        print("\nsimulated review (dsarad stats):")
-        print_table(["", "before", "after"], [[key, _fmt(review["before"].get(key)), _fmt(review["after"].get(key))]
-                                             for key in ("suggestions", "accepted_unchanged", "rejected", "missed")])
+        print_review(list(review), list(review.values()))
     (args.out / "retrain_experiment.json").write_text(json.dumps({
         "command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine_line(),
         "base": {"path": str(args.base), "sha256": file_sha256(args.base), "training": base.info.training},

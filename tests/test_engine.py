@@ -109,3 +109,16 @@ def test_the_dice_term_counts_a_small_defect_as_much_as_a_large_one():
     ignored = torch.ones_like(masks)
     ignored[1] = 0  # nobody labelled the second image's pixels: its miss costs nothing
     assert float(dice_loss(missed_small, masks, weight=ignored)) < 0.01
+
+
+@pytest.mark.parametrize("capabilities, expected", [
+    ({"amx_bf16": True, "avx512_bf16": True}, torch.bfloat16),  # Intel Xeon since Sapphire Rapids
+    ({"amx_bf16": False, "avx512_bf16": True}, torch.bfloat16),  # AMD EPYC since Zen 4
+    ({"amx_bf16": False, "avx512_bf16": False}, None),  # AVX2 only: bf16 would be emulated, slower
+])
+def test_cpu_training_runs_in_bf16_only_where_the_cpu_has_bf16_units(monkeypatch, capabilities, expected):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: capabilities)
+    layer = torch.nn.Linear(4, 4)
+    with engine.autocast_for(torch.device("cpu"))():
+        output = layer(torch.ones(1, 4))
+    assert output.dtype == (expected or torch.float32)

@@ -135,13 +135,18 @@ class StudentTraining:
         return averaged
 
 
+def has_bf16_units() -> bool:
+    capabilities = torch.cpu.get_capabilities()
+    return bool(capabilities.get("amx_bf16") or capabilities.get("avx512_bf16"))
+
+
 def autocast_for(device: torch.device) -> Callable[[], AbstractContextManager]:
-    """bf16 autocast on CUDA and on CPUs with AMX bf16 units (Intel Xeon since Sapphire Rapids:
-    a retraining step's U-Net passes take half the time, bench/bench_retrain_step.py); full
-    precision elsewhere, where bf16 has no fast path."""
+    """bf16 autocast on CUDA and on CPUs with bf16 units: AMX (Intel Xeon since Sapphire Rapids)
+    or AVX-512 BF16 (AMD EPYC since Zen 4); a retraining step's U-Net passes take about half the
+    time there (bench/bench_retrain_step.py). Full precision elsewhere, where bf16 has no fast path."""
     if device.type == "cuda":
         return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
-    if device.type == "cpu" and torch.cpu.get_capabilities().get("amx_bf16", False):
+    if device.type == "cpu" and has_bf16_units():
         return lambda: torch.autocast("cpu", dtype=torch.bfloat16)
     return lambda: torch.autocast("cpu", enabled=False)
 

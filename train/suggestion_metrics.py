@@ -76,16 +76,13 @@ class SuggestionTally:
             self.suggestions_on_normals += len(regions)
             self.false_suggestions += len(regions)
             return
-        count, labels = cv2.connectedComponents(truth.astype(np.uint8), connectivity=8)
-        areas = np.bincount(labels.ravel(), minlength=count)
-        best = np.zeros(count)
+        labels, areas = labelled_defects(truth)
+        best = np.zeros(len(areas))
         union = np.zeros_like(truth)
         for index, region in enumerate(regions):
             suggested = rasterise_shapes([{"points": region.points}], height, width)
             union |= suggested
-            overlaps = np.bincount(labels[suggested], minlength=count)
-            overlaps[0] = 0  # background
-            ious = overlaps / np.maximum(areas + int(np.count_nonzero(suggested)) - overlaps, 1)
+            overlaps, ious = defect_overlaps(suggested, labels, areas)
             best = np.maximum(best, ious)
             if not overlaps.any():
                 self.false_suggestions += 1
@@ -119,6 +116,20 @@ class SuggestionTally:
             "kind_accuracy": self.kinds_right / self.kinds_named if self.kinds_named else None,
             "labelled_defects": defects,
         }
+
+
+def labelled_defects(truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each pixel's labelled defect (0: none; 8-connected regions of the mask) and each one's area."""
+    count, labels = cv2.connectedComponents(truth.astype(np.uint8), connectivity=8)
+    return labels, np.bincount(labels.ravel(), minlength=count)
+
+
+def defect_overlaps(suggested: np.ndarray, labels: np.ndarray, areas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A suggestion's (bool mask) overlap in pixels with each labelled defect, and its IoU with
+    each; index 0, the background, is zero in both."""
+    overlaps = np.bincount(labels[suggested], minlength=len(areas))
+    overlaps[0] = 0
+    return overlaps, overlaps / np.maximum(areas + int(np.count_nonzero(suggested)) - overlaps, 1)
 
 
 def _f1(true_positive: int, false_positive: int, positives: int) -> float | None:
