@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from labelme_dsarad.cli import main
-from labelme_dsarad.model.model_file import file_sha256, load_model, save_model
+from labelme_dsarad.model.model_file import LoadedModel, file_sha256, load_model, save_model
 from labelme_dsarad.model.scoring import ScoreNormaliser
 from labelme_dsarad.model.store import ModelStore
 from labelme_dsarad.train.calibration import f1_thresholds, false_suggestions, suggestion_floor
@@ -66,6 +66,18 @@ def noise_examples(count: int, generator: torch.Generator, masks: torch.Tensor |
     masks = torch.zeros(count, 1, 64, 64) if masks is None else masks
     return Examples(torch.randint(0, 256, (count, 3, 64, 64), generator=generator, dtype=torch.uint8), masks,
                     torch.zeros_like(masks), torch.full((count, 1, 64, 64), -1), np.full((count, 2), 64))
+
+
+def noise_retrainer(tmp_path: Path, normals: int, defects: int, seed: int, **config) -> tuple[LoadedModel, Retrainer]:
+    """A tiny 64 px base and a retrainer set on ``normals`` noise images and ``defects`` noise
+    images with a 10 x 10 defect each."""
+    base = load_model(make_tiny_model(tmp_path / "base.safetensors", input_size=64))
+    retrainer = Retrainer(base, RetrainConfig("widget", str(tmp_path), **config), torch.device("cpu"))
+    noise = torch.Generator().manual_seed(seed)
+    masks = torch.zeros(defects, 1, 64, 64)
+    masks[:, :, 10:20, 10:20] = 1.0
+    retrainer.set_data(noise_examples(normals, noise), noise_examples(defects, noise, masks))
+    return base, retrainer
 
 
 def test_a_zero_batch_is_refused_before_retraining():
@@ -157,12 +169,7 @@ def test_a_batch_of_the_default_recipe_holds_as_many_images_as_asked_and_real_de
 
 
 def test_synthetic_images_are_made_a_pool_at_a_time_each_used_once_with_their_own_reconstructions(tmp_path):
-    base = load_model(make_tiny_model(tmp_path / "base.safetensors", input_size=64))
-    retrainer = Retrainer(base, RetrainConfig("widget", str(tmp_path), steps=1, batch_size=8), torch.device("cpu"))
-    noise = torch.Generator().manual_seed(0)
-    masks = torch.zeros(1, 1, 64, 64)
-    masks[:, :, 10:20, 10:20] = 1.0
-    retrainer.set_data(noise_examples(4, noise), noise_examples(1, noise, masks))
+    _, retrainer = noise_retrainer(tmp_path, normals=4, defects=1, seed=0, steps=1, batch_size=8)
     batches = retrainer.batches
     drawn = [batches.synthetic() for _ in range(SYNTHETIC_POOL + 1)]
     images = torch.cat([images for images, *_ in drawn])
@@ -178,13 +185,7 @@ def test_synthetic_images_are_made_a_pool_at_a_time_each_used_once_with_their_ow
 
 
 def test_retraining_leaves_the_student_as_it_was_and_the_u_net_learns(tmp_path):
-    base = load_model(make_tiny_model(tmp_path / "base.safetensors", input_size=64))
-    retrainer = Retrainer(base, RetrainConfig("widget", str(tmp_path), steps=3, batch_size=4, learning_rate=1e-2),
-                          torch.device("cpu"))
-    masks = torch.zeros(2, 1, 64, 64)
-    masks[:, :, 10:20, 10:20] = 1.0
-    noise = torch.Generator().manual_seed(0)
-    retrainer.set_data(noise_examples(3, noise), noise_examples(2, noise, masks))
+    _, retrainer = noise_retrainer(tmp_path, normals=3, defects=2, seed=0, steps=3, batch_size=4, learning_rate=1e-2)
     student_before = {name: value.clone() for name, value in retrainer.network.student.state_dict().items()}
     u_net_before = {name: value.clone() for name, value in retrainer.network.segmentation.state_dict().items()}
     history = retrainer.train(Budget(steps=3), lambda event: None)
@@ -197,17 +198,12 @@ def test_retraining_leaves_the_student_as_it_was_and_the_u_net_learns(tmp_path):
 
 
 def test_the_u_net_trained_in_channels_last_is_saved_and_loaded_as_it_was(tmp_path):
-    base = load_model(make_tiny_model(tmp_path / "base.safetensors", input_size=64))
-    retrainer = Retrainer(base, RetrainConfig("widget", str(tmp_path), steps=2, batch_size=4), torch.device("cpu"))
-    noise = torch.Generator().manual_seed(1)
-    masks = torch.zeros(2, 1, 64, 64)
-    masks[:, :, 20:30, 20:30] = 1.0
-    retrainer.set_data(noise_examples(2, noise), noise_examples(2, noise, masks))
+    base, retrainer = noise_retrainer(tmp_path, normals=2, defects=2, seed=1, steps=2, batch_size=4)
     retrainer.train(Budget(steps=2), lambda event: None)
     trained = retrainer.training.result().eval()
     save_model(tmp_path / "new.safetensors", trained, base.info, storage="fp32")
     loaded = load_model(tmp_path / "new.safetensors").network.eval()
-    images = torch.rand(2, 3, 64, 64, generator=noise)
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         for ours, theirs in zip(trained(images), loaded(images)):
             torch.testing.assert_close(theirs, ours)

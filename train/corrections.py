@@ -195,7 +195,7 @@ class CorrectionBatches:
         """``synthetic_count`` images with a synthetic anomaly, each used once, from a pool made for
         ``pool_steps`` steps at a time: the student reconstructs many images in one pass far faster
         per image than one at a time."""
-        if self.synthetic_used + self.synthetic_count > len(self.synthetic_pool[0] if self.synthetic_pool else ()):
+        if not self.synthetic_pool or self.synthetic_used + self.synthetic_count > len(self.synthetic_pool[0]):
             count = self.synthetic_count * self.pool_steps
             normal = self.normals[self._draw(self.normals, count)].float() / 255.0
             drawn = self.sources.sample(count, self.generator, self.device)
