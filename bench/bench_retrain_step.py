@@ -16,9 +16,14 @@ real run:
 - ``channels-last``: the same with the U-Net in channels-last;
 - ``+ synthetic images pooled``: made and reconstructed ``SYNTHETIC_POOL``
   steps' worth at a time;
-- ``+ bf16 autocast (today)``: ``engine.autocast_for``: bf16 on CPUs with bf16
+- ``+ bf16 autocast``: ``engine.autocast_for``: bf16 on CPUs with bf16
   units (AMX or AVX-512 BF16); elsewhere it is full precision, and this row
-  equals the one above.
+  equals the one above;
+- ``+ the U-Net's weights alone averaged, all at once (today)``: the
+  exported moving average (``engine.StudentTraining``) follows the U-Net
+  only, in a few fused operations (``engine.average_step``); the rows above
+  average the whole network each step, the frozen student's weights too,
+  tensor by tensor.
 
 Then the parts of the earlier step, timed alone: the student's forward and
 backward pass, the anchor's forward pass, the U-Net's forward and backward
@@ -34,11 +39,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from _common import interleaved, machine_line, median, print_table, stderr
+from torch.optim.swa_utils import AveragedModel
 
 from labelme_dsarad.model.model_file import load_model
 from labelme_dsarad.resources import DEFAULT_MODEL
 from labelme_dsarad.train.corrections import SYNTHETIC_POOL, Examples
-from labelme_dsarad.train.engine import StudentTraining, TrainingBatch, has_bf16_units
+from labelme_dsarad.train.engine import AVERAGE_DECAY, StudentTraining, TrainingBatch, has_bf16_units
 from labelme_dsarad.train.retrain import RetrainConfig, Retrainer
 
 EARLIER_BATCH = 8
@@ -50,6 +56,12 @@ def examples(count: int, size: int, generator: torch.Generator, defects: bool) -
     if defects:
         masks[:, :, size // 3 : size // 3 + size // 8, size // 2 : size // 2 + size // 10] = 1.0
     return Examples(images, masks, torch.zeros_like(masks), torch.where(masks > 0, 0, -1), np.full((count, 2), size))
+
+
+def earlier_average(averaged: torch.Tensor, current: torch.Tensor, steps: torch.Tensor | int) -> torch.Tensor:
+    """The moving average as it was: tensor by tensor, over the whole network, the frozen student too."""
+    decay = min(AVERAGE_DECAY, (1.0 + float(steps)) / (10.0 + float(steps)))
+    return decay * averaged + (1.0 - decay) * current
 
 
 def main() -> None:
@@ -73,11 +85,15 @@ def main() -> None:
     for name, layout, pooled, autocast in (("nchw", torch.contiguous_format, False, full_precision),
                                            ("channels_last", torch.channels_last, False, full_precision),
                                            ("pooled", torch.channels_last, True, full_precision),
+                                           ("bf16", torch.channels_last, True, None),
                                            ("today", torch.channels_last, True, None)):
         retrainer = Retrainer(base, RetrainConfig(base.info.product, ".", steps=1), device, kinds=("kind",))
         retrainer.network.segmentation.to(memory_format=layout)  # type: ignore[call-overload]
         if autocast is not None:
             retrainer.training = StudentTraining(retrainer.network, None, retrainer.optimizer, autocast)
+        if name != "today":
+            retrainer.training.averaged = retrainer.network
+            retrainer.training.average = AveragedModel(retrainer.network, avg_fn=earlier_average, use_buffers=True)
         retrainer.set_data(normals, defects)
         retrainer.batches.pool_steps = SYNTHETIC_POOL if pooled else 1
         retrainer.training_mode()
@@ -87,6 +103,7 @@ def main() -> None:
     anchor = copy.deepcopy(base.network.student.encoder).eval()
     optimizer = torch.optim.Adam([*earlier.student.parameters(), *earlier.segmentation.parameters()], lr=1e-4)
     earlier_training = StudentTraining(earlier, anchor, optimizer, full_precision)
+    earlier_training.average = AveragedModel(earlier, avg_fn=earlier_average, use_buffers=True)
     images = torch.rand(EARLIER_BATCH, 3, size, size, generator=generator)
     masks = (torch.rand(EARLIER_BATCH, 1, size, size, generator=generator) > 0.99).float()
     earlier_batch = TrainingBatch(inputs=images, masks=masks, clean=images[: EARLIER_BATCH * 3 // 4])
@@ -116,7 +133,8 @@ def main() -> None:
              f"{EARLIER_BATCH / earlier_seconds:.1f} images", "1.00x"]]
     for name, title in (("nchw", f"U-Net only, {batch} images of {size} px, NCHW"),
                         ("channels_last", "channels-last"), ("pooled", "+ synthetic images pooled"),
-                        ("today", "+ bf16 autocast where the CPU has bf16 units (today)")):
+                        ("bf16", "+ bf16 autocast where the CPU has bf16 units"),
+                        ("today", "+ the U-Net's weights alone averaged, all at once (today)")):
         seconds = median(steps[name]) / SYNTHETIC_POOL
         rows.append([title, f"{seconds:.3f}", f"{batch / seconds:.1f} images", f"{earlier_seconds / seconds:.2f}x"])
     bf16 = "bf16 autocast" if has_bf16_units() else "no bf16 units: full precision"

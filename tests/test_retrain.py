@@ -209,6 +209,24 @@ def test_the_u_net_trained_in_channels_last_is_saved_and_loaded_as_it_was(tmp_pa
             torch.testing.assert_close(theirs, ours)
 
 
+def test_with_the_student_frozen_the_exported_u_net_is_the_average_and_the_student_the_base(tmp_path):
+    base, retrainer = noise_retrainer(tmp_path, normals=2, defects=2, seed=3, steps=3, batch_size=4)
+    retrainer.train(Budget(steps=3), lambda event: None)
+    live = retrainer.network
+    live_before = {name: value.clone() for name, value in live.segmentation.state_dict().items()}
+    exported = retrainer.training.result()
+    assert exported is not live
+    for name, value in exported.student.state_dict().items():
+        assert torch.equal(value, base.network.student.state_dict()[name]), name
+    averaged = retrainer.training.average.module.state_dict()
+    for name, value in exported.segmentation.state_dict().items():
+        assert torch.equal(value, averaged[name]), name
+    # The average lags behind the live U-Net, which result() leaves as it was.
+    assert any(not torch.equal(value, live_before[name]) for name, value in averaged.items())
+    for name, value in live.segmentation.state_dict().items():
+        assert torch.equal(value, live_before[name]), name
+
+
 def test_thresholds_separate_defects_from_normals_at_the_best_f1():
     rng = np.random.default_rng(0)
     normal_maps = rng.uniform(0.0, 0.3, (3, 16, 16))

@@ -10,6 +10,7 @@ one edit in this module.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -91,9 +92,15 @@ def objective(student: nn.Module, segmentation: nn.Module, target_encoder: nn.Mo
     return torch.stack(list(terms.values())).sum(), terms
 
 
-def _average(averaged: torch.Tensor, current: torch.Tensor, steps: torch.Tensor | int) -> torch.Tensor:
+def average_step(averaged: tuple[torch.Tensor, ...] | list[torch.Tensor],
+                 current: tuple[torch.Tensor, ...] | list[torch.Tensor], steps: torch.Tensor | int) -> None:
+    """One step of the moving average, over all of a network's tensors of one dtype at once
+    (a fused operation, not several per tensor)."""
     decay = min(AVERAGE_DECAY, (1.0 + float(steps)) / (10.0 + float(steps)))
-    return decay * averaged + (1.0 - decay) * current
+    if averaged[0].is_floating_point():
+        torch._foreach_lerp_(averaged, current, 1.0 - decay)
+    else:  # BatchNorm's batch counters: nothing to average
+        torch._foreach_copy_(averaged, current)
 
 
 class StudentTraining:
@@ -102,7 +109,8 @@ class StudentTraining:
     ``student`` and ``segmentation`` are the modules that take the step
     (DistributedDataParallel wrappers under DDP); ``network`` is the plain
     model they belong to; ``average`` follows it step by step
-    (``AVERAGE_DECAY``) and is what ``result`` gives to be exported.
+    (``AVERAGE_DECAY``; its U-Net alone when the student is frozen) and is
+    what ``result`` gives to be exported.
     """
 
     def __init__(self, network: DSARAD, target_encoder: nn.Module | None, optimizer: torch.optim.Optimizer,
@@ -115,7 +123,10 @@ class StudentTraining:
         self.student = student or network.student
         self.segmentation = segmentation or network.segmentation
         # BatchNorm statistics are averaged too (use_buffers), so the average is a whole model.
-        self.average = AveragedModel(network, avg_fn=_average, use_buffers=True)
+        # With the student frozen only the U-Net changes: averaging the whole network would
+        # copy the student's unchanging weights (over two thirds of them) every step.
+        self.averaged = network if target_encoder is not None else network.segmentation
+        self.average = AveragedModel(self.averaged, multi_avg_fn=average_step, use_buffers=True)
 
     def step(self, batch: TrainingBatch) -> dict[str, float]:
         with self.autocast():
@@ -123,16 +134,20 @@ class StudentTraining:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        self.average.update_parameters(self.network)
+        self.average.update_parameters(self.averaged)
         return {name: value.item() for name, value in terms.items()}
 
     def result(self) -> DSARAD:
         """The network to export: the average of the weights, once a step has been taken."""
         if int(self.average.n_averaged) == 0:
             return self.network
-        averaged = self.average.module
-        assert isinstance(averaged, DSARAD)
-        return averaged
+        if self.averaged is self.network:
+            averaged = self.average.module
+            assert isinstance(averaged, DSARAD)
+            return averaged
+        whole = copy.deepcopy(self.network)
+        whole.segmentation.load_state_dict(self.average.module.state_dict())
+        return whole
 
 
 def has_bf16_units() -> bool:
