@@ -44,7 +44,7 @@ from torch.optim.swa_utils import AveragedModel
 from labelme_dsarad.model.model_file import load_model
 from labelme_dsarad.resources import DEFAULT_MODEL
 from labelme_dsarad.train.corrections import SYNTHETIC_POOL, Examples
-from labelme_dsarad.train.engine import AVERAGE_DECAY, StudentTraining, TrainingBatch, has_bf16_units
+from labelme_dsarad.train.engine import StudentTraining, TrainingBatch, average_decay, has_bf16_units
 from labelme_dsarad.train.retrain import RetrainConfig, Retrainer
 
 EARLIER_BATCH = 8
@@ -60,7 +60,7 @@ def examples(count: int, size: int, generator: torch.Generator, defects: bool) -
 
 def earlier_average(averaged: torch.Tensor, current: torch.Tensor, steps: torch.Tensor | int) -> torch.Tensor:
     """The moving average as it was: tensor by tensor, over the whole network, the frozen student too."""
-    decay = min(AVERAGE_DECAY, (1.0 + float(steps)) / (10.0 + float(steps)))
+    decay = average_decay(steps)
     return decay * averaged + (1.0 - decay) * current
 
 

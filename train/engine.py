@@ -92,11 +92,16 @@ def objective(student: nn.Module, segmentation: nn.Module, target_encoder: nn.Mo
     return torch.stack(list(terms.values())).sum(), terms
 
 
+def average_decay(steps: torch.Tensor | int) -> float:
+    """The moving average's decay after ``steps`` averaged steps (``AVERAGE_DECAY``, lower early on)."""
+    return min(AVERAGE_DECAY, (1.0 + float(steps)) / (10.0 + float(steps)))
+
+
 def average_step(averaged: tuple[torch.Tensor, ...] | list[torch.Tensor],
                  current: tuple[torch.Tensor, ...] | list[torch.Tensor], steps: torch.Tensor | int) -> None:
     """One step of the moving average, over all of a network's tensors of one dtype at once
     (a fused operation, not several per tensor)."""
-    decay = min(AVERAGE_DECAY, (1.0 + float(steps)) / (10.0 + float(steps)))
+    decay = average_decay(steps)
     if averaged[0].is_floating_point():
         torch._foreach_lerp_(averaged, current, 1.0 - decay)
     else:  # BatchNorm's batch counters: nothing to average
