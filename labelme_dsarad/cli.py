@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from labelme_dsarad.model.polygons import SuggestionSettings
+from labelme_dsarad.model.polygons import DEFAULT_EXTEND_TO, SuggestionSettings
 
 DEFAULT_SUGGESTIONS = SuggestionSettings()
 EXIT_OK, EXIT_FAILURES, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"polygon simplification in pixels (default {DEFAULT_SUGGESTIONS.tolerance})")
     predict.add_argument("--extend-to", type=extent_fraction, default=DEFAULT_SUGGESTIONS.extend_to,
                          help="a region reaching the threshold extends over its surroundings down to this fraction "
-                              f"of it (default {DEFAULT_SUGGESTIONS.extend_to}; 1: only where it reaches it)")
+                              "of it, for every defect kind (1: only where it reaches it; default: the model's own, "
+                              f"per kind where a retrain chose it, else {DEFAULT_EXTEND_TO})")
     predict.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     predict.add_argument("--save-maps", type=Path, metavar="DIR",
                          help="also write each anomaly map as a PNG: drawn over the photo, with a colour bar")

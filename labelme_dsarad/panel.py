@@ -196,6 +196,7 @@ class DefectPanel(QtCore.QObject):
         changed = self.model is None or self.model.key != description.key
         self.model = description
         self.view.model_info.setText(describe_model(description))
+        self.view.set_model_extend_to(description.info.normaliser.extend_to_by_kind if description.info else {})
         self.view.set_ready(True)
         if not changed:
             return  # the same weights on another device (GPU out of memory)
@@ -341,15 +342,13 @@ class DefectPanel(QtCore.QObject):
         """Turn the cached map into pending suggestions, replacing the pending ones."""
         assert self.model is not None  # a map is only delivered while its model is in use
         shapes = self.adapter.shapes()
-        regions = self.view.suggestion_settings().regions(entry.prediction.score_map)
         provenance = review.provenance(self.model, self.view.threshold)
         generic = self.model.info.labels[0] if self.model.info is not None else "defect"
         record = self.adapter.file_record(labelfile.RECORD_KEY)
         people, rejections = review.decisions(shapes, record)
-        suggestions = []
-        for region in regions:
-            label, kind_probability = entry.prediction.label_of(region, generic)
-            suggestions.append(review.suggestion_dict(region, label, provenance, kind_probability))
+        suggestions = [review.suggestion_dict(suggestion.region, suggestion.label, provenance,
+                                              suggestion.kind_probability)
+                       for suggestion in entry.prediction.suggestions(self.view.suggestion_settings(), generic)]
         kept = labelfile.new_suggestions(suggestions, people, rejections)
         new_shapes = [self.adapter.make_shape(suggestion) for suggestion in kept]
         review.remember_suggested(record, new_shapes)
@@ -414,8 +413,9 @@ def describe_model(description: ModelDescription) -> str:
         if info.created:
             parts.append(f"trained {info.created[:10]}")
         metrics = info.metrics.get("overall", info.metrics) if isinstance(info.metrics, dict) else {}
+        # Scores only: a retrained model's metrics also count its held-out images.
         shown = [f"{name.replace('_', ' ')} {value:.3f}" for name, value in metrics.items()
-                 if isinstance(value, (int, float)) and not isinstance(value, bool)][:4]
+                 if isinstance(value, float)][:4]
         if shown:
             parts.append(", ".join(shown))
     return "<br>".join(parts)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from qtpy import QtCore, QtGui, QtWidgets
 
-from labelme_dsarad.model.polygons import SuggestionSettings
+from labelme_dsarad.model.polygons import DEFAULT_EXTEND_TO, SuggestionSettings
 
 # Douglas-Peucker tolerance (pixels) per step of the polygon-detail slider:
 # left is coarse, right follows the map pixel by pixel.
@@ -108,11 +108,20 @@ class PanelView(QtWidgets.QWidget):
 
         self.extend_slider = QtWidgets.QSlider(QtCore.Qt.Horizontal)
         self.extend_slider.setRange(round(EXTEND_LOWEST * EXTEND_STEPS), EXTEND_STEPS)
-        self.extend_slider.setValue(round(SuggestionSettings.extend_to * EXTEND_STEPS))
+        self.extend_slider.setValue(round(DEFAULT_EXTEND_TO * EXTEND_STEPS))
         self.extend_slider.setToolTip("How far a suggestion reaches: a region that reaches the threshold takes in "
                                       "its surroundings down to this fraction of it; 1.00 draws only where the "
                                       "threshold is reached")
         self.extend_label = QtWidgets.QLabel()
+        self.model_extend_to_by_kind: dict[str, float] = {}
+        # The model's own reach, per defect kind where a retrain chose it; moving the slider sets
+        # one reach for every kind instead.
+        self.extend_by_model_box = QtWidgets.QCheckBox("Model's")
+        self.extend_by_model_box.setChecked(True)
+        self.extend_by_model_box.setToolTip("The model's own reach: per defect kind where a retrain from corrected "
+                                            f"labels chose it, {DEFAULT_EXTEND_TO:.2f} elsewhere. Moving the slider "
+                                            "sets one reach for every kind instead")
+        self.extend_slider.valueChanged.connect(lambda _value: self.extend_by_model_box.setChecked(False))
 
         self.min_area_box = QtWidgets.QSpinBox()
         self.min_area_box.setRange(0, 10_000_000)
@@ -146,7 +155,7 @@ class PanelView(QtWidgets.QWidget):
         form.setFieldGrowthPolicy(QtWidgets.QFormLayout.AllNonFixedFieldsGrow)
         form.setVerticalSpacing(2)
         form.addRow("Threshold", _row(self.threshold_slider, self.threshold_label))
-        form.addRow("Extend to", _row(self.extend_slider, self.extend_label))
+        form.addRow("Extend to", _row(self.extend_by_model_box, self.extend_slider, self.extend_label))
         form.addRow("Min. area", self.min_area_box)
         form.addRow("Detail", _row(self.detail_slider, self.detail_label))
         form.addRow(self.heat_map_box, self.opacity_slider)
@@ -185,10 +194,12 @@ class PanelView(QtWidgets.QWidget):
     def suggestion_settings(self) -> SuggestionSettings:
         return SuggestionSettings(threshold=self.threshold, min_area=self.min_area_box.value(),
                                   tolerance=DETAIL_TOLERANCES[self.detail_slider.value()],
-                                  extend_to=self.extend_slider.value() / EXTEND_STEPS)
+                                  extend_to=None if self.extend_by_model_box.isChecked()
+                                  else self.extend_slider.value() / EXTEND_STEPS)
 
     def on_settings_changed(self, slot: Callable[[], None]) -> None:
         for signal in (self.threshold_slider.valueChanged, self.extend_slider.valueChanged,
+                       self.extend_by_model_box.toggled,
                        self.min_area_box.valueChanged, self.detail_slider.valueChanged):
             signal.connect(lambda _value: slot())
 
@@ -197,8 +208,23 @@ class PanelView(QtWidgets.QWidget):
     def show_setting_labels(self) -> None:
         settings = self.suggestion_settings()
         self.threshold_label.setText(f"{settings.threshold:.2f}")
-        self.extend_label.setText(f"{settings.extend_to:.2f}")
         self.detail_label.setText(f"{settings.tolerance:g} px")
+        if settings.extend_to is not None:
+            self.extend_label.setText(f"{settings.extend_to:.2f}")
+            self.extend_label.setToolTip("")
+        elif self.model_extend_to_by_kind:
+            self.extend_label.setText("by kind")
+            self.extend_label.setToolTip(", ".join(f"{kind} {value:.2f}" for kind, value in
+                                                   self.model_extend_to_by_kind.items())
+                                         + f"; {DEFAULT_EXTEND_TO:.2f} elsewhere")
+        else:
+            self.extend_label.setText(f"{DEFAULT_EXTEND_TO:.2f}")
+            self.extend_label.setToolTip("")
+
+    def set_model_extend_to(self, by_kind: dict[str, float]) -> None:
+        """The model in use's reach per defect kind, shown while **Model's** is ticked."""
+        self.model_extend_to_by_kind = dict(by_kind)
+        self.show_setting_labels()
 
     def set_ready(self, ready: bool) -> None:
         for action in (self.detect_action, self.detect_all_action):

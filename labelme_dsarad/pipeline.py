@@ -138,15 +138,10 @@ def one_line_failure(image_path: Path, problem: BaseException) -> str:
 
 
 def suggestions_for(prediction: Prediction, predictor: Predictor, options: PredictOptions, record: dict) -> list[dict]:
-    regions = options.suggestions.regions(prediction.score_map)
     # Each shape carries the part of the run record that says where it came from.
     provenance = {key: record[key] for key in ("model", "model_sha256", "threshold")}
-    generic = predictor.model.info.labels[0]
-    shapes = []
-    for region in regions:
-        label, kind_probability = prediction.label_of(region, generic)
-        shapes.append(suggestion_shape(region, label, provenance, kind_probability))
-    return shapes
+    return [suggestion_shape(suggestion.region, suggestion.label, provenance, suggestion.kind_probability)
+            for suggestion in prediction.suggestions(options.suggestions, predictor.model.info.labels[0])]
 
 
 def heat_map_png(score_map: np.ndarray) -> np.ndarray:

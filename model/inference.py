@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeGuard
 
@@ -27,7 +27,7 @@ import torch
 from .export import cached_onnx_bytes, fuse_batch_norms, inference_network, read_onnx_file
 from .model_file import LoadedModel, ModelFileError, file_sha256, load_model, parse_header
 from .networks import DSARAD
-from .polygons import Region
+from .polygons import DEFAULT_EXTEND_TO, Region, SuggestionSettings
 
 
 def resize_for_model(image: np.ndarray, size: int) -> np.ndarray:
@@ -72,6 +72,32 @@ class Prediction:
     device: str
     kinds: tuple[str, ...] = ()  # the defect kinds the model names, if any
     kind_map: np.ndarray | None = None  # (kinds, S, S) their probabilities, at the model's input size
+    extend_to_by_kind: dict[str, float] = field(default_factory=dict)  # the model's (``ScoreNormaliser``)
+
+    def suggestions(self, settings: SuggestionSettings, generic: str) -> list[Suggestion]:
+        """The suggestions ``settings`` draw on this image, each named (``label_of``)."""
+        regions = settings.regions(self.score_map, self.extend_map() if settings.extend_to is None else None)
+        return [Suggestion(region, *self.label_of(region, generic)) for region in regions]
+
+    def extend_map(self) -> np.ndarray | None:
+        """The model's ``extend_to`` at each pixel of the image: that of the kind most likely
+        there (at least ``KIND_MIN_PROBABILITY``), DEFAULT_EXTEND_TO where none is; None when
+        the model has no extent per kind."""
+        if self.kind_map is None or not self.extend_to_by_kind:
+            return None
+        levels = np.array([self.extend_to_by_kind.get(kind, DEFAULT_EXTEND_TO) for kind in self.kinds]
+                          + [DEFAULT_EXTEND_TO], np.float32)
+        return levels[self.likely_kinds()]
+
+    def likely_kinds(self) -> np.ndarray:
+        """Each pixel's most likely kind at the image's size: its index in ``kinds``, or
+        ``len(kinds)`` where none reaches ``KIND_MIN_PROBABILITY`` (and for a model that names none)."""
+        height, width = self.score_map.shape
+        if self.kind_map is None:
+            return np.full((height, width), len(self.kinds), np.uint16)
+        likely = np.where(self.kind_map.max(axis=0) >= KIND_MIN_PROBABILITY, self.kind_map.argmax(axis=0),
+                          len(self.kinds)).astype(np.uint16)
+        return cv2.resize(likely, (width, height), interpolation=cv2.INTER_NEAREST)
 
     def kind_of(self, region: Region) -> tuple[str, float] | None:
         """The most likely kind of the defect in ``region`` and its probability (the mean over the
@@ -99,6 +125,13 @@ class Prediction:
         if kind is None or kind[1] < KIND_MIN_PROBABILITY:
             return generic, None
         return kind
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    region: Region
+    label: str  # its kind, or the model's generic label
+    kind_probability: float | None  # None: no kind named
 
 
 BACKENDS = ("auto", "torch", "onnx")
@@ -316,6 +349,7 @@ class Predictor:
                     device=self.device.type,
                     kinds=self.model.info.architecture.kinds,
                     kind_map=kind_maps[0][index] if kind_maps else None,
+                    extend_to_by_kind=self.normaliser.extend_to_by_kind,
                 )
             )
         return predictions

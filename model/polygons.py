@@ -47,6 +47,10 @@ _MITRE_LIMIT = 1.5
 
 _NEGLIGIBLE = 1e-6  # pixels
 
+# How far a suggestion extends where neither the settings nor the model say: chosen on
+# retrains' held-out corrections of both data sets (README, Polygons).
+DEFAULT_EXTEND_TO = 0.7
+
 
 @dataclass(frozen=True)
 class SuggestionSettings:
@@ -60,9 +64,10 @@ class SuggestionSettings:
     # A region that reaches the threshold takes in its surroundings down to this
     # fraction of it (hysteresis): a defect's outline follows its whole extent,
     # and its pieces join, without weaker spots elsewhere becoming suggestions.
-    # 1: a region is exactly where the threshold is reached. 0.7 was chosen on
-    # retrains' held-out corrections of both data sets (README, Polygons).
-    extend_to: float = 0.7
+    # 1: a region is exactly where the threshold is reached. None: the model's
+    # own, per defect kind where a retrain chose it (``ScoreNormaliser``),
+    # DEFAULT_EXTEND_TO elsewhere.
+    extend_to: float | None = None
 
     def check(self) -> None:
         """ValueError for settings no run can use. A NaN would even end up in
@@ -71,19 +76,36 @@ class SuggestionSettings:
             raise ValueError(f"threshold must be within [0, 1], got {self.threshold}")
         if not (math.isfinite(self.tolerance) and self.tolerance >= 0):
             raise ValueError(f"tolerance must be a finite number of pixels, 0 or more, got {self.tolerance}")
-        if not (math.isfinite(self.extend_to) and 0.0 < self.extend_to <= 1.0):
+        if self.extend_to is not None and not (math.isfinite(self.extend_to) and 0.0 < self.extend_to <= 1.0):
             raise ValueError(f"extend_to must be within (0, 1], got {self.extend_to}")
         for name in ("min_area", "opening"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
 
-    def regions(self, score_map: np.ndarray) -> list[Region]:
-        return mask_to_polygons(score_map, self.threshold, self.min_area, self.tolerance, self.opening, self.extend_to)
+    def regions(self, score_map: np.ndarray, model_extend_to: np.ndarray | None = None) -> list[Region]:
+        """``model_extend_to``: the model's own ``extend_to`` for each pixel of ``score_map``
+        (``Prediction.extend_map``), used when the settings give none."""
+        return mask_to_polygons(score_map, self.threshold, self.min_area, self.tolerance, self.opening,
+                                self.extend_to_with(model_extend_to))
+
+    def extend_to_with(self, model_extend_to: np.ndarray | None = None) -> float | np.ndarray:
+        """The settings' ``extend_to``, else the model's (per pixel), else DEFAULT_EXTEND_TO."""
+        if self.extend_to is not None:
+            return self.extend_to
+        return DEFAULT_EXTEND_TO if model_extend_to is None else model_extend_to
 
     def count(self, score_map: np.ndarray, threshold: float) -> int:
         """How many suggestions ``regions`` would make at ``threshold`` instead of the settings'
         (the same scale as ``score_map``, raw or normalised), without drawing their outlines."""
-        return len(_suggestion_labels(score_map, threshold, self.opening, self.extend_to, self.min_area)[2])
+        return len(_suggestion_labels(score_map, threshold, self.opening, self.extend_to_with(), self.min_area)[2])
+
+    def region_pixels(self, score_map: np.ndarray,
+                      model_extend_to: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The suggestions ``regions`` draws, as pixels: each pixel's region label (int32, 0 for
+        none) and the labels that become suggestions; without their outlines."""
+        labels, _, kept = _suggestion_labels(score_map, self.threshold, self.opening,
+                                             self.extend_to_with(model_extend_to), self.min_area)
+        return labels, kept
 
 
 @dataclass(frozen=True)
@@ -103,11 +125,12 @@ def mask_to_polygons(
     min_area: int = SuggestionSettings.min_area,
     tolerance: float = SuggestionSettings.tolerance,
     opening: int = SuggestionSettings.opening,
-    extend_to: float = SuggestionSettings.extend_to,
+    extend_to: float | np.ndarray = DEFAULT_EXTEND_TO,
 ) -> list[Region]:
     """One Region per 8-connected region of ``score_map >= threshold``, each
     extended over its 8-connected surroundings where ``score_map >= extend_to *
-    threshold`` (regions that meet there become one).
+    threshold`` (regions that meet there become one). ``extend_to`` is one
+    fraction or one per pixel (an array shaped as ``score_map``).
 
     ``score_map`` is a 2-D array of normalised scores (0.5 is the model's own
     threshold), or a boolean mask, in which case ``threshold`` is ignored and
@@ -142,7 +165,7 @@ def mask_to_polygons(
     return regions
 
 
-def _suggestion_labels(score_map: np.ndarray, threshold: float, opening: int, extend_to: float,
+def _suggestion_labels(score_map: np.ndarray, threshold: float, opening: int, extend_to: float | np.ndarray,
                        min_area: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """8-connected labels and stats (``_label_regions``) of where ``score_map`` (or a boolean mask,
     as it is) reaches ``threshold``, extended down to ``extend_to * threshold`` around those pixels
@@ -155,7 +178,8 @@ def _suggestion_labels(score_map: np.ndarray, threshold: float, opening: int, ex
         core = binary = np.ascontiguousarray(score_map, dtype=np.uint8)
     else:
         core = (score_map >= threshold).view(np.uint8)
-        binary = _extended(core, score_map >= extend_to * threshold) if extend_to < 1.0 else core
+        reaches_below = np.min(extend_to) < 1.0
+        binary = _extended(core, score_map >= extend_to * threshold) if reaches_below else core
     if opening > 0:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * opening + 1, 2 * opening + 1))
         opened = cv2.morphologyEx(binary, cv2.MORPH_OPEN, kernel)

@@ -25,12 +25,21 @@ class ScoreNormaliser:
     pixel_threshold: float
     # How the thresholds were chosen and the validation statistics behind them.
     statistics: dict = field(default_factory=dict, compare=False)
+    # How far the suggestions of each defect kind extend below the threshold (a fraction of it,
+    # as ``SuggestionSettings.extend_to``), chosen on a retrain's calibration images; kinds not
+    # listed take the default.
+    extend_to_by_kind: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self):
         for name in ("image_threshold", "pixel_threshold"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not np.isfinite(value) or not 0.0 < value < 1.0:
                 raise ValueError(f"{name} must be a number strictly between 0 and 1, got {value!r}")
+        if not isinstance(self.extend_to_by_kind, dict):
+            raise ValueError("extend_to_by_kind must be an object")
+        for kind, value in self.extend_to_by_kind.items():
+            if not isinstance(value, (int, float)) or not np.isfinite(value) or not 0.0 < value <= 1.0:
+                raise ValueError(f"extend_to_by_kind[{kind!r}] must be a number in (0, 1], got {value!r}")
 
     def image(self, raw):
         return normalise(raw, self.image_threshold)
@@ -43,6 +52,7 @@ class ScoreNormaliser:
             "image_threshold": float(self.image_threshold),
             "pixel_threshold": float(self.pixel_threshold),
             "statistics": self.statistics,
+            **({"extend_to_by_kind": dict(self.extend_to_by_kind)} if self.extend_to_by_kind else {}),
         }
 
     @classmethod
@@ -52,7 +62,7 @@ class ScoreNormaliser:
         statistics = data.get("statistics", {})
         if not isinstance(statistics, dict):
             raise ValueError("scores.statistics must be an object")
-        return cls(data["image_threshold"], data["pixel_threshold"], statistics)
+        return cls(data["image_threshold"], data["pixel_threshold"], statistics, data.get("extend_to_by_kind", {}))
 
 
 def clamp_threshold(value: float) -> float:

@@ -6,6 +6,7 @@ import json
 import random
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +14,23 @@ from qtpy import QtCore, QtWidgets
 
 from labelme_dsarad import review
 from labelme_dsarad._labelme_adapter import PENDING_COLOUR
+from labelme_dsarad.model.model_file import load_model
 from labelme_dsarad.model.polygons import SuggestionSettings
-from labelme_dsarad.panel import ModelOption
+from labelme_dsarad.panel import ModelOption, describe_model
 from labelme_dsarad.train.stats import suggestion_stats
+from labelme_dsarad.worker import ModelDescription
 
+from .conftest import make_tiny_model
 from .test_gui_support import FakePredictor, fake_factory, inside_squares, write_sample_images
 
 WAIT = 20000  # ms; generous, the machine is shared
+
+
+def test_the_model_line_shows_scores_not_counts(tmp_path):
+    info = load_model(make_tiny_model(tmp_path / "tiny.safetensors")).info
+    info = replace(info, metrics={"overall": {"images": 0, "image_auroc": 0.9125}})
+    text = describe_model(ModelDescription("key", "widget v2", "cpu", info))
+    assert "image auroc 0.912" in text and "images" not in text
 
 
 def fake_option(predictor: FakePredictor, title: str = "fake") -> ModelOption:
@@ -78,6 +89,9 @@ def test_detect_with_tiny_model_and_slider_rederives_without_inference(qtbot, tm
     assert len(review.pending(panel.adapter.shapes())) == shown
     part = int(float(np.quantile(score_map, 0.9)) * 100)  # where only part of this map reaches the threshold
     panel.view.threshold_slider.setValue(part)
+    # Until the slider moves, suggestions reach as far as the model has it (per kind, for a retrained one).
+    assert panel.view.extend_by_model_box.isChecked() and panel.view.extend_label.text() == "0.70"
+    assert panel.view.suggestion_settings().extend_to is None
     shown = {}
     for extend_to, value in ((1.0, 20), (0.5, 10)):  # what the slider sets is what is drawn
         panel.view.extend_slider.setValue(value)
@@ -86,6 +100,13 @@ def test_detect_with_tiny_model_and_slider_rederives_without_inference(qtbot, tm
         shown[extend_to] = sorted(shape.other_data["dsarad"]["score_mean"] for shape in review.pending(panel.adapter.shapes()))
         assert drawn and shown[extend_to] == sorted(round(region.score_mean, 4) for region in drawn)
     assert shown[1.0] != shown[0.5]
+    assert not panel.view.extend_by_model_box.isChecked()
+    panel.view.extend_by_model_box.setChecked(True)  # back to the model's own
+    drawn = SuggestionSettings(threshold=part / 100).regions(score_map)
+    assert sorted(shape.other_data["dsarad"]["score_mean"] for shape in review.pending(panel.adapter.shapes())) == \
+        sorted(round(region.score_mean, 4) for region in drawn)
+    panel.view.set_model_extend_to({"pit": 0.4})  # as a model retrained on pits shows it
+    assert panel.view.extend_label.text() == "by kind" and "pit 0.40" in panel.view.extend_label.toolTip()
     panel.view.threshold_slider.setValue(50)
     panel.view.min_area_box.setValue(72 * 80 + 1)  # larger than the image: nothing can qualify
     assert review.pending(panel.adapter.shapes()) == []

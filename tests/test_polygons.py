@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -240,6 +241,24 @@ def test_a_region_extends_over_its_weaker_surroundings_and_joins_its_pieces():
     assert whole.area == 2 * 100 + 4 * 16 + 4 * 4
     with pytest.raises(ValueError, match="extend_to"):
         SuggestionSettings(extend_to=0.0).check()
+
+
+def test_each_pixel_may_extend_to_its_own_fraction():
+    score_map = np.zeros((20, 40), np.float32)
+    score_map[5:15, 2:12] = 0.9  # the map of the test above
+    score_map[5:15, 28:38] = 0.9
+    score_map[8:12, 12:28] = 0.4
+    score_map[4:8, 18:22] = 0.3
+    extend_to = np.ones(score_map.shape, np.float32)
+    extend_to[:, 20:] = 0.5  # the right half reaches down to 0.25, the left only where the threshold is
+    left, right = mask_to_polygons(score_map, min_area=1, extend_to=extend_to)
+    assert left.area == 100 and right.area == 100 + 4 * 8 + 4 * 2
+    # The settings' own fraction, when given, is the one drawn; without, the model's per pixel.
+    drawing = SuggestionSettings(min_area=1)
+    assert [region.area for region in drawing.regions(score_map, extend_to)] == [100, 140]
+    (joined,) = drawing.regions(score_map)  # the model has none: DEFAULT_EXTEND_TO
+    assert joined.area == 2 * 100 + 4 * 16
+    assert [region.area for region in replace(drawing, extend_to=1.0).regions(score_map, extend_to)] == [100, 100]
 
 
 def test_empty_and_wrong_inputs():

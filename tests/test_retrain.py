@@ -12,10 +12,18 @@ import pytest
 import torch
 
 from labelme_dsarad.cli import main
+from labelme_dsarad.model.inference import Prediction
 from labelme_dsarad.model.model_file import LoadedModel, file_sha256, load_model, save_model
+from labelme_dsarad.model.polygons import SuggestionSettings
 from labelme_dsarad.model.scoring import ScoreNormaliser
 from labelme_dsarad.model.store import ModelStore
-from labelme_dsarad.train.calibration import f1_thresholds, false_suggestions, suggestion_floor
+from labelme_dsarad.train.calibration import (
+    EXTEND_TO_CANDIDATES,
+    choose_extend_to_by_kind,
+    f1_thresholds,
+    false_suggestions,
+    suggestion_floor,
+)
 from labelme_dsarad.train.corrections import REAL_DEFECT_WEIGHT, SYNTHETIC_POOL, Examples, reconstruct, split_labels
 from labelme_dsarad.train.engine import Budget
 from labelme_dsarad.train.labels import LabelledImage
@@ -345,6 +353,63 @@ def test_retraining_learns_the_kinds_people_named_and_suggestions_carry_them(tmp
         assert np.allclose(prediction.kind_map.sum(axis=0), 1.0, atol=1e-4)
     done = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert "kind_accuracy" in done["after"]
+    # The extent of each kind's suggestions was chosen on the calibration images and travels in the file.
+    assert set(new.info.normaliser.extend_to_by_kind) <= {"pit", "scratch"}
+    assert set(new.info.normaliser.extend_to_by_kind.values()) <= set(EXTEND_TO_CANDIDATES)
+    assert 0.0 <= new.info.normaliser.statistics["calibration_defect_iou"] <= 1.0
+    assert done["thresholds"]["extend_to_by_kind"] == new.info.normaliser.extend_to_by_kind
+
+
+def kind_prediction(score_map: np.ndarray, kind: int | None, extend_to_by_kind: dict | None = None) -> Prediction:
+    """A prediction by a model that names pits and scratches, sure everywhere that ``kind`` (an
+    index; None: neither, at even odds) is what it sees."""
+    kind_map = np.full((2, *score_map.shape), 0.4, np.float32)
+    if kind is not None:
+        kind_map[:] = 0.0
+        kind_map[kind] = 1.0
+    return Prediction(score_map.astype(np.float32), float(score_map.max()), float(score_map.max()), 0.0, "cpu",
+                      ("pit", "scratch"), kind_map, extend_to_by_kind or {})
+
+
+def ringed(inner: float, ring: float) -> np.ndarray:
+    """A 40 x 40 map: a 10 x 10 square at ``inner`` in a 16 x 16 one at ``ring``."""
+    score_map = np.zeros((40, 40), np.float32)
+    score_map[12:28, 12:28] = ring
+    score_map[15:25, 15:25] = inner
+    return score_map
+
+
+def test_each_kind_extends_as_far_as_the_model_learnt_and_the_settings_override_it():
+    score_map = ringed(0.9, 0.3)  # the ring lies below DEFAULT_EXTEND_TO (0.35), above 0.2
+    areas = {kind: [suggestion.region.area for suggestion in
+                    kind_prediction(score_map, kind, {"pit": 0.4}).suggestions(SuggestionSettings(), "defect")]
+             for kind in (0, 1, None)}
+    assert areas == {0: [256], 1: [100], None: [100]}  # only a pit reaches down to 0.2
+    (pit,) = kind_prediction(score_map, 0, {"pit": 0.4}).suggestions(SuggestionSettings(), "defect")
+    assert (pit.label, pit.kind_probability) == ("pit", 1.0)
+    given = kind_prediction(score_map, 0, {"pit": 0.4}).suggestions(SuggestionSettings(extend_to=1.0), "defect")
+    assert [suggestion.region.area for suggestion in given] == [100]
+    assert kind_prediction(score_map, 0).extend_map() is None  # a model without extents: the default
+
+
+def test_the_extent_of_each_kind_is_chosen_where_its_defects_are_outlined_best():
+    # A pit's map spreads beyond its core, down to 0.2: a person outlined all of it. A scratch's
+    # map spreads beyond the scratch (to 0.4): a person outlined the core alone.
+    pit_truth, scratch_truth = ringed(1, 1) > 0, ringed(1, 0) > 0
+    predictions = [kind_prediction(ringed(0.9, 0.2), 0), kind_prediction(ringed(0.9, 0.4), 1)]
+    levels, statistics = choose_extend_to_by_kind(predictions, [pit_truth, scratch_truth])
+    assert levels == {"pit": 0.3, "scratch": 0.9}
+    assert statistics["calibration_defect_iou"] == pytest.approx(1.0)
+    assert statistics["calibration_defect_iou_at_default"] == pytest.approx((100 / 256 + 100 / 256) / 2)
+    # A normal image whose two scratch-like spots the default joins into one suggestion: drawing
+    # scratches only where the threshold is reached would make it two, so scratches keep the default.
+    normal = np.zeros((40, 40), np.float32)
+    normal[5:10, 5:10] = normal[5:10, 20:25] = 0.9
+    normal[6:9, 10:20] = 0.4
+    levels, _ = choose_extend_to_by_kind([*predictions, kind_prediction(normal, 1)],
+                                         [pit_truth, scratch_truth, np.zeros((40, 40), bool)])
+    assert levels == {"pit": 0.3}
+    assert choose_extend_to_by_kind([kind_prediction(ringed(0.9, 0.2), 0)], [np.zeros((40, 40), bool)]) == ({}, {})
 
 
 def test_retraining_thresholds_keep_the_normals_below_them():

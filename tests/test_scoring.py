@@ -33,3 +33,12 @@ def test_thresholds_outside_the_open_interval_are_rejected(bad):
 def test_round_trip_through_dict():
     normaliser = ScoreNormaliser(0.2, 0.7, {"validation_images": 3})
     assert ScoreNormaliser.from_dict(normaliser.to_dict()) == normaliser
+    per_kind = ScoreNormaliser(0.2, 0.7, extend_to_by_kind={"blowhole": 1.0, "fray": 0.3})
+    assert ScoreNormaliser.from_dict(per_kind.to_dict()).extend_to_by_kind == {"blowhole": 1.0, "fray": 0.3}
+    assert ScoreNormaliser.from_dict(per_kind.to_dict()) != normaliser
+
+
+@pytest.mark.parametrize("bad", [0.0, 1.5, float("nan"), "0.5"])
+def test_an_extent_per_kind_outside_zero_to_one_is_rejected(bad):
+    with pytest.raises(ValueError, match="extend_to_by_kind"):
+        ScoreNormaliser(0.5, 0.5, extend_to_by_kind={"blowhole": bad})

@@ -28,13 +28,14 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from labelme_dsarad.model.inference import map_at_image_size
+from labelme_dsarad.model.inference import Prediction, map_at_image_size
 from labelme_dsarad.model.networks import DSARAD, image_score
-from labelme_dsarad.model.polygons import SuggestionSettings
+from labelme_dsarad.model.polygons import DEFAULT_EXTEND_TO, SuggestionSettings
 from labelme_dsarad.model.scoring import ScoreNormaliser, clamp_threshold
 
 from .metrics import best_f1, pixel_curves
 from .sources import AnomalySources
+from .suggestion_metrics import labelled_defects
 from .synthesis import synthesise
 
 PIXEL_THRESHOLD_QUANTILE = 0.999
@@ -52,6 +53,9 @@ NORMAL_FLOOR_MINIMUM = 20
 # quantiles of their scores above the best F1.
 FALSE_SUGGESTIONS_PER_NORMAL = 0.5
 FLOOR_CANDIDATES = 64
+# The extents tried per defect kind (``choose_extend_to_by_kind``): from far below the threshold
+# to only where it is reached.
+EXTEND_TO_CANDIDATES = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 # Image-score windows tried (odd sides, pixels at the model's input size).
 SCORE_WINDOWS = (1, 3, 5, 7, 9, 11, 15, 21)
 # The map correction: per-pixel statistics from at most MAX normal images; below
@@ -283,6 +287,64 @@ def f1_thresholds(maps: np.ndarray, scores: np.ndarray, masks: np.ndarray, label
         statistics["calibration_false_suggestions_per_normal"] = false_suggestions(maps[normals], sizes[normals],
                                                                                    pixel_threshold)
     return ScoreNormaliser(clamp_threshold(image_threshold), clamp_threshold(pixel_threshold), statistics)
+
+
+def choose_extend_to_by_kind(predictions: list[Prediction], truths: list[np.ndarray]) -> tuple[dict[str, float], dict]:
+    """How far each kind's suggestions extend (``ScoreNormaliser.extend_to_by_kind``), chosen on
+    calibration images: a retrained model's ``predictions`` of them (at the model's thresholds)
+    and their defect masks (bool, at the images' own sizes; all False on normal images).
+
+    Kinds differ in how their maps fall off around the threshold: on Magnetic Tile a blowhole's
+    map spreads beyond the hole (drawn at twice its area at DEFAULT_EXTEND_TO), while frays and
+    breaks come out in pieces that join only further down. Kind by kind, the ``EXTEND_TO_CANDIDATES``
+    level with the best mean IoU of each labelled defect with its best suggestion is kept when it
+    beats the level before, and the normal images get no more suggestions than at the default.
+    Returns the levels that differ from the default and what the calibration images gave.
+    """
+    kinds = predictions[0].kinds if predictions else ()
+    if not kinds or not any(truth.any() for truth in truths):
+        return {}, {}
+    settings = SuggestionSettings()
+    likely_kinds = [prediction.likely_kinds() for prediction in predictions]
+    defects = [labelled_defects(truth) for truth in truths]
+
+    def measure(levels: dict[str, float]) -> tuple[float, int]:
+        table = np.array([levels.get(kind, DEFAULT_EXTEND_TO) for kind in kinds] + [DEFAULT_EXTEND_TO], np.float32)
+        ious: list[np.ndarray] = []
+        normal_suggestions = 0
+        for prediction, likely, (defect_labels, areas) in zip(predictions, likely_kinds, defects):
+            regions, kept = settings.region_pixels(prediction.score_map, table[likely])
+            if len(areas) == 1:  # a normal image
+                normal_suggestions += len(kept)
+                continue
+            ious.append(_best_ious(regions.astype(np.int64), kept, defect_labels, areas))
+        return float(np.mean(np.concatenate(ious))), normal_suggestions
+
+    levels: dict[str, float] = {}
+    default_iou, normal_limit = best = measure(levels)
+    for kind in kinds:
+        for level in EXTEND_TO_CANDIDATES:
+            trial = {**levels, kind: level}
+            iou, normal_suggestions = measure(trial)
+            if iou > best[0] and normal_suggestions <= normal_limit:
+                best, levels = (iou, normal_suggestions), trial
+    statistics = {"extend_to_method": ("per defect kind, the best mean IoU of each held-back labelled defect with its "
+                                       "best suggestion, no more suggestions on the held-back normals than at "
+                                       f"{DEFAULT_EXTEND_TO}"),
+                  "calibration_defect_iou_at_default": default_iou, "calibration_defect_iou": best[0]}
+    return {kind: level for kind, level in levels.items() if level != DEFAULT_EXTEND_TO}, statistics
+
+
+def _best_ious(regions: np.ndarray, kept: np.ndarray, defect_labels: np.ndarray, areas: np.ndarray) -> np.ndarray:
+    """Per labelled defect (``defect_labels`` 1..), its IoU with the best-overlapping region of
+    ``regions`` among the ``kept`` labels (0 when none overlaps)."""
+    if not len(kept):
+        return np.zeros(len(areas) - 1)
+    count = int(regions.max()) + 1
+    overlaps = np.bincount(regions.ravel() * len(areas) + defect_labels.ravel(),
+                           minlength=count * len(areas)).reshape(count, len(areas))[kept][:, 1:]
+    region_areas = np.bincount(regions.ravel(), minlength=count)[kept][:, None]
+    return (overlaps / (region_areas + areas[None, 1:] - overlaps)).max(axis=0)
 
 
 def normal_floor(values: np.ndarray) -> float:

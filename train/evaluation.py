@@ -122,8 +122,9 @@ def _evaluate_one(predict: Predict, sample: EvaluationSample, suggestions: Sugge
     mask = sample.mask(*score_map.shape)
     polygons = None
     if suggestions is not None and tally is not None:
-        regions = suggestions.regions(score_map)
-        named = [prediction.label_of(region, generic)[0] for region in regions] if prediction.kinds else None
+        drawn = prediction.suggestions(suggestions, generic)
+        regions = [suggestion.region for suggestion in drawn]
+        named = [suggestion.label for suggestion in drawn] if prediction.kinds else None
         truth_kinds = sample.kinds(*score_map.shape) if named is not None and mask.any() else None
         tally.add(score_map, float(score), regions, mask, named, truth_kinds)
         polygons = [region.points for region in regions]

@@ -59,9 +59,10 @@ from labelme_dsarad.model.inference import Predictor, resolve_device
 from labelme_dsarad.model.model_file import LoadedModel, ModelInfo, load_model, rewrite_header, save_model
 from labelme_dsarad.model.networks import ANOMALY_LOGITS, DSARAD
 from labelme_dsarad.model.polygons import SuggestionSettings
+from labelme_dsarad.model.scoring import ScoreNormaliser
 from labelme_dsarad.model.store import ModelStore, StoredModel, check_product_name
 
-from .calibration import choose_map_correction, f1_thresholds
+from .calibration import choose_extend_to_by_kind, choose_map_correction, f1_thresholds
 from .corrections import CorrectionBatches, defect_kinds, load_examples, split_labels
 from .engine import Budget, LoopState, Progress, StudentTraining, autocast_for, run_steps
 from .evaluation import evaluate_predictor
@@ -187,6 +188,20 @@ def with_kinds(network: DSARAD, kinds: tuple[str, ...]) -> DSARAD:
     return widened
 
 
+def with_extend_to_by_kind(model_path: Path, calibration: list[LabelledImage], device: str) -> ScoreNormaliser:
+    """The model's normaliser with the extent of each kind's suggestions chosen on the
+    calibration images (``calibration.choose_extend_to_by_kind``)."""
+    predictor = Predictor(model_path, device=device)
+    predictions, truths = [], []
+    for item in calibration:
+        prediction = predictor.predict(item.read_image())
+        predictions.append(prediction)
+        truths.append(item.masks(*prediction.score_map.shape)[0])
+    levels, statistics = choose_extend_to_by_kind(predictions, truths)
+    normaliser = predictor.normaliser
+    return replace(normaliser, extend_to_by_kind=levels, statistics={**normaliser.statistics, **statistics})
+
+
 def measure(model_path: Path, samples: list[LabelledImage], device: str) -> dict:
     """The holdout's metrics through the one evaluator, with the default suggestions."""
     if not samples:
@@ -305,6 +320,11 @@ def retrain(config: RetrainConfig, progress: Progress | None = None) -> RetrainR
     try:
         stage("saving", f"writing {config.product} v{version}")
         save_model(temporary, network, info, storage="fp16")
+        if kinds and split.calibration:
+            stage("calibrating", "choosing how far the suggestions of each kind extend")
+            normaliser = with_extend_to_by_kind(temporary, split.calibration, config.device)
+            info = replace(info, normaliser=normaliser)
+            rewrite_header(temporary, info)
         if holdout:
             stage("measuring", f"measuring v{version} on {len(holdout)} held-out images")
         after = measure(temporary, holdout, config.device)
@@ -316,7 +336,8 @@ def retrain(config: RetrainConfig, progress: Progress | None = None) -> RetrainR
         temporary.unlink(missing_ok=True)
     if config.set_current:
         store.set_current(config.product, version)
-    thresholds = {"image": normaliser.image_threshold, "pixel": normaliser.pixel_threshold, **normaliser.statistics}
+    thresholds = {"image": normaliser.image_threshold, "pixel": normaliser.pixel_threshold,
+                  "extend_to_by_kind": normaliser.extend_to_by_kind, **normaliser.statistics}
     return RetrainResult(config.product, version, final_path, previous, before, after, counts, thresholds,
                          config.set_current, list(folder.problems), round(time.monotonic() - started, 1))
 
