@@ -33,7 +33,8 @@ Nothing of the measurement set is trained or tuned on. Writes
 the curves of runs made apart (say, the 30-minute budget in another session)
 as one, retraining nothing; ``--measure MODEL...`` measures saved models again
 (after a change to how suggestions are drawn, say; with ``--review``, it plays
-the reviewer on each too).
+the reviewer on each too; with ``--extend-to F``, at one reach for every kind
+instead of each model's own).
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ from labelme_dsarad.train.suggestion_metrics import defect_overlaps, labelled_de
 LABEL_TOLERANCE = 0.5
 # Every correction teaches or calibrates: the measurement half is the holdout.
 RETRAIN_HOLDOUT = 0.0
+DEFAULT_SUGGESTIONS = SuggestionSettings()  # each model's own reach per kind
 REVIEW_ACCEPT_IOU = 0.1  # the simulated reviewer accepts a suggestion this much on a labelled defect
 CURVE_METRICS = ("image_auroc", "pixel_auroc", "defect_best_iou", "defects_touched", "false_suggestions_per_normal",
                  "kind_accuracy")
@@ -112,7 +114,11 @@ def parse_arguments() -> argparse.Namespace:
                              "(of one base model; the first run's first budget is the one plotted against images)")
     parser.add_argument("--measure", type=Path, nargs="+", metavar="MODEL",
                         help="retrain nothing: measure these model files as the experiment does, with today's code")
+    parser.add_argument("--extend-to", type=float, help="with --measure: one reach for every kind (default: each "
+                                                          "model's own)")
     args = parser.parse_args()
+    if args.extend_to is not None and not args.measure:
+        parser.error("--extend-to goes with --measure")
     if args.base is None and not (args.merge or args.measure):
         parser.error("--base is required (unless --merge or --measure)")
     return args
@@ -168,16 +174,18 @@ def _write(path: Path, image: Path, shapes: list[dict]) -> None:
     })
 
 
-def measure(model: Path, samples: list[Sample], device: str) -> dict:
-    metrics = evaluate_predictor(Predictor(model, device=device), samples, suggestions=SuggestionSettings())
+def measure(model: Path, samples: list[Sample], device: str,
+            suggestions: SuggestionSettings = DEFAULT_SUGGESTIONS) -> dict:
+    metrics = evaluate_predictor(Predictor(model, device=device), samples, suggestions=suggestions)
     return {**metrics["overall"], "per_type_image_auroc": {name: values["image_auroc"]
                                                            for name, values in metrics["per_type"].items()}}
 
 
-def simulated_review(model: Path, samples: list[Sample], folder: Path, device: str) -> dict:
+def simulated_review(model: Path, samples: list[Sample], folder: Path, device: str,
+                     suggestions: SuggestionSettings = DEFAULT_SUGGESTIONS) -> dict:
     """Predict, accept what lies on a labelled defect, reject the rest, tick ok; then dsarad stats."""
     shutil.rmtree(folder, ignore_errors=True)
-    predict_paths([sample.image_path for sample in samples], model, PredictOptions(out_dir=folder), device=device)
+    predict_paths([sample.image_path for sample in samples], model, PredictOptions(suggestions, out_dir=folder), device=device)
     for sample in samples:
         path = folder / f"{sample.image_path.stem}.json"
         data = load_label_file(path)
@@ -230,11 +238,12 @@ def main() -> int:
         return merge(args)
     if args.measure:
         _, measurement, _ = halves(args)
-        rows = [{"model": str(path), **measure(path, measurement, args.device)} for path in args.measure]
+        suggestions = SuggestionSettings(extend_to=args.extend_to)
+        rows = [{"model": str(path), **measure(path, measurement, args.device, suggestions)} for path in args.measure]
         print(f"\n{args.dataset}: {len(measurement)} measurement images\n")
         print_metrics(rows)
         if args.review:
-            reviews = [simulated_review(path, measurement, args.out / f"review_{index}", args.device)
+            reviews = [simulated_review(path, measurement, args.out / f"review_{index}", args.device, suggestions)
                        for index, path in enumerate(args.measure)]
             print_review([path.name for path in args.measure], reviews)
         return 0

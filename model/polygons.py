@@ -101,7 +101,7 @@ class SuggestionSettings:
 
     def region_pixels(self, score_map: np.ndarray,
                       model_extend_to: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The suggestions ``regions`` draws, as pixels: each pixel's region label (int32, 0 for
+        """The suggestions ``regions`` draws, as pixels: each pixel's region label (an integer, 0 for
         none) and the labels that become suggestions; without their outlines."""
         labels, _, kept = _suggestion_labels(score_map, self.threshold, self.opening,
                                              self.extend_to_with(model_extend_to), self.min_area)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -28,7 +29,8 @@ from labelme_dsarad.train.corrections import REAL_DEFECT_WEIGHT, SYNTHETIC_POOL,
 from labelme_dsarad.train.engine import Budget
 from labelme_dsarad.train.labels import LabelledImage
 from labelme_dsarad.train.losses import focal_loss, kind_loss
-from labelme_dsarad.train.retrain import RetrainConfig, Retrainer
+from labelme_dsarad.train.progress import format_retrain_result
+from labelme_dsarad.train.retrain import RetrainConfig, Retrainer, RetrainResult
 
 from .conftest import make_tiny_model
 
@@ -410,6 +412,14 @@ def test_the_extent_of_each_kind_is_chosen_where_its_defects_are_outlined_best()
                                          [pit_truth, scratch_truth, np.zeros((40, 40), bool)])
     assert levels == {"pit": 0.3}
     assert choose_extend_to_by_kind([kind_prediction(ringed(0.9, 0.2), 0)], [np.zeros((40, 40), bool)]) == ({}, {})
+
+
+def test_the_retrain_summary_says_how_far_each_kind_reaches(tmp_path):
+    result = RetrainResult("widget", 2, tmp_path / "v2.safetensors", {"version": 1}, {}, {},
+                           {"holdout": {"defect": 1, "normal": 1}}, {"extend_to_by_kind": {"pit": 0.4}}, True)
+    assert "suggestions reach, by kind: pit 0.40 (0.70 for the rest)" in format_retrain_result(result)
+    plain = replace(result, thresholds={"extend_to_by_kind": {}})
+    assert "by kind" not in format_retrain_result(plain)
 
 
 def test_retraining_thresholds_keep_the_normals_below_them():

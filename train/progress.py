@@ -15,6 +15,8 @@ from typing import IO, TYPE_CHECKING
 
 from tqdm import tqdm
 
+from labelme_dsarad.model.polygons import DEFAULT_EXTEND_TO
+
 from .metric_names import REPORTED_METRICS
 
 if TYPE_CHECKING:
@@ -85,6 +87,10 @@ def format_retrain_result(result: RetrainResult) -> str:
     lines.append(f"{'':<36}{'before':>10}{'after':>10}")
     for key, title in REPORTED_METRICS:
         lines.append(f"{title:<36}{_number(result.before.get(key)):>10}{_number(result.after.get(key)):>10}")
+    by_kind = result.thresholds.get("extend_to_by_kind") or {}
+    if by_kind:
+        lines.append("suggestions reach, by kind: " + ", ".join(f"{kind} {value:.2f}" for kind, value in by_kind.items())
+                     + f" ({DEFAULT_EXTEND_TO:.2f} for the rest)")
     lines.append(f"roll back with: dsarad retrain --product {result.product} --rollback "
                  f"{result.previous['version'] if result.previous['version'] is not None else 'VERSION'}")
     return "\n".join(lines)
