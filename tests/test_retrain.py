@@ -20,6 +20,7 @@ from labelme_dsarad.model.scoring import ScoreNormaliser
 from labelme_dsarad.model.store import ModelStore
 from labelme_dsarad.train.calibration import (
     EXTEND_TO_CANDIDATES,
+    EXTEND_TO_MAX_SIDE,
     choose_extend_to_by_kind,
     f1_thresholds,
     false_suggestions,
@@ -399,7 +400,7 @@ def test_the_extent_of_each_kind_is_chosen_where_its_defects_are_outlined_best()
     # map spreads beyond the scratch (to 0.4): a person outlined the core alone.
     pit_truth, scratch_truth = ringed(1, 1) > 0, ringed(1, 0) > 0
     predictions = [kind_prediction(ringed(0.9, 0.2), 0), kind_prediction(ringed(0.9, 0.4), 1)]
-    levels, statistics = choose_extend_to_by_kind(predictions, [pit_truth, scratch_truth])
+    levels, statistics = choose_extend_to_by_kind(zip(predictions, [pit_truth, scratch_truth]))
     assert levels == {"pit": 0.3, "scratch": 0.9}
     assert statistics["calibration_defect_iou"] == pytest.approx(1.0)
     assert statistics["calibration_defect_iou_at_default"] == pytest.approx((100 / 256 + 100 / 256) / 2)
@@ -408,10 +409,19 @@ def test_the_extent_of_each_kind_is_chosen_where_its_defects_are_outlined_best()
     normal = np.zeros((40, 40), np.float32)
     normal[5:10, 5:10] = normal[5:10, 20:25] = 0.9
     normal[6:9, 10:20] = 0.4
-    levels, _ = choose_extend_to_by_kind([*predictions, kind_prediction(normal, 1)],
-                                         [pit_truth, scratch_truth, np.zeros((40, 40), bool)])
+    levels, _ = choose_extend_to_by_kind(zip([*predictions, kind_prediction(normal, 1)],
+                                             [pit_truth, scratch_truth, np.zeros((40, 40), bool)]))
     assert levels == {"pit": 0.3}
-    assert choose_extend_to_by_kind([kind_prediction(ringed(0.9, 0.2), 0)], [np.zeros((40, 40), bool)]) == ({}, {})
+    assert choose_extend_to_by_kind([(kind_prediction(ringed(0.9, 0.2), 0), np.zeros((40, 40), bool))]) == ({}, {})
+
+
+def test_the_reach_of_a_large_photo_is_chosen_on_its_map_drawn_smaller():
+    # The pit of the test above, drawn at twice the side EXTEND_TO_MAX_SIDE allows: chosen alike.
+    scale = 2 * EXTEND_TO_MAX_SIDE // 40
+    score_map = cv2.resize(ringed(0.9, 0.2), None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    truth = cv2.resize(ringed(1, 1), None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST) > 0
+    levels, statistics = choose_extend_to_by_kind([(kind_prediction(score_map, 0), truth)])
+    assert levels == {"pit": 0.3} and statistics["calibration_defect_iou"] == pytest.approx(1.0, abs=0.01)
 
 
 def test_the_retrain_summary_says_how_far_each_kind_reaches(tmp_path):

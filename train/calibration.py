@@ -24,6 +24,10 @@ window are chosen on the maps the model will give.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import cv2
 import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
@@ -56,6 +60,10 @@ FLOOR_CANDIDATES = 64
 # The extents tried per defect kind (``choose_extend_to_by_kind``): from far below the threshold
 # to only where it is reached.
 EXTEND_TO_CANDIDATES = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+# The reach is chosen on maps of at most this many pixels a side: a map is the model's (a few
+# hundred pixels) drawn larger, so little is lost, and a large photo's calibration images fit
+# in memory.
+EXTEND_TO_MAX_SIDE = 1024
 # Image-score windows tried (odd sides, pixels at the model's input size).
 SCORE_WINDOWS = (1, 3, 5, 7, 9, 11, 15, 21)
 # The map correction: per-pixel statistics from at most MAX normal images; below
@@ -289,10 +297,10 @@ def f1_thresholds(maps: np.ndarray, scores: np.ndarray, masks: np.ndarray, label
     return ScoreNormaliser(clamp_threshold(image_threshold), clamp_threshold(pixel_threshold), statistics)
 
 
-def choose_extend_to_by_kind(predictions: list[Prediction], truths: list[np.ndarray]) -> tuple[dict[str, float], dict]:
+def choose_extend_to_by_kind(images: Iterable[tuple[Prediction, np.ndarray]]) -> tuple[dict[str, float], dict]:
     """How far each kind's suggestions extend (``ScoreNormaliser.extend_to_by_kind``), chosen on
-    calibration images: a retrained model's ``predictions`` of them (at the model's thresholds)
-    and their defect masks (bool, at the images' own sizes; all False on normal images).
+    calibration images: a retrained model's prediction of each (at the model's thresholds) with
+    its defect mask (bool, at the image's own size; all False on a normal image).
 
     Kinds differ in how their maps fall off around the threshold: on Magnetic Tile a blowhole's
     map spreads beyond the hole (drawn at twice its area at DEFAULT_EXTEND_TO), while frays and
@@ -301,23 +309,24 @@ def choose_extend_to_by_kind(predictions: list[Prediction], truths: list[np.ndar
     beats the level before, and the normal images get no more suggestions than at the default.
     Returns the levels that differ from the default and what the calibration images gave.
     """
-    kinds = predictions[0].kinds if predictions else ()
-    if not kinds or not any(truth.any() for truth in truths):
+    kinds: tuple[str, ...] = ()
+    calibration: list[_CalibrationImage] = []
+    for prediction, truth in images:
+        kinds = prediction.kinds
+        calibration.append(_CalibrationImage.of(prediction, truth))
+    if not kinds or all(len(image.defect_areas) == 1 for image in calibration):
         return {}, {}
-    settings = SuggestionSettings()
-    likely_kinds = [prediction.likely_kinds() for prediction in predictions]
-    defects = [labelled_defects(truth) for truth in truths]
 
     def measure(levels: dict[str, float]) -> tuple[float, int]:
         table = np.array([levels.get(kind, DEFAULT_EXTEND_TO) for kind in kinds] + [DEFAULT_EXTEND_TO], np.float32)
         ious: list[np.ndarray] = []
         normal_suggestions = 0
-        for prediction, likely, (defect_labels, areas) in zip(predictions, likely_kinds, defects):
-            regions, kept = settings.region_pixels(prediction.score_map, table[likely])
-            if len(areas) == 1:  # a normal image
+        for image in calibration:
+            regions, kept = image.settings.region_pixels(image.score_map, table[image.likely_kinds])
+            if len(image.defect_areas) == 1:  # a normal image
                 normal_suggestions += len(kept)
                 continue
-            ious.append(_best_ious(regions.astype(np.int64), kept, defect_labels, areas))
+            ious.append(_best_ious(regions.astype(np.int64), kept, image.defect_labels, image.defect_areas))
         return float(np.mean(np.concatenate(ious))), normal_suggestions
 
     levels: dict[str, float] = {}
@@ -333,6 +342,30 @@ def choose_extend_to_by_kind(predictions: list[Prediction], truths: list[np.ndar
                                        f"{DEFAULT_EXTEND_TO}"),
                   "calibration_defect_iou_at_default": default_iou, "calibration_defect_iou": best[0]}
     return {kind: level for kind, level in levels.items() if level != DEFAULT_EXTEND_TO}, statistics
+
+
+@dataclass
+class _CalibrationImage:
+    """What choosing the reach needs of one calibration image, at most EXTEND_TO_MAX_SIDE a side."""
+
+    score_map: np.ndarray
+    likely_kinds: np.ndarray
+    defect_labels: np.ndarray
+    defect_areas: np.ndarray
+    settings: SuggestionSettings  # the default polygon settings, ``min_area`` at this scale
+
+    @classmethod
+    def of(cls, prediction: Prediction, truth: np.ndarray) -> _CalibrationImage:
+        score_map, likely, height, width = prediction.score_map, prediction.likely_kinds(), *truth.shape
+        scale = min(1.0, EXTEND_TO_MAX_SIDE / max(height, width))
+        if scale < 1.0:
+            size = (max(round(width * scale), 1), max(round(height * scale), 1))
+            score_map = cv2.resize(score_map, size, interpolation=cv2.INTER_AREA)
+            likely = cv2.resize(likely, size, interpolation=cv2.INTER_NEAREST)
+            truth = cv2.resize(truth.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
+        defect_labels, defect_areas = labelled_defects(truth)
+        settings = SuggestionSettings(min_area=max(round(SuggestionSettings.min_area * scale**2), 1))
+        return cls(score_map, likely, defect_labels, defect_areas, settings)
 
 
 def _best_ious(regions: np.ndarray, kept: np.ndarray, defect_labels: np.ndarray, areas: np.ndarray) -> np.ndarray:

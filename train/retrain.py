@@ -48,6 +48,7 @@ from __future__ import annotations
 import copy
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -55,7 +56,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from labelme_dsarad.model.inference import Predictor, resolve_device
+from labelme_dsarad.model.inference import Prediction, Predictor, resolve_device
 from labelme_dsarad.model.model_file import LoadedModel, ModelInfo, load_model, rewrite_header, save_model
 from labelme_dsarad.model.networks import ANOMALY_LOGITS, DSARAD
 from labelme_dsarad.model.polygons import SuggestionSettings
@@ -192,12 +193,13 @@ def with_extend_to_by_kind(model_path: Path, calibration: list[LabelledImage], d
     """The model's normaliser with the extent of each kind's suggestions chosen on the
     calibration images (``calibration.choose_extend_to_by_kind``)."""
     predictor = Predictor(model_path, device=device)
-    predictions, truths = [], []
-    for item in calibration:
-        prediction = predictor.predict(item.read_image())
-        predictions.append(prediction)
-        truths.append(item.masks(*prediction.score_map.shape)[0])
-    levels, statistics = choose_extend_to_by_kind(predictions, truths)
+
+    def predicted() -> Iterator[tuple[Prediction, np.ndarray]]:
+        for item in calibration:
+            prediction = predictor.predict(item.read_image())
+            yield prediction, item.masks(*prediction.score_map.shape)[0]
+
+    levels, statistics = choose_extend_to_by_kind(predicted())
     normaliser = predictor.normaliser
     return replace(normaliser, extend_to_by_kind=levels, statistics={**normaliser.statistics, **statistics})
 
