@@ -16,6 +16,7 @@ from labelme_dsarad.train.datasets import Sample, folder_test_samples
 from labelme_dsarad.train.evaluation import Evaluated, evaluate
 from labelme_dsarad.train.metrics import downsample_for_metrics
 from labelme_dsarad.train.report import _grid_rows
+from labelme_dsarad.train.suggestion_metrics import best_region_ious, defect_overlaps, labelled_defects
 
 DEFECT_GRAY = 230  # defects are bright boxes on a ~100 gray background
 
@@ -161,3 +162,18 @@ def test_grid_shows_worst_cases_first():
     assert names[:8] == ["n1", "n4", "n2", "n3", "d1", "d3", "d4", "d0"]
     assert names[8:] == ["d5", "d2", "n5", "n0"]  # the rest were shown already
     assert len(set(names)) == len(names) <= 16
+
+
+def test_best_region_ious_are_each_defects_best_of_defect_overlaps():
+    rng = np.random.default_rng(3)
+    truth = rng.random((30, 40)) > 0.93
+    truth[5:12, 5:15] = True
+    labels, areas = labelled_defects(truth)
+    regions = cv2.connectedComponents((rng.random((30, 40)) > 0.6).astype(np.uint8), connectivity=8)[1]
+    kept = np.arange(1, int(regions.max()) + 1)[::2]  # only some regions became suggestions
+    expected = np.zeros(len(areas) - 1)
+    for label in kept:
+        expected = np.maximum(expected, defect_overlaps(regions == label, labels, areas)[1][1:])
+    assert expected.max() > 0
+    assert np.allclose(best_region_ious(regions, kept, labels, areas), expected)
+    assert not best_region_ious(regions, kept[:0], labels, areas).any()

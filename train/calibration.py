@@ -39,7 +39,7 @@ from labelme_dsarad.model.scoring import ScoreNormaliser, clamp_threshold
 
 from .metrics import best_f1, pixel_curves
 from .sources import AnomalySources
-from .suggestion_metrics import labelled_defects
+from .suggestion_metrics import best_region_ious, labelled_defects
 from .synthesis import synthesise
 
 PIXEL_THRESHOLD_QUANTILE = 0.999
@@ -326,7 +326,7 @@ def choose_extend_to_by_kind(images: Iterable[tuple[Prediction, np.ndarray]]) ->
             if len(image.defect_areas) == 1:  # a normal image
                 normal_suggestions += len(kept)
                 continue
-            ious.append(_best_ious(regions.astype(np.int64), kept, image.defect_labels, image.defect_areas))
+            ious.append(best_region_ious(regions, kept, image.defect_labels, image.defect_areas))
         return float(np.mean(np.concatenate(ious))), normal_suggestions
 
     levels: dict[str, float] = {}
@@ -366,18 +366,6 @@ class _CalibrationImage:
         defect_labels, defect_areas = labelled_defects(truth)
         settings = SuggestionSettings(min_area=max(round(SuggestionSettings.min_area * scale**2), 1))
         return cls(score_map, likely, defect_labels, defect_areas, settings)
-
-
-def _best_ious(regions: np.ndarray, kept: np.ndarray, defect_labels: np.ndarray, areas: np.ndarray) -> np.ndarray:
-    """Per labelled defect (``defect_labels`` 1..), its IoU with the best-overlapping region of
-    ``regions`` among the ``kept`` labels (0 when none overlaps)."""
-    if not len(kept):
-        return np.zeros(len(areas) - 1)
-    count = int(regions.max()) + 1
-    overlaps = np.bincount(regions.ravel() * len(areas) + defect_labels.ravel(),
-                           minlength=count * len(areas)).reshape(count, len(areas))[kept][:, 1:]
-    region_areas = np.bincount(regions.ravel(), minlength=count)[kept][:, None]
-    return (overlaps / (region_areas + areas[None, 1:] - overlaps)).max(axis=0)
 
 
 def normal_floor(values: np.ndarray) -> float:
