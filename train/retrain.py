@@ -192,7 +192,9 @@ def with_kinds(network: DSARAD, kinds: tuple[str, ...]) -> DSARAD:
 def with_extend_to_by_kind(model_path: Path, calibration: list[LabelledImage], device: str) -> ScoreNormaliser:
     """The model's normaliser with the extent of each kind's suggestions chosen on the
     calibration images (``calibration.choose_extend_to_by_kind``)."""
-    predictor = Predictor(model_path, device=device)
+    # The torch backend: on a CPU ``auto`` would export this file, whose header is rewritten
+    # next, to ONNX (seconds, and a cache file nothing reads again).
+    predictor = Predictor(model_path, device=device, backend="torch")
 
     def predicted() -> Iterator[tuple[Prediction, np.ndarray]]:
         for item in calibration:
