@@ -236,6 +236,7 @@ def parse_header(path: os.PathLike | str, metadata: dict) -> ModelInfo:
             score_window=_bounded_int(arch.get("score_window", Architecture.score_window), SCORE_WINDOW_RANGE,
                                       "score_window"),
             kinds=_kind_names(arch.get("kinds", [])),
+            flip_average=_boolean(arch.get("flip_average", False), "flip_average"),
         )
         if architecture.score_window % 2 == 0:
             raise ValueError(f"score_window must be odd, got {architecture.score_window}")
@@ -276,6 +277,12 @@ def _kind_names(value) -> tuple[str, ...]:
     if len(set(value)) != len(value):
         raise ValueError("kinds must be different names")
     return tuple(value)
+
+
+def _boolean(value, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    return value
 
 
 def _string(value, name: str) -> str:

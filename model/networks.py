@@ -27,6 +27,10 @@ class Architecture:
     # Defect kinds the segmentation network also names, learnt from people's
     # labels (retraining); empty: every defect is the model's one label.
     kinds: tuple[str, ...] = ()
+    # The U-Net's logits averaged over the four mirror images of its input (``segmentation_logits``):
+    # set by retraining, whose suggestions it outlines better (train/retrain.py) for four passes
+    # of the U-Net instead of one.
+    flip_average: bool = False
 
     def to_dict(self) -> dict:
         return {**asdict(self), "kinds": list(self.kinds)}
@@ -201,11 +205,22 @@ class SegmentationNetwork(nn.Module):
         return self.to_logits(x)
 
 
+MIRRORS = ((), (-1,), (-2,), (-1, -2))  # the flips ``segmentation_logits`` averages over
+
+
 def segmentation_logits(student: ReconstructionNetwork, segmentation: SegmentationNetwork,
-                        image: torch.Tensor) -> torch.Tensor:
-    """(B, 2 + kinds, H, W): the U-Net's logits over [the student's reconstruction, the input]."""
+                        image: torch.Tensor, flip_average: bool = False) -> torch.Tensor:
+    """(B, 2 + kinds, H, W): the U-Net's logits over [the student's reconstruction, the input];
+    with ``flip_average``, their mean over the input's mirror images, each flipped back. The
+    student reconstructs once: only the U-Net is mirrored."""
     reconstruction, _ = student(image)
-    return segmentation(torch.cat([reconstruction, image], dim=1))
+    pair = torch.cat([reconstruction, image], dim=1)
+    if not flip_average:
+        return segmentation(pair)
+    # One batch of all mirror images: one pass of the U-Net, not four.
+    mirrored = segmentation(torch.cat([pair.flip(dims) if dims else pair for dims in MIRRORS]))
+    unflipped = [logits.flip(dims) if dims else logits for logits, dims in zip(mirrored.chunk(len(MIRRORS)), MIRRORS)]
+    return torch.stack(unflipped).mean(dim=0)
 
 
 def anomaly_probability(logits: torch.Tensor) -> torch.Tensor:
@@ -274,7 +289,7 @@ class DSARAD(nn.Module):
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The raw anomaly map (B, H, W), the raw image score (B,) and, when the model knows
         defect kinds, their probabilities (B, kinds, H, W)."""
-        logits = segmentation_logits(self.student, self.segmentation, image)
+        logits = segmentation_logits(self.student, self.segmentation, image, self.architecture.flip_average)
         raw_map = self.map_correction(anomaly_probability(logits))
         outputs = (raw_map, image_score(raw_map, self.architecture.score_window))
         return (*outputs, kind_probabilities(logits)) if self.architecture.kinds else outputs

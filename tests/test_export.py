@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +23,11 @@ from .comparison_network import perturbed_network
 MAP_TOLERANCE = 1e-4  # fp32, from the issue
 
 
-def perturbed_model(path: Path, preset: str = "compact", input_size: int = 64, seed: int = 0) -> LoadedModel:
+def perturbed_model(path: Path, preset: str = "compact", input_size: int = 64, seed: int = 0,
+                    flip_average: bool = False) -> LoadedModel:
     """A saved and reloaded model of the shared comparison network."""
     network = perturbed_network(preset, input_size, seed)
+    network.architecture = replace(network.architecture, flip_average=flip_average)
     info = ModelInfo(
         architecture=network.architecture,
         product="widget",
@@ -66,6 +69,17 @@ def test_onnxruntime_maps_equal_pytorch(compact, exported):
     assert expected_map.std() > 1e-3  # a flat map would make the comparison vacuous
     np.testing.assert_allclose(raw_map, expected_map, atol=MAP_TOLERANCE, rtol=0)
     np.testing.assert_allclose(raw_score, expected_score, atol=MAP_TOLERANCE, rtol=0)
+
+
+def test_onnxruntime_maps_equal_pytorch_with_the_flip_average(tmp_path):
+    loaded = perturbed_model(tmp_path / "flipping.safetensors", flip_average=True)
+    assert loaded.info.architecture.flip_average
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    expected_map, _ = eager_reference(loaded, images)
+    session = onnxruntime.InferenceSession(str(export_onnx(loaded, tmp_path / "flipping.onnx")),
+                                           providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"image": images.numpy()})[0], expected_map, atol=MAP_TOLERANCE,
+                               rtol=0)
 
 
 def test_the_attention_is_exported_fused(exported):

@@ -92,6 +92,7 @@ def header_with(tmp_path, mutate) -> Path:
         (lambda h: h.update(format_version=FORMAT_VERSION + 1), "newer than this program"),
         (lambda h: h["architecture"].update(reconstruction_width=10**9), "reconstruction_width"),
         (lambda h: h["architecture"].update(input_size=100), "multiple of 32"),
+        (lambda h: h["architecture"].update(flip_average="yes"), "flip_average must be true or false"),
         (lambda h: h.pop("labels"), "missing 'labels'"),
         (lambda h: h.update(labels=[]), "labels"),
         (lambda h: h["scores"].update(pixel_threshold=1.5), "pixel_threshold"),
@@ -105,6 +106,13 @@ def test_invalid_headers_give_one_line_errors(tmp_path, mutate, expected):
     with pytest.raises(ModelFileError, match=expected) as error:
         load_model(path)
     one_line(error, path)
+
+
+def test_flip_average_round_trips_and_older_files_read_as_without(tmp_path):
+    assert not load_model(make_tiny_model(tmp_path / "older.safetensors")).info.architecture.flip_average
+    flipping = header_with(tmp_path, lambda h: h["architecture"].update(flip_average=True))
+    loaded = load_model(flipping)
+    assert loaded.info.architecture.flip_average and loaded.network.architecture.flip_average
 
 
 def test_header_that_is_not_json(tmp_path):

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -7,6 +9,7 @@ from labelme_dsarad.model.networks import (
     ReconstructionNetwork,
     SegmentationNetwork,
     SpatialAttention,
+    anomaly_probability,
     image_score,
     parameter_count,
 )
@@ -63,6 +66,20 @@ def test_dsarad_outputs_probability_map_and_pooled_score():
     assert raw_map.shape == (2, 64, 64) and score.shape == (2,)
     assert float(raw_map.min()) >= 0.0 and float(raw_map.max()) <= 1.0
     torch.testing.assert_close(score, image_score(raw_map, PRESETS["tiny"].score_window))
+
+
+def test_flip_average_is_the_mean_of_the_unets_logits_over_the_mirror_images():
+    torch.manual_seed(0)
+    network = DSARAD(replace(PRESETS["tiny"], flip_average=True)).eval()
+    image = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        raw_map, _ = network(image)
+        pair = torch.cat([network.student(image)[0], image], dim=1)
+        expected = sum(network.segmentation(pair.flip(dims)).flip(dims) for dims in ([], [-1], [-2], [-1, -2])) / 4
+        once = network.segmentation(pair)
+    torch.testing.assert_close(raw_map, anomaly_probability(expected), atol=1e-5, rtol=0)
+    # The U-Net of random weights is no mirror-symmetric function: the average differs from one pass.
+    assert float((anomaly_probability(once) - raw_map).abs().max()) > 1e-4
 
 
 @pytest.mark.parametrize("window", [21, 5])

@@ -212,7 +212,8 @@ def test_the_u_net_trained_in_channels_last_is_saved_and_loaded_as_it_was(tmp_pa
     base, retrainer = noise_retrainer(tmp_path, normals=2, defects=2, seed=1, steps=2, batch_size=4)
     retrainer.train(Budget(steps=2), lambda event: None)
     trained = retrainer.training.result().eval()
-    save_model(tmp_path / "new.safetensors", trained, base.info, storage="fp32")
+    save_model(tmp_path / "new.safetensors", trained, replace(base.info, architecture=trained.architecture),
+               storage="fp32")
     loaded = load_model(tmp_path / "new.safetensors").network.eval()
     images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
@@ -287,6 +288,8 @@ def test_tiny_retrain_end_to_end_stores_a_new_version_and_rolls_back(tmp_path, c
     assert store.resolve("widget").version == 2 and file_sha256(v1) == v1_hash
     new = load_model(store.resolve("widget", 2).path)
     assert new.info.training["base"]["sha256"] == v1_hash and new.info.version == 2
+    # The new version maps over mirror images; the base it started from does not.
+    assert new.info.architecture.flip_average and not load_model(v1).info.architecture.flip_average
     assert "best F1" in new.info.normaliser.statistics["method"]
     assert new.info.metrics["before"] == done["before"]
 

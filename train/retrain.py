@@ -31,6 +31,16 @@ one ("blowhole", "Pitting"), the U-Net learns to name them too
 kind loss is averaged per image, so small defects count), and every
 suggestion then carries its most likely kind and the probability.
 
+**Mirror images at inference** (``Architecture.flip_average``): the new
+model's map is the U-Net's mean over the four mirror images of its input,
+each flipped back, in calibration and at inference alike; training runs the
+U-Net once per image (flipped at random). Two Magnetic Tile retrains, each
+calibrated with and without it on the same weights: IoU of each defect's
+best suggestion 0.393 -> 0.422 and 0.393 -> 0.404, defects touched 81% ->
+86% and 86% -> 90%, false suggestions per normal image 0.62 -> 0.61 and
+0.57 -> 0.60 (README, "Maps over mirror images"); for three more passes of
+the U-Net at inference.
+
 **Map correction** (``calibration.choose_map_correction``): refitted on the
 training normals for the new U-Net, and kept only if the calibration images'
 defect pixels rank at least as well with it (pixel AP); with too few
@@ -134,6 +144,9 @@ class Retrainer:
         self.config = config
         self.device = device
         self.network = with_kinds(base.network, kinds).to(device)
+        # Its maps come from the U-Net's mean over mirror images (calibration and inference alike);
+        # training runs the U-Net once per image, as before.
+        self.network.architecture = replace(self.network.architecture, flip_average=True)
         for parameter in self.network.student.parameters():
             parameter.requires_grad_(False)
         # The U-Net's forward and backward pass in channels-last: 1.2x the steps per minute on a
@@ -304,7 +317,7 @@ def retrain(config: RetrainConfig, progress: Progress | None = None) -> RetrainR
         training={
             "method": ("DSARAD warm-start retraining from corrected labels: the base model's student frozen, its "
                        "U-Net trained on whole images: real defects, synthetic anomalies and normals, "
-                       "focal + Dice loss"),
+                       "focal + Dice loss; maps averaged over the input's mirror images"),
             "base": previous,
             "labels_dir": str(config.labels_dir),
             "images": counts,
