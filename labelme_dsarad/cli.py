@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from labelme_dsarad.model.polygons import DEFAULT_EXTEND_TO, SuggestionSettings
+from labelme_dsarad.model.polygons import DEFAULT_EXTEND_TO, DEFAULT_MIN_PEAK, MAX_MIN_PEAK, SuggestionSettings
 
 DEFAULT_SUGGESTIONS = SuggestionSettings()
 EXIT_OK, EXIT_FAILURES, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -41,6 +41,14 @@ def extent_fraction(text: str) -> float:
     value = float(text)
     if not 0.0 < value <= 1.0:  # also refuses nan
         raise argparse.ArgumentTypeError(f"must be more than 0 and at most 1 (a fraction of the threshold), got {text}")
+    return value
+
+
+def peak_multiple(text: str) -> float:
+    value = float(text)
+    if not 1.0 <= value <= MAX_MIN_PEAK:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be at least 1 and at most {MAX_MIN_PEAK:g} (a multiple of the "
+                                         f"threshold), got {text}")
     return value
 
 
@@ -111,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="a region reaching the threshold extends over its surroundings down to this fraction "
                               "of it, for every defect kind (1: only where it reaches it; default: the model's own, "
                               f"per kind where a retrain chose it, else {DEFAULT_EXTEND_TO})")
+    predict.add_argument("--min-peak", type=peak_multiple, default=DEFAULT_SUGGESTIONS.min_peak,
+                         help="suggest only regions whose highest score reaches this multiple of the threshold "
+                              f"(1: every region that reaches it; default: the model's own, else {DEFAULT_MIN_PEAK:g})")
     predict.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     predict.add_argument("--save-maps", type=Path, metavar="DIR",
                          help="also write each anomaly map as a PNG: drawn over the photo, with a colour bar")
@@ -415,7 +426,7 @@ def run_predict(args) -> int:
         check_writable_folder(args.save_maps)
     options = PredictOptions(
         suggestions=SuggestionSettings(threshold=args.threshold, min_area=args.min_area, tolerance=args.tolerance,
-                                       extend_to=args.extend_to),
+                                       extend_to=args.extend_to, min_peak=args.min_peak),
         out_dir=args.out,
         maps_dir=args.save_maps,
         bare_maps=args.bare_maps,

@@ -24,6 +24,7 @@ from labelme_dsarad.batch_detection import BatchDetection
 from labelme_dsarad.guarded import guarded
 from labelme_dsarad.heat_map import CachedMap, HeatMap, MapCache
 from labelme_dsarad.model import labelfile
+from labelme_dsarad.model.polygons import DEFAULT_MIN_PEAK
 from labelme_dsarad.panel_view import PanelView, plural
 from labelme_dsarad.review_actions import ReviewActions
 from labelme_dsarad.worker import (
@@ -196,7 +197,9 @@ class DefectPanel(QtCore.QObject):
         changed = self.model is None or self.model.key != description.key
         self.model = description
         self.view.model_info.setText(describe_model(description))
-        self.view.set_model_extend_to(description.info.normaliser.extend_to_by_kind if description.info else {})
+        normaliser = description.info.normaliser if description.info else None
+        self.view.set_model_levels(normaliser.extend_to_by_kind if normaliser else {},
+                                   normaliser.min_peak if normaliser else DEFAULT_MIN_PEAK)
         self.view.set_ready(True)
         if not changed:
             return  # the same weights on another device (GPU out of memory)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from qtpy import QtCore, QtGui, QtWidgets
 
-from labelme_dsarad.model.polygons import DEFAULT_EXTEND_TO, SuggestionSettings
+from labelme_dsarad.model.polygons import DEFAULT_EXTEND_TO, DEFAULT_MIN_PEAK, SuggestionSettings
 
 # Douglas-Peucker tolerance (pixels) per step of the polygon-detail slider:
 # left is coarse, right follows the map pixel by pixel.
@@ -114,6 +114,7 @@ class PanelView(QtWidgets.QWidget):
                                       "threshold is reached")
         self.extend_label = QtWidgets.QLabel()
         self.model_extend_to_by_kind: dict[str, float] = {}
+        self.model_min_peak = DEFAULT_MIN_PEAK
         # The model's own reach, per defect kind where a retrain chose it; moving the slider sets
         # one reach for every kind instead.
         self.extend_by_model_box = QtWidgets.QCheckBox("Model's")
@@ -208,6 +209,10 @@ class PanelView(QtWidgets.QWidget):
     def show_setting_labels(self) -> None:
         settings = self.suggestion_settings()
         self.threshold_label.setText(f"{settings.threshold:.2f}")
+        self.threshold_label.setToolTip(
+            "" if self.model_min_peak == DEFAULT_MIN_PEAK else
+            f"The model suggests only regions that peak at {self.model_min_peak:.2f} times the threshold or higher "
+            f"(now {min(self.model_min_peak * settings.threshold, 1.0):.2f})")
         self.detail_label.setText(f"{settings.tolerance:g} px")
         if settings.extend_to is not None:
             self.extend_label.setText(f"{settings.extend_to:.2f}")
@@ -221,9 +226,11 @@ class PanelView(QtWidgets.QWidget):
             self.extend_label.setText(f"{DEFAULT_EXTEND_TO:.2f}")
             self.extend_label.setToolTip("")
 
-    def set_model_extend_to(self, by_kind: dict[str, float]) -> None:
-        """The model in use's reach per defect kind, shown while **Model's** is ticked."""
-        self.model_extend_to_by_kind = dict(by_kind)
+    def set_model_levels(self, extend_to_by_kind: dict[str, float], min_peak: float = DEFAULT_MIN_PEAK) -> None:
+        """The model in use's reach per defect kind, shown while **Model's** is ticked, and the
+        peak its suggestions reach (``ScoreNormaliser``)."""
+        self.model_extend_to_by_kind = dict(extend_to_by_kind)
+        self.model_min_peak = min_peak
         self.show_setting_labels()
 
     def set_ready(self, ready: bool) -> None:

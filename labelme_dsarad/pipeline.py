@@ -98,6 +98,8 @@ def run_record(predictor: Predictor, options: PredictOptions) -> dict:
         "tolerance": options.suggestions.tolerance,
         "opening": options.suggestions.opening,
         "extend_to": options.suggestions.extend_to,
+        # only when given, so that files written before there was one still count as this run's
+        **({"min_peak": options.suggestions.min_peak} if options.suggestions.min_peak is not None else {}),
     }
 
 

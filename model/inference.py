@@ -27,7 +27,7 @@ import torch
 from .export import cached_onnx_bytes, fuse_batch_norms, inference_network, read_onnx_file
 from .model_file import LoadedModel, ModelFileError, file_sha256, load_model, parse_header
 from .networks import DSARAD
-from .polygons import DEFAULT_EXTEND_TO, Region, SuggestionSettings
+from .polygons import DEFAULT_EXTEND_TO, DEFAULT_MIN_PEAK, Region, SuggestionSettings
 
 
 def resize_for_model(image: np.ndarray, size: int) -> np.ndarray:
@@ -73,10 +73,12 @@ class Prediction:
     kinds: tuple[str, ...] = ()  # the defect kinds the model names, if any
     kind_map: np.ndarray | None = None  # (kinds, S, S) their probabilities, at the model's input size
     extend_to_by_kind: dict[str, float] = field(default_factory=dict)  # the model's (``ScoreNormaliser``)
+    min_peak: float = DEFAULT_MIN_PEAK  # the model's (``ScoreNormaliser``)
 
     def suggestions(self, settings: SuggestionSettings, generic: str) -> list[Suggestion]:
         """The suggestions ``settings`` draw on this image, each named (``label_of``)."""
-        regions = settings.regions(self.score_map, self.extend_map() if settings.extend_to is None else None)
+        regions = settings.regions(self.score_map, self.extend_map() if settings.extend_to is None else None,
+                                   self.min_peak)
         return [Suggestion(region, *self.label_of(region, generic)) for region in regions]
 
     def extend_map(self) -> np.ndarray | None:
@@ -350,6 +352,7 @@ class Predictor:
                     kinds=self.model.info.architecture.kinds,
                     kind_map=kind_maps[0][index] if kind_maps else None,
                     extend_to_by_kind=self.normaliser.extend_to_by_kind,
+                    min_peak=self.normaliser.min_peak,
                 )
             )
         return predictions

@@ -20,8 +20,8 @@ How a region becomes a polygon:
    filled: a ring-shaped defect becomes its filled outline, and a defect lying
    inside that hole gets a polygon of its own, inside the filled one.
 
-Small regions are never dropped in favour of large ones: the only filter is
-``min_area``, applied to each region on its own.
+Small regions are never dropped in favour of large ones: the only filters are
+``min_area`` and ``min_peak``, applied to each region on its own.
 """
 
 from __future__ import annotations
@@ -50,6 +50,12 @@ _NEGLIGIBLE = 1e-6  # pixels
 # How far a suggestion extends where neither the settings nor the model say: chosen on
 # retrains' held-out corrections of both data sets (README, Polygons).
 DEFAULT_EXTEND_TO = 0.7
+# How high a suggestion's peak must reach where neither the settings nor the model say: a
+# multiple of the threshold; 1 keeps every region that reaches the threshold.
+DEFAULT_MIN_PEAK = 1.0
+# The highest a peak can be asked to reach: twice the model's own threshold is the top of the
+# normalised scale.
+MAX_MIN_PEAK = 2.0
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,10 @@ class SuggestionSettings:
     # own, per defect kind where a retrain chose it (``ScoreNormaliser``),
     # DEFAULT_EXTEND_TO elsewhere.
     extend_to: float | None = None
+    # A region is suggested only where its highest score reaches this multiple of the threshold:
+    # on a retrained model the false suggestions peak lower than the defects it finds. None: the
+    # model's own (``ScoreNormaliser.min_peak``).
+    min_peak: float | None = None
 
     def check(self) -> None:
         """ValueError for settings no run can use. A NaN would even end up in
@@ -78,15 +88,20 @@ class SuggestionSettings:
             raise ValueError(f"tolerance must be a finite number of pixels, 0 or more, got {self.tolerance}")
         if self.extend_to is not None and not (math.isfinite(self.extend_to) and 0.0 < self.extend_to <= 1.0):
             raise ValueError(f"extend_to must be within (0, 1], got {self.extend_to}")
+        if self.min_peak is not None and not (math.isfinite(self.min_peak)
+                                              and 1.0 <= self.min_peak <= MAX_MIN_PEAK):
+            raise ValueError(f"min_peak must be within [1, {MAX_MIN_PEAK:g}], got {self.min_peak}")
         for name in ("min_area", "opening"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
 
-    def regions(self, score_map: np.ndarray, model_extend_to: np.ndarray | None = None) -> list[Region]:
+    def regions(self, score_map: np.ndarray, model_extend_to: np.ndarray | None = None,
+                model_min_peak: float | None = None) -> list[Region]:
         """``model_extend_to``: the model's own ``extend_to`` for each pixel of ``score_map``
-        (``Prediction.extend_map``), used when the settings give none."""
+        (``Prediction.extend_map``), and ``model_min_peak`` its own ``min_peak``, used when the
+        settings give none."""
         return mask_to_polygons(score_map, self.threshold, self.min_area, self.tolerance, self.opening,
-                                self.extend_to_with(model_extend_to))
+                                self.extend_to_with(model_extend_to), self.min_peak_with(model_min_peak))
 
     def extend_to_with(self, model_extend_to: np.ndarray | None = None) -> float | np.ndarray:
         """The settings' ``extend_to``, else the model's (per pixel), else DEFAULT_EXTEND_TO."""
@@ -94,17 +109,25 @@ class SuggestionSettings:
             return self.extend_to
         return DEFAULT_EXTEND_TO if model_extend_to is None else model_extend_to
 
+    def min_peak_with(self, model_min_peak: float | None = None) -> float:
+        """The settings' ``min_peak``, else the model's, else DEFAULT_MIN_PEAK."""
+        if self.min_peak is not None:
+            return self.min_peak
+        return DEFAULT_MIN_PEAK if model_min_peak is None else model_min_peak
+
     def count(self, score_map: np.ndarray, threshold: float) -> int:
         """How many suggestions ``regions`` would make at ``threshold`` instead of the settings'
         (the same scale as ``score_map``, raw or normalised), without drawing their outlines."""
-        return len(_suggestion_labels(score_map, threshold, self.opening, self.extend_to_with(), self.min_area)[2])
+        return len(_suggestion_labels(score_map, threshold, self.opening, self.extend_to_with(), self.min_area,
+                                      self.min_peak_with())[2])
 
-    def region_pixels(self, score_map: np.ndarray,
-                      model_extend_to: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def region_pixels(self, score_map: np.ndarray, model_extend_to: np.ndarray | None = None,
+                      model_min_peak: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The suggestions ``regions`` draws, as pixels: each pixel's region label (an integer, 0 for
         none) and the labels that become suggestions; without their outlines."""
         labels, _, kept = _suggestion_labels(score_map, self.threshold, self.opening,
-                                             self.extend_to_with(model_extend_to), self.min_area)
+                                             self.extend_to_with(model_extend_to), self.min_area,
+                                             self.min_peak_with(model_min_peak))
         return labels, kept
 
 
@@ -126,6 +149,7 @@ def mask_to_polygons(
     tolerance: float = SuggestionSettings.tolerance,
     opening: int = SuggestionSettings.opening,
     extend_to: float | np.ndarray = DEFAULT_EXTEND_TO,
+    min_peak: float = DEFAULT_MIN_PEAK,
 ) -> list[Region]:
     """One Region per 8-connected region of ``score_map >= threshold``, each
     extended over its 8-connected surroundings where ``score_map >= extend_to *
@@ -137,7 +161,8 @@ def mask_to_polygons(
     the region scores are 1.0. ``opening`` is the radius in pixels of a
     morphological opening applied before labelling (0: none). Regions with
     fewer than ``min_area`` pixels reaching the threshold (after the opening)
-    are skipped.
+    are skipped, and so are regions whose highest score stays below ``min_peak * threshold``
+    (a boolean mask has no peaks: none is skipped for it).
     ``tolerance`` is the Douglas-Peucker tolerance in pixels, reduced for thin
     or small regions (see ``TOLERANCE_PER_THICKNESS``). Regions come in raster
     order of their first pixel.
@@ -148,7 +173,7 @@ def mask_to_polygons(
     if score_map.size == 0:
         return []
     scores = None if score_map.dtype == bool else score_map
-    labels, stats, kept = _suggestion_labels(score_map, threshold, opening, extend_to, min_area)
+    labels, stats, kept = _suggestion_labels(score_map, threshold, opening, extend_to, min_area, min_peak)
     regions = []
     for index in kept:
         x, y, w, h, area = (int(v) for v in stats[index])
@@ -166,12 +191,13 @@ def mask_to_polygons(
 
 
 def _suggestion_labels(score_map: np.ndarray, threshold: float, opening: int, extend_to: float | np.ndarray,
-                       min_area: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                       min_area: int, min_peak: float = DEFAULT_MIN_PEAK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """8-connected labels and stats (``_label_regions``) of where ``score_map`` (or a boolean mask,
     as it is) reaches ``threshold``, extended down to ``extend_to * threshold`` around those pixels
     and opened with radius ``opening`` pixels (0: none); and the labels that become suggestions:
     those with at least ``min_area`` pixels (one at least) reaching the threshold, so that
-    extending a speck too small to suggest never makes it a suggestion."""
+    extending a speck too small to suggest never makes it a suggestion, and (on a score map) a pixel
+    reaching ``min_peak * threshold``."""
     core: np.ndarray
     binary: np.ndarray
     if score_map.dtype == bool:
@@ -191,7 +217,11 @@ def _suggestion_labels(score_map: np.ndarray, threshold: float, opening: int, ex
         core_areas = stats[:, cv2.CC_STAT_AREA]
     else:  # core pixels the opening removed fall on label 0, the background
         core_areas = np.bincount(labels[core.view(bool)], minlength=len(stats))
-    return labels, stats, 1 + np.flatnonzero(core_areas[1:] >= max(min_area, 1))
+    large_enough = core_areas >= max(min_area, 1)
+    if score_map.dtype != bool and min_peak > 1.0:
+        # a peak the opening removed falls on label 0, the background
+        large_enough &= np.bincount(labels[score_map >= min_peak * threshold], minlength=len(stats)) > 0
+    return labels, stats, 1 + np.flatnonzero(large_enough[1:])
 
 
 def _extended(seeds: np.ndarray, reach: np.ndarray) -> np.ndarray:

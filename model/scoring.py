@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .polygons import DEFAULT_MIN_PEAK, MAX_MIN_PEAK
+
 # Raw thresholds are kept strictly inside (0, 1) so both linear pieces exist.
 THRESHOLD_EPSILON = 1e-6
 
@@ -29,6 +31,9 @@ class ScoreNormaliser:
     # as ``SuggestionSettings.extend_to``), chosen on a retrain's calibration images; kinds not
     # listed take the default.
     extend_to_by_kind: dict[str, float] = field(default_factory=dict)
+    # How high a suggestion's peak must reach, a multiple of the threshold (as
+    # ``SuggestionSettings.min_peak``), chosen on a retrain's calibration images.
+    min_peak: float = DEFAULT_MIN_PEAK
 
     def __post_init__(self):
         for name in ("image_threshold", "pixel_threshold"):
@@ -40,6 +45,8 @@ class ScoreNormaliser:
         for kind, value in self.extend_to_by_kind.items():
             if not isinstance(value, (int, float)) or not np.isfinite(value) or not 0.0 < value <= 1.0:
                 raise ValueError(f"extend_to_by_kind[{kind!r}] must be a number in (0, 1], got {value!r}")
+        if not isinstance(self.min_peak, (int, float)) or not 1.0 <= self.min_peak <= MAX_MIN_PEAK:
+            raise ValueError(f"min_peak must be a number in [1, {MAX_MIN_PEAK:g}], got {self.min_peak!r}")
 
     def image(self, raw):
         return normalise(raw, self.image_threshold)
@@ -53,6 +60,7 @@ class ScoreNormaliser:
             "pixel_threshold": float(self.pixel_threshold),
             "statistics": self.statistics,
             **({"extend_to_by_kind": dict(self.extend_to_by_kind)} if self.extend_to_by_kind else {}),
+            **({"min_peak": float(self.min_peak)} if self.min_peak != DEFAULT_MIN_PEAK else {}),
         }
 
     @classmethod
@@ -62,7 +70,8 @@ class ScoreNormaliser:
         statistics = data.get("statistics", {})
         if not isinstance(statistics, dict):
             raise ValueError("scores.statistics must be an object")
-        return cls(data["image_threshold"], data["pixel_threshold"], statistics, data.get("extend_to_by_kind", {}))
+        return cls(data["image_threshold"], data["pixel_threshold"], statistics, data.get("extend_to_by_kind", {}),
+                   data.get("min_peak", DEFAULT_MIN_PEAK))
 
 
 def clamp_threshold(value: float) -> float:

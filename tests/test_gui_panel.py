@@ -105,8 +105,10 @@ def test_detect_with_tiny_model_and_slider_rederives_without_inference(qtbot, tm
     drawn = SuggestionSettings(threshold=part / 100).regions(score_map)
     assert sorted(shape.other_data["dsarad"]["score_mean"] for shape in review.pending(panel.adapter.shapes())) == \
         sorted(round(region.score_mean, 4) for region in drawn)
-    panel.view.set_model_extend_to({"pit": 0.4})  # as a model retrained on pits shows it
+    assert panel.view.threshold_label.toolTip() == ""  # a model with no peak of its own says nothing of it
+    panel.view.set_model_levels({"pit": 0.4}, 1.4)  # as a model retrained on pits shows it
     assert panel.view.extend_label.text() == "by kind" and "pit 0.40" in panel.view.extend_label.toolTip()
+    assert "1.40 times the threshold" in panel.view.threshold_label.toolTip()
     panel.view.threshold_slider.setValue(50)
     panel.view.min_area_box.setValue(72 * 80 + 1)  # larger than the image: nothing can qualify
     assert review.pending(panel.adapter.shapes()) == []

@@ -243,6 +243,28 @@ def test_a_region_extends_over_its_weaker_surroundings_and_joins_its_pieces():
         SuggestionSettings(extend_to=0.0).check()
 
 
+def test_a_region_whose_peak_stays_low_is_no_suggestion():
+    score_map = np.zeros((20, 40), np.float32)
+    score_map[5:15, 2:12] = 0.83  # a strong region
+    score_map[5:15, 28:38] = 0.62  # a weak one, reaching the threshold all the same
+    score_map[9:11, 15:20] = 0.9  # a strong speck, too small to suggest
+    assert [region.area for region in mask_to_polygons(score_map, min_area=20)] == [100, 100]
+    (strong,) = mask_to_polygons(score_map, min_area=20, min_peak=1.6)  # a peak of 0.8 or more
+    assert strong.score_max == pytest.approx(0.83)
+    assert mask_to_polygons(score_map, min_area=20, min_peak=1.7) == []  # the speck gives no peak of its own
+    assert len(mask_to_polygons(score_map > 0.5, min_area=20, min_peak=2.0)) == 2  # a mask has no peaks
+    # The settings' peak, else the model's, else every region; counted as drawn.
+    drawing = SuggestionSettings(min_area=20)
+    assert len(drawing.regions(score_map)) == 2 and len(drawing.regions(score_map, model_min_peak=1.6)) == 1
+    assert len(replace(drawing, min_peak=1.0).regions(score_map, model_min_peak=1.6)) == 2
+    assert replace(drawing, min_peak=1.6).count(score_map, 0.5) == 1
+    labels, kept = drawing.region_pixels(score_map, model_min_peak=1.6)
+    assert len(kept) == 1 and labels[10, 5] == kept[0]
+    for bad in (0.9, 2.1, float("nan")):
+        with pytest.raises(ValueError, match="min_peak"):
+            SuggestionSettings(min_peak=bad).check()
+
+
 def test_each_pixel_may_extend_to_its_own_fraction():
     score_map = np.zeros((20, 40), np.float32)
     score_map[5:15, 2:12] = 0.9  # the map of the test above

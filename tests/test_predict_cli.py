@@ -126,6 +126,10 @@ def test_labels_next_to_images_or_in_out_keep_a_persons_work_and_labelme_opens_t
     status, stderr = predict(capsys, folder, "--model", model, "--extend-to", "1")
     assert status == 0 and counts(stderr) == (3, 3, 0, 0)
     assert load_label_file(images[1].with_suffix(".json"))["dsarad"]["extend_to"] == 1.0
+    assert "min_peak" not in load_label_file(images[1].with_suffix(".json"))["dsarad"]
+    status, stderr = predict(capsys, folder, "--model", model, "--min-peak", "2")  # the top of the scale
+    assert status == 0 and counts(stderr) == (3, 3, 0, 0)
+    assert load_label_file(images[1].with_suffix(".json"))["dsarad"]["min_peak"] == 2.0
 
 
 # -- errors that stop the command ----------------------------------------------
@@ -182,6 +186,7 @@ def test_bad_input_is_one_line_naming_the_file_and_exit_2(tmp_path, capsys, kind
     ("--threshold", "1.5"), ("--threshold", "-0.1"), ("--threshold", "nan"), ("--threshold", "high"),
     ("--tolerance", "nan"), ("--tolerance", "-1"), ("--min-area", "-5"), ("--batch-size", "0"),
     ("--extend-to", "0"), ("--extend-to", "1.2"), ("--extend-to", "nan"),
+    ("--min-peak", "0.9"), ("--min-peak", "2.1"), ("--min-peak", "nan"),
 ])
 def test_option_out_of_range_is_refused_before_anything_runs(tmp_path, capsys, option, value):
     image = save_image(tmp_path / "a.png")

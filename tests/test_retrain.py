@@ -21,7 +21,8 @@ from labelme_dsarad.model.store import ModelStore
 from labelme_dsarad.train.calibration import (
     EXTEND_TO_CANDIDATES,
     EXTEND_TO_MAX_SIDE,
-    choose_extend_to_by_kind,
+    MIN_PEAK_CANDIDATES,
+    choose_suggestion_levels,
     f1_thresholds,
     false_suggestions,
     suggestion_floor,
@@ -364,6 +365,9 @@ def test_retraining_learns_the_kinds_people_named_and_suggestions_carry_them(tmp
     assert set(new.info.normaliser.extend_to_by_kind.values()) <= set(EXTEND_TO_CANDIDATES)
     assert 0.0 <= new.info.normaliser.statistics["calibration_defect_iou"] <= 1.0
     assert done["thresholds"]["extend_to_by_kind"] == new.info.normaliser.extend_to_by_kind
+    # So was the peak a suggestion must reach.
+    assert new.info.normaliser.min_peak in (1.0, *MIN_PEAK_CANDIDATES)
+    assert done["thresholds"]["min_peak"] == new.info.normaliser.min_peak
 
 
 def kind_prediction(score_map: np.ndarray, kind: int | None, extend_to_by_kind: dict | None = None) -> Prediction:
@@ -403,7 +407,7 @@ def test_the_extent_of_each_kind_is_chosen_where_its_defects_are_outlined_best()
     # map spreads beyond the scratch (to 0.4): a person outlined the core alone.
     pit_truth, scratch_truth = ringed(1, 1) > 0, ringed(1, 0) > 0
     predictions = [kind_prediction(ringed(0.9, 0.2), 0), kind_prediction(ringed(0.9, 0.4), 1)]
-    levels, statistics = choose_extend_to_by_kind(zip(predictions, [pit_truth, scratch_truth]))
+    levels, _, statistics = choose_suggestion_levels(zip(predictions, [pit_truth, scratch_truth]))
     assert levels == {"pit": 0.3, "scratch": 0.9}
     assert statistics["calibration_defect_iou"] == pytest.approx(1.0)
     assert statistics["calibration_defect_iou_at_default"] == pytest.approx((100 / 256 + 100 / 256) / 2)
@@ -412,10 +416,28 @@ def test_the_extent_of_each_kind_is_chosen_where_its_defects_are_outlined_best()
     normal = np.zeros((40, 40), np.float32)
     normal[5:10, 5:10] = normal[5:10, 20:25] = 0.9
     normal[6:9, 10:20] = 0.4
-    levels, _ = choose_extend_to_by_kind(zip([*predictions, kind_prediction(normal, 1)],
-                                             [pit_truth, scratch_truth, np.zeros((40, 40), bool)]))
+    levels, _, _ = choose_suggestion_levels(zip([*predictions, kind_prediction(normal, 1)],
+                                                [pit_truth, scratch_truth, np.zeros((40, 40), bool)]))
     assert levels == {"pit": 0.3}
-    assert choose_extend_to_by_kind([(kind_prediction(ringed(0.9, 0.2), 0), np.zeros((40, 40), bool))]) == ({}, {})
+    assert choose_suggestion_levels([(kind_prediction(ringed(0.9, 0.2), 0), np.zeros((40, 40), bool))]) == \
+        ({}, 1.0, {})
+
+
+def test_the_lowest_peak_is_chosen_as_high_as_the_calibration_defects_allow():
+    # Two pits peaking at 0.83 and 0.75, and a normal image whose false spot peaks at 0.62: peaks
+    # from 1.3 times the threshold (0.65) on drop the spot, from 1.6 (0.8) on the weaker pit too,
+    # which costs more IoU than MIN_PEAK_IOU_LOSS.
+    weaker = ringed(0.75, 0.0)
+    normal = np.zeros((40, 40), np.float32)
+    normal[5:15, 5:15] = 0.62
+    pairs = [(kind_prediction(ringed(0.83, 0.0), 0), ringed(1, 0) > 0), (kind_prediction(weaker, 0), weaker > 0),
+             (kind_prediction(normal, 0), np.zeros((40, 40), bool))]
+    levels, min_peak, statistics = choose_suggestion_levels(pairs)
+    assert min_peak == 1.5 and statistics["calibration_normal_suggestions_by_min_peak"] == [1, 0]
+    assert statistics["calibration_defect_iou"] == pytest.approx(1.0)
+    # A model that names no kinds gets a peak all the same.
+    kindless = [(replace(prediction, kinds=(), kind_map=None), truth) for prediction, truth in pairs]
+    assert choose_suggestion_levels(kindless)[:2] == ({}, 1.5)
 
 
 def test_the_reach_of_a_large_photo_is_chosen_on_its_map_drawn_smaller():
@@ -423,7 +445,7 @@ def test_the_reach_of_a_large_photo_is_chosen_on_its_map_drawn_smaller():
     scale = 2 * EXTEND_TO_MAX_SIDE // 40
     score_map = cv2.resize(ringed(0.9, 0.2), None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
     truth = cv2.resize(ringed(1, 1), None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST) > 0
-    levels, statistics = choose_extend_to_by_kind([(kind_prediction(score_map, 0), truth)])
+    levels, _, statistics = choose_suggestion_levels([(kind_prediction(score_map, 0), truth)])
     assert levels == {"pit": 0.3} and statistics["calibration_defect_iou"] == pytest.approx(1.0, abs=0.01)
 
 
@@ -432,7 +454,10 @@ def test_the_retrain_summary_says_how_far_each_kind_reaches(tmp_path):
                            {"holdout": {"defect": 1, "normal": 1}}, {"extend_to_by_kind": {"pit": 0.4}}, True)
     assert "suggestions reach, by kind: pit 0.40 (0.70 for the rest)" in format_retrain_result(result)
     plain = replace(result, thresholds={"extend_to_by_kind": {}})
-    assert "by kind" not in format_retrain_result(plain)
+    assert "by kind" not in format_retrain_result(plain) and "peak" not in format_retrain_result(plain)
+    peaked = replace(result, thresholds={"min_peak": 1.4})
+    assert "suggestions peak at 1.40 times the threshold or higher (a normalised score of 0.70)" in \
+        format_retrain_result(peaked)
 
 
 def test_retraining_thresholds_keep_the_normals_below_them():

@@ -36,6 +36,16 @@ def test_round_trip_through_dict():
     per_kind = ScoreNormaliser(0.2, 0.7, extend_to_by_kind={"blowhole": 1.0, "fray": 0.3})
     assert ScoreNormaliser.from_dict(per_kind.to_dict()).extend_to_by_kind == {"blowhole": 1.0, "fray": 0.3}
     assert ScoreNormaliser.from_dict(per_kind.to_dict()) != normaliser
+    peaked = ScoreNormaliser(0.2, 0.7, min_peak=1.4)
+    assert ScoreNormaliser.from_dict(peaked.to_dict()).min_peak == 1.4
+    # Files from before the peak had a level suggest every region that reaches the threshold.
+    assert "min_peak" not in normaliser.to_dict() and ScoreNormaliser.from_dict(normaliser.to_dict()).min_peak == 1.0
+
+
+@pytest.mark.parametrize("bad", [0.9, 2.5, float("nan"), "1.4"])
+def test_a_lowest_peak_outside_one_to_two_thresholds_is_rejected(bad):
+    with pytest.raises(ValueError, match="min_peak"):
+        ScoreNormaliser(0.5, 0.5, min_peak=bad)
 
 
 @pytest.mark.parametrize("bad", [0.0, 1.5, float("nan"), "0.5"])

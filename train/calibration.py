@@ -34,7 +34,7 @@ from sklearn.metrics import roc_auc_score
 
 from labelme_dsarad.model.inference import Prediction, map_at_image_size
 from labelme_dsarad.model.networks import DSARAD, image_score
-from labelme_dsarad.model.polygons import DEFAULT_EXTEND_TO, SuggestionSettings
+from labelme_dsarad.model.polygons import DEFAULT_EXTEND_TO, DEFAULT_MIN_PEAK, SuggestionSettings
 from labelme_dsarad.model.scoring import ScoreNormaliser, clamp_threshold
 
 from .metrics import best_f1, pixel_curves
@@ -57,9 +57,14 @@ NORMAL_FLOOR_MINIMUM = 20
 # quantiles of their scores above the best F1.
 FALSE_SUGGESTIONS_PER_NORMAL = 0.5
 FLOOR_CANDIDATES = 64
-# The extents tried per defect kind (``choose_extend_to_by_kind``): from far below the threshold
+# The extents tried per defect kind (``choose_suggestion_levels``): from far below the threshold
 # to only where it is reached.
 EXTEND_TO_CANDIDATES = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+# The peaks tried (``choose_suggestion_levels``), times the threshold (1 to nearly the top of the
+# normalised scale), and how much of the calibration defects' mean IoU a higher one may cost:
+# one defect of fifty outlined at IoU 0.5.
+MIN_PEAK_CANDIDATES = (1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7, 1.8, 1.9)
+MIN_PEAK_IOU_LOSS = 0.01
 # The reach is chosen on maps of at most this many pixels a side: a map is the model's (a few
 # hundred pixels) drawn larger, so little is lost, and a large photo's calibration images fit
 # in memory.
@@ -297,32 +302,36 @@ def f1_thresholds(maps: np.ndarray, scores: np.ndarray, masks: np.ndarray, label
     return ScoreNormaliser(clamp_threshold(image_threshold), clamp_threshold(pixel_threshold), statistics)
 
 
-def choose_extend_to_by_kind(images: Iterable[tuple[Prediction, np.ndarray]]) -> tuple[dict[str, float], dict]:
-    """How far each kind's suggestions extend (``ScoreNormaliser.extend_to_by_kind``), chosen on
-    calibration images: a retrained model's prediction of each (at the model's thresholds) with
-    its defect mask (bool, at the image's own size; all False on a normal image).
+def choose_suggestion_levels(images: Iterable[tuple[Prediction, np.ndarray]]) -> tuple[dict[str, float], float, dict]:
+    """How far each kind's suggestions extend (``ScoreNormaliser.extend_to_by_kind``) and how high
+    a suggestion's peak must reach (``ScoreNormaliser.min_peak``), chosen on calibration images: a
+    retrained model's prediction of each (at the model's thresholds) with its defect mask (bool, at
+    the image's own size; all False on a normal image).
 
     Kinds differ in how their maps fall off around the threshold: on Magnetic Tile a blowhole's
     map spreads beyond the hole (drawn at twice its area at DEFAULT_EXTEND_TO), while frays and
     breaks come out in pieces that join only further down. Kind by kind, the ``EXTEND_TO_CANDIDATES``
     level with the best mean IoU of each labelled defect with its best suggestion is kept when it
     beats the level before, and the normal images get no more suggestions than at the default.
-    Returns the levels that differ from the default and what the calibration images gave.
+    Then the peak is raised through ``MIN_PEAK_CANDIDATES`` while that mean IoU stays within
+    ``MIN_PEAK_IOU_LOSS`` of what it was: the suggestions a review rejects peak lower than the
+    defects found. Returns the levels that differ from the default, the peak and what the
+    calibration images gave; no choice (the defaults) without a labelled defect.
     """
     kinds: tuple[str, ...] = ()
     calibration: list[_CalibrationImage] = []
     for prediction, truth in images:
         kinds = prediction.kinds
         calibration.append(_CalibrationImage.of(prediction, truth))
-    if not kinds or all(len(image.defect_areas) == 1 for image in calibration):
-        return {}, {}
+    if all(len(image.defect_areas) == 1 for image in calibration):
+        return {}, DEFAULT_MIN_PEAK, {}
 
-    def measure(levels: dict[str, float]) -> tuple[float, int]:
+    def measure(levels: dict[str, float], min_peak: float = DEFAULT_MIN_PEAK) -> tuple[float, int]:
         table = np.array([levels.get(kind, DEFAULT_EXTEND_TO) for kind in kinds] + [DEFAULT_EXTEND_TO], np.float32)
         ious: list[np.ndarray] = []
         normal_suggestions = 0
         for image in calibration:
-            regions, kept = image.settings.region_pixels(image.score_map, table[image.likely_kinds])
+            regions, kept = image.settings.region_pixels(image.score_map, table[image.likely_kinds], min_peak)
             if len(image.defect_areas) == 1:  # a normal image
                 normal_suggestions += len(kept)
                 continue
@@ -337,16 +346,25 @@ def choose_extend_to_by_kind(images: Iterable[tuple[Prediction, np.ndarray]]) ->
             iou, normal_suggestions = measure(trial)
             if iou > best[0] and normal_suggestions <= normal_limit:
                 best, levels = (iou, normal_suggestions), trial
+    min_peak, peak_result = DEFAULT_MIN_PEAK, best
+    for candidate in MIN_PEAK_CANDIDATES:
+        result = measure(levels, candidate)
+        if result[0] < best[0] - MIN_PEAK_IOU_LOSS:
+            break
+        min_peak, peak_result = candidate, result
     statistics = {"extend_to_method": ("per defect kind, the best mean IoU of each held-back labelled defect with its "
                                        "best suggestion, no more suggestions on the held-back normals than at "
                                        f"{DEFAULT_EXTEND_TO}"),
-                  "calibration_defect_iou_at_default": default_iou, "calibration_defect_iou": best[0]}
-    return {kind: level for kind, level in levels.items() if level != DEFAULT_EXTEND_TO}, statistics
+                  "min_peak_method": (f"the highest peak (times the threshold) at which that mean IoU stays within "
+                                      f"{MIN_PEAK_IOU_LOSS} of the chosen reach's"),
+                  "calibration_defect_iou_at_default": default_iou, "calibration_defect_iou": peak_result[0],
+                  "calibration_normal_suggestions_by_min_peak": [best[1], peak_result[1]]}
+    return {kind: level for kind, level in levels.items() if level != DEFAULT_EXTEND_TO}, min_peak, statistics
 
 
 @dataclass
 class _CalibrationImage:
-    """What choosing the reach needs of one calibration image, at most EXTEND_TO_MAX_SIDE a side."""
+    """What choosing the reach and the peak needs of one calibration image, at most EXTEND_TO_MAX_SIDE a side."""
 
     score_map: np.ndarray
     likely_kinds: np.ndarray

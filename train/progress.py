@@ -15,7 +15,7 @@ from typing import IO, TYPE_CHECKING
 
 from tqdm import tqdm
 
-from labelme_dsarad.model.polygons import DEFAULT_EXTEND_TO
+from labelme_dsarad.model.polygons import DEFAULT_EXTEND_TO, DEFAULT_MIN_PEAK, SuggestionSettings
 
 from .metric_names import REPORTED_METRICS
 
@@ -91,6 +91,10 @@ def format_retrain_result(result: RetrainResult) -> str:
     if by_kind:
         lines.append("suggestions reach, by kind: " + ", ".join(f"{kind} {value:.2f}" for kind, value in by_kind.items())
                      + f" ({DEFAULT_EXTEND_TO:.2f} for the rest)")
+    min_peak = result.thresholds.get("min_peak", DEFAULT_MIN_PEAK)
+    if min_peak != DEFAULT_MIN_PEAK:
+        lines.append(f"suggestions peak at {min_peak:.2f} times the threshold or higher "
+                     f"(a normalised score of {min_peak * SuggestionSettings.threshold:.2f})")
     lines.append(f"roll back with: dsarad retrain --product {result.product} --rollback "
                  f"{result.previous['version'] if result.previous['version'] is not None else 'VERSION'}")
     return "\n".join(lines)

@@ -50,7 +50,10 @@ normals, the base model's stays.
 calibration images (real defects and normals), never below what the reviewed
 normals need (the pixel threshold: at most half a suggestion per normal
 image), and not on the training images, where the U-Net has seen the very
-masks and would score them too confidently.
+masks and would score them too confidently. On the same calibration images
+then (``calibration.choose_suggestion_levels``): how far each kind's
+suggestions reach below the threshold, and how high a suggestion must peak
+(the suggestions a review rejects peak lower than the defects found).
 """
 
 from __future__ import annotations
@@ -73,7 +76,7 @@ from labelme_dsarad.model.polygons import SuggestionSettings
 from labelme_dsarad.model.scoring import ScoreNormaliser
 from labelme_dsarad.model.store import ModelStore, StoredModel, check_product_name
 
-from .calibration import choose_extend_to_by_kind, choose_map_correction, f1_thresholds
+from .calibration import choose_map_correction, choose_suggestion_levels, f1_thresholds
 from .corrections import CorrectionBatches, defect_kinds, load_examples, split_labels
 from .engine import Budget, LoopState, Progress, StudentTraining, autocast_for, run_steps
 from .evaluation import evaluate_predictor
@@ -202,9 +205,9 @@ def with_kinds(network: DSARAD, kinds: tuple[str, ...]) -> DSARAD:
     return widened
 
 
-def with_extend_to_by_kind(model_path: Path, calibration: list[LabelledImage], device: str) -> ScoreNormaliser:
-    """The model's normaliser with the extent of each kind's suggestions chosen on the
-    calibration images (``calibration.choose_extend_to_by_kind``)."""
+def with_suggestion_levels(model_path: Path, calibration: list[LabelledImage], device: str) -> ScoreNormaliser:
+    """The model's normaliser with the extent of each kind's suggestions and their lowest peak
+    chosen on the calibration images (``calibration.choose_suggestion_levels``)."""
     # The torch backend: on a CPU ``auto`` would export this file, whose header is rewritten
     # next, to ONNX (seconds, and a cache file nothing reads again).
     predictor = Predictor(model_path, device=device, backend="torch")
@@ -214,9 +217,10 @@ def with_extend_to_by_kind(model_path: Path, calibration: list[LabelledImage], d
             prediction = predictor.predict(item.read_image())
             yield prediction, item.masks(*prediction.score_map.shape)[0]
 
-    levels, statistics = choose_extend_to_by_kind(predicted())
+    levels, min_peak, statistics = choose_suggestion_levels(predicted())
     normaliser = predictor.normaliser
-    return replace(normaliser, extend_to_by_kind=levels, statistics={**normaliser.statistics, **statistics})
+    return replace(normaliser, extend_to_by_kind=levels, min_peak=min_peak,
+                   statistics={**normaliser.statistics, **statistics})
 
 
 def measure(model_path: Path, samples: list[LabelledImage], device: str) -> dict:
@@ -337,9 +341,9 @@ def retrain(config: RetrainConfig, progress: Progress | None = None) -> RetrainR
     try:
         stage("saving", f"writing {config.product} v{version}")
         save_model(temporary, network, info, storage="fp16")
-        if kinds and split.calibration:
-            stage("calibrating", "choosing how far the suggestions of each kind extend")
-            normaliser = with_extend_to_by_kind(temporary, split.calibration, config.device)
+        if split.calibration:
+            stage("calibrating", "choosing how far the suggestions of each kind extend and how high they peak")
+            normaliser = with_suggestion_levels(temporary, split.calibration, config.device)
             info = replace(info, normaliser=normaliser)
             rewrite_header(temporary, info)
         if holdout:
@@ -354,7 +358,8 @@ def retrain(config: RetrainConfig, progress: Progress | None = None) -> RetrainR
     if config.set_current:
         store.set_current(config.product, version)
     thresholds = {"image": normaliser.image_threshold, "pixel": normaliser.pixel_threshold,
-                  "extend_to_by_kind": normaliser.extend_to_by_kind, **normaliser.statistics}
+                  "extend_to_by_kind": normaliser.extend_to_by_kind, "min_peak": normaliser.min_peak,
+                  **normaliser.statistics}
     return RetrainResult(config.product, version, final_path, previous, before, after, counts, thresholds,
                          config.set_current, list(folder.problems), round(time.monotonic() - started, 1))
 
