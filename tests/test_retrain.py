@@ -15,6 +15,7 @@ import torch
 from labelme_dsarad.cli import main
 from labelme_dsarad.model.inference import Prediction
 from labelme_dsarad.model.model_file import LoadedModel, file_sha256, load_model, save_model
+from labelme_dsarad.model.networks import ANOMALY_LOGITS
 from labelme_dsarad.model.polygons import SuggestionSettings
 from labelme_dsarad.model.scoring import ScoreNormaliser
 from labelme_dsarad.model.store import ModelStore
@@ -27,8 +28,8 @@ from labelme_dsarad.train.calibration import (
     false_suggestions,
     suggestion_floor,
 )
-from labelme_dsarad.train.corrections import REAL_DEFECT_WEIGHT, SYNTHETIC_POOL, Examples, reconstruct, split_labels
-from labelme_dsarad.train.engine import Budget
+from labelme_dsarad.train.corrections import SYNTHETIC_POOL, Examples, reconstruct, split_labels
+from labelme_dsarad.train.engine import Budget, objective
 from labelme_dsarad.train.labels import LabelledImage
 from labelme_dsarad.train.losses import focal_loss, kind_loss
 from labelme_dsarad.train.progress import format_retrain_result
@@ -145,19 +146,24 @@ def test_batches_are_whole_images_with_the_real_defects_their_masks_and_kinds(tm
         masks[index, :, 40 + 4 * index : 46 + 4 * index, 50:57] = 1.0  # a 6 x 7 defect near a corner
     white = torch.where(masks > 0, 255, 0).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
     kinds = torch.where(masks > 0, torch.tensor([0, 1, 0]).view(3, 1, 1, 1), -1)
+    pending = torch.zeros_like(masks)
+    pending[:, :, :4, :4] = 1.0  # a suggestion nobody reviewed, in a corner
     retrainer.set_data(Examples(torch.zeros(4, 3, 64, 64, dtype=torch.uint8), torch.zeros(4, 1, 64, 64),
                                 torch.zeros(4, 1, 64, 64), torch.full((4, 1, 64, 64), -1), np.full((4, 2), 64)),
-                       Examples(white, masks, torch.zeros_like(masks), kinds, np.full((3, 2), 64)))
+                       Examples(white, masks, pending, kinds, np.full((3, 2), 64)))
     batch = retrainer.batches()
     assert batch.inputs.shape == (8, 3, 64, 64) and batch.reconstructions.shape == (8, 3, 64, 64)
     assert batch.dice and len(batch.clean) == 0
     real = slice(4, 8)  # synthetic, normal, then real images (flips keep the order)
     # Each real image holds its whole defect, wherever the flips put it ...
     assert batch.masks[real].sum(dim=(1, 2, 3)).tolist() == [42.0] * 4
-    # ... the image is white exactly there, the kind comes along, and defect pixels weigh more.
+    # ... the image is white exactly there, and the kind comes along.
     assert torch.equal(batch.inputs[real].mean(1, keepdim=True) == 1.0, batch.masks[real] > 0)
     assert torch.equal(batch.kinds[real] >= 0, batch.masks[real] > 0)
-    assert set(batch.weights[real][batch.masks[real] > 0].tolist()) == {REAL_DEFECT_WEIGHT}
+    # Every labelled pixel counts alike; the pending suggestion's pixels not at all.
+    assert set(batch.weights[real][batch.masks[real] > 0].tolist()) == {1.0}
+    assert (batch.weights[real] == 0).sum(dim=(1, 2, 3)).tolist() == [16.0] * 4
+    assert (batch.weights[:4] == 1).all()
     normal = slice(2, 4)
     assert not batch.masks[normal].any() and (batch.kinds[: 4] == -1).all()
     assert batch.masks[0:2].any()  # a synthetic anomaly in every synthetic image
@@ -194,6 +200,21 @@ def test_synthetic_images_are_made_a_pool_at_a_time_each_used_once_with_their_ow
     assert torch.allclose(torch.cat([recon for _, recon, *_ in drawn]), reconstruct(batches.student, images),
                           atol=1e-5)
     assert all(masks.any() for _, _, masks, *_ in drawn)
+
+
+def test_retraining_batches_learn_by_weighted_cross_entropy_not_focal_loss(tmp_path):
+    _, retrainer = noise_retrainer(tmp_path, normals=4, defects=2, seed=0, steps=1, batch_size=8)
+    retrainer.network.eval()  # BatchNorm as the logits below see it
+    batch = retrainer.batches()
+    _, terms = objective(retrainer.network.student, retrainer.network.segmentation, None, batch)
+    with torch.no_grad():
+        logits = retrainer.network.segmentation(torch.cat([batch.reconstructions, batch.inputs], dim=1))
+    per_pixel = torch.nn.functional.cross_entropy(logits[:, :ANOMALY_LOGITS], batch.masks[:, 0].long(),
+                                                  reduction="none")
+    weights = batch.weights[:, 0]
+    assert float(terms["segmentation"]) == pytest.approx(float((per_pixel * weights).sum() / weights.sum()), rel=1e-4)
+    focal = focal_loss(logits[:, :ANOMALY_LOGITS], batch.masks, weight=batch.weights)
+    assert float(terms["segmentation"]) != pytest.approx(float(focal), rel=1e-2)  # the first training's loss differs
 
 
 def test_retraining_leaves_the_student_as_it_was_and_the_u_net_learns(tmp_path):

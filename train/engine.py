@@ -23,7 +23,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from labelme_dsarad.model.networks import ANOMALY_LOGITS, DSARAD
 
-from .losses import dice_loss, distillation_loss, focal_loss, kind_loss, reconstruction_loss
+from .losses import FOCAL_GAMMA, dice_loss, distillation_loss, focal_loss, kind_loss, reconstruction_loss
 
 Progress = Callable[[dict], None]
 
@@ -57,6 +57,8 @@ class TrainingBatch:
     kinds: torch.Tensor | None = None  # (B, 1, H, W) long: the defect kind of a pixel, -1 where none is known
     # Add a Dice term, so that a defect of a few pixels counts as much as a large one (retraining).
     dice: bool = False
+    # The focal loss's gamma; 0 is plain (weighted) cross-entropy (retraining).
+    focal_gamma: float = FOCAL_GAMMA
     # A frozen student's reconstructions of ``inputs``, made beforehand (retraining).
     reconstructions: torch.Tensor | None = None
 
@@ -84,7 +86,7 @@ def objective(student: nn.Module, segmentation: nn.Module, target_encoder: nn.Mo
         terms["distillation"] = distillation_loss([f[:synthetic].float() for f in student_features],
                                                   [f.float() for f in target_features])
     logits = segmentation(torch.cat([reconstruction, batch.inputs], dim=1))
-    terms["segmentation"] = focal_loss(logits[:, :ANOMALY_LOGITS], batch.masks, weight=batch.weights)
+    terms["segmentation"] = focal_loss(logits[:, :ANOMALY_LOGITS], batch.masks, batch.focal_gamma, batch.weights)
     if batch.dice:
         terms["dice"] = dice_loss(logits[:, :ANOMALY_LOGITS], batch.masks, weight=batch.weights)
     if batch.kinds is not None and logits.shape[1] > ANOMALY_LOGITS:

@@ -18,8 +18,10 @@ the U-Net that reads them (on Magnetic Tile the distillation loss doubled
 within 100 steps). **Batches** (``corrections.CorrectionBatches``): whole
 images at the model's size, seven eighths real defects and the rest
 reviewed normals with synthetic anomalies (whose untouched surroundings are
-the batch's normal pixels); the loss is focal + Dice, so a defect of a few
-pixels counts as a whole. In 10 minutes the U-Net underfits even the
+the batch's normal pixels); the loss is cross-entropy (every labelled pixel
+alike, pending ones not at all) + Dice, so a defect of a few pixels counts
+as a whole (the first training's focal loss, with defect pixels weighing 4
+times more, outlined worse and found fewer: ``corrections.RETRAIN_FOCAL_GAMMA``). In 10 minutes the U-Net underfits even the
 corrections it trains on (Magnetic Tile, 3e-4 and half of each batch real:
 IoU 0.37 on the corrections half against 0.34 on the measurement half), so
 the rate is high (1e-3) and nearly every image is a real defect (IoU 0.44
@@ -321,7 +323,7 @@ def retrain(config: RetrainConfig, progress: Progress | None = None) -> RetrainR
         training={
             "method": ("DSARAD warm-start retraining from corrected labels: the base model's student frozen, its "
                        "U-Net trained on whole images: real defects, synthetic anomalies and normals, "
-                       "focal + Dice loss; maps averaged over the input's mirror images"),
+                       "cross-entropy + Dice loss; maps averaged over the input's mirror images"),
             "base": previous,
             "labels_dir": str(config.labels_dir),
             "images": counts,
