@@ -21,9 +21,10 @@ reviewed normals with synthetic anomalies (whose untouched surroundings are
 the batch's normal pixels); the loss is cross-entropy (every labelled pixel
 alike, pending ones not at all) + Dice, so a defect of a few pixels counts
 as a whole (the first training's focal loss, with defect pixels weighing 4
-times more, outlined worse and found fewer: ``corrections.RETRAIN_FOCAL_GAMMA``). In 10 minutes the U-Net underfits even the
-corrections it trains on (Magnetic Tile, 3e-4 and half of each batch real:
-IoU 0.37 on the corrections half against 0.34 on the measurement half), so
+times more, outlined worse and found fewer: ``corrections.RETRAIN_FOCAL_GAMMA``).
+In 10 minutes the U-Net underfits even the corrections it trains on
+(Magnetic Tile, 3e-4 and half of each batch real: IoU 0.37 on the
+corrections half against 0.34 on the measurement half), so
 the rate is high (1e-3) and nearly every image is a real defect (IoU 0.44
 and 0.40; kind right 63-70% → 88%).
 
