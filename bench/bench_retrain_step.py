@@ -19,11 +19,15 @@ real run:
 - ``+ bf16 autocast``: ``engine.autocast_for``: bf16 on CPUs with bf16
   units (AMX or AVX-512 BF16); elsewhere it is full precision, and this row
   equals the one above;
-- ``+ the U-Net's weights alone averaged, all at once (today)``: the
+- ``+ the U-Net's weights alone averaged, all at once``: the
   exported moving average (``engine.StudentTraining``) follows the U-Net
   only, in a few fused operations (``engine.average_step``); the rows above
   average the whole network each step, the frozen student's weights too,
   tensor by tensor.
+- ``+ the student's reconstructions in channels-last and the step's
+  precision (today)``: ``corrections.reconstruct`` under the step's autocast,
+  the student in channels-last; the rows above reconstruct in full
+  precision and PyTorch's default layout.
 
 Then the parts of the earlier step, timed alone: the student's forward and
 backward pass, the anchor's forward pass, the U-Net's forward and backward
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -86,12 +91,16 @@ def main() -> None:
                                            ("channels_last", torch.channels_last, False, full_precision),
                                            ("pooled", torch.channels_last, True, full_precision),
                                            ("bf16", torch.channels_last, True, None),
+                                           ("averaged", torch.channels_last, True, None),
                                            ("today", torch.channels_last, True, None)):
         retrainer = Retrainer(base, RetrainConfig(base.info.product, ".", steps=1), device, kinds=("kind",))
         retrainer.network.segmentation.to(memory_format=layout)  # type: ignore[call-overload]
         if autocast is not None:
             retrainer.training = StudentTraining(retrainer.network, None, retrainer.optimizer, autocast)
         if name != "today":
+            retrainer.network.student.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+            retrainer.autocast = nullcontext
+        if name not in ("averaged", "today"):
             retrainer.training.averaged = retrainer.network
             retrainer.training.average = AveragedModel(retrainer.network, avg_fn=earlier_average, use_buffers=True)
         retrainer.set_data(normals, defects)
@@ -134,7 +143,8 @@ def main() -> None:
     for name, title in (("nchw", f"U-Net only, {batch} images of {size} px, NCHW"),
                         ("channels_last", "channels-last"), ("pooled", "+ synthetic images pooled"),
                         ("bf16", "+ bf16 autocast where the CPU has bf16 units"),
-                        ("today", "+ the U-Net's weights alone averaged, all at once (today)")):
+                        ("averaged", "+ the U-Net's weights alone averaged, all at once"),
+                        ("today", "+ the student's reconstructions in channels-last at the step's precision (today)")):
         seconds = median(steps[name]) / SYNTHETIC_POOL
         rows.append([title, f"{seconds:.3f}", f"{batch / seconds:.1f} images", f"{earlier_seconds / seconds:.2f}x"])
     bf16 = "bf16 autocast" if has_bf16_units() else "no bf16 units: full precision"

@@ -197,9 +197,35 @@ def test_synthetic_images_are_made_a_pool_at_a_time_each_used_once_with_their_ow
     assert len({image.numpy().tobytes() for image in pool_images}) == len(pool_images) == SYNTHETIC_POOL
     assert not any(torch.equal(images[-1], image) for image in pool_images)
     # Each image comes with its own reconstruction and a synthetic anomaly.
-    assert torch.allclose(torch.cat([recon for _, recon, *_ in drawn]), reconstruct(batches.student, images),
+    assert torch.allclose(torch.cat([recon for _, recon, *_ in drawn]), reconstruct(batches.student, images, batches.autocast),
                           atol=1e-5)
     assert all(masks.any() for _, _, masks, *_ in drawn)
+
+
+def test_the_student_reconstructs_in_channels_last_under_the_training_steps_autocast(tmp_path):
+    base = load_model(make_tiny_model(tmp_path / "base.safetensors", input_size=64))
+    retrainer = Retrainer(base, RetrainConfig("widget", str(tmp_path), steps=1), torch.device("cpu"))
+    kernels = [p for p in retrainer.network.student.parameters() if p.dim() == 4]
+    assert kernels and all(p.is_contiguous(memory_format=torch.channels_last) for p in kernels)
+    entered = []
+    step_autocast = retrainer.autocast
+
+    def recording_autocast():
+        entered.append("autocast")
+        return step_autocast()
+
+    retrainer.autocast = recording_autocast
+    noise = torch.Generator().manual_seed(0)
+    masks = torch.zeros(2, 1, 64, 64)
+    masks[:, :, 10:20, 10:20] = 1.0
+    retrainer.set_data(noise_examples(4, noise), noise_examples(2, noise, masks))
+    assert len(entered) == 2  # the normals and the real defects, each in one chunk
+    retrainer.batches.synthetic()
+    assert len(entered) == 3  # the pool of synthetic images
+    # bf16 where the CPU has bf16 units: the same reconstructions, to its rounding.
+    batches = retrainer.batches
+    assert batches.normal_reconstructions.dtype == torch.float32
+    assert torch.allclose(batches.normal_reconstructions, reconstruct(batches.student, batches.normals), atol=0.02)
 
 
 def test_retraining_batches_learn_by_weighted_cross_entropy_not_focal_loss(tmp_path):

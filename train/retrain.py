@@ -11,7 +11,8 @@ store, keeping the old ones (``rollback`` goes back).
 
 This is the engine's (``engine``) second configuration. **Warm start**: the
 student and U-Net start from the current model's weights. **The student is
-frozen**: it reconstructs as it will at inference, and only the U-Net learns.
+frozen**: it reconstructs as it will at inference (at the training step's
+precision: ``corrections.reconstruct``), and only the U-Net learns.
 Training the student too (distilled toward its starting encoder) took 66%
 of a step (``bench/bench_retrain_step.py``), and its features drifted under
 the U-Net that reads them (on Magnetic Tile the distillation loss doubled
@@ -156,10 +157,12 @@ class Retrainer:
         for parameter in self.network.student.parameters():
             parameter.requires_grad_(False)
         # The U-Net's forward and backward pass in channels-last: 1.2x the steps per minute on a
-        # CPU (bench/bench_retrain_step.py), and the usual layout for CUDA convolutions.
-        self.network.segmentation.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        # CPU (bench/bench_retrain_step.py), and the usual layout for CUDA convolutions; the
+        # student's reconstructions too (``corrections.reconstruct``).
+        self.network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.optimizer = torch.optim.Adam(list(self.network.segmentation.parameters()), lr=config.learning_rate)
-        self.training = StudentTraining(self.network, None, self.optimizer, autocast_for(device))
+        self.autocast = autocast_for(device)
+        self.training = StudentTraining(self.network, None, self.optimizer, self.autocast)
         self.generator = torch.Generator(device=device).manual_seed(config.seed)
         self.size = base.info.architecture.input_size
 
@@ -168,7 +171,7 @@ class Retrainer:
         self.network.student.eval()
         self.batches = CorrectionBatches(self.network.student, normals, defects, self.config.batch_size,
                                          self.config.real_share, self.config.synthetic_share, self.generator,
-                                         self.device)
+                                         self.device, self.autocast)
 
     def step(self) -> dict[str, float]:
         return self.training.step(self.batches())
