@@ -25,9 +25,12 @@ real run:
   average the whole network each step, the frozen student's weights too,
   tensor by tensor.
 - ``+ the student's reconstructions in channels-last and the step's
-  precision (today)``: ``corrections.reconstruct`` under the step's autocast,
+  precision``: ``corrections.reconstruct`` under the step's autocast,
   the student in channels-last; the rows above reconstruct in full
   precision and PyTorch's default layout.
+- ``+ fused Adam, each synthetic image used twice (today)``: one Adam kernel
+  for all the U-Net's tensors, and ``corrections.SYNTHETIC_USES``; the rows
+  above step Adam tensor by tensor and use each synthetic image once.
 
 Then the parts of the earlier step, timed alone: the student's forward and
 backward pass, the anchor's forward pass, the U-Net's forward and backward
@@ -48,7 +51,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from labelme_dsarad.model.model_file import load_model
 from labelme_dsarad.resources import DEFAULT_MODEL
-from labelme_dsarad.train.corrections import SYNTHETIC_POOL, Examples
+from labelme_dsarad.train.corrections import SYNTHETIC_POOL, SYNTHETIC_USES, Examples
 from labelme_dsarad.train.engine import StudentTraining, TrainingBatch, average_decay, has_bf16_units
 from labelme_dsarad.train.retrain import RetrainConfig, Retrainer
 
@@ -92,19 +95,24 @@ def main() -> None:
                                            ("pooled", torch.channels_last, True, full_precision),
                                            ("bf16", torch.channels_last, True, None),
                                            ("averaged", torch.channels_last, True, None),
+                                           ("reconstructed", torch.channels_last, True, None),
                                            ("today", torch.channels_last, True, None)):
         retrainer = Retrainer(base, RetrainConfig(base.info.product, ".", steps=1), device, kinds=("kind",))
         retrainer.network.segmentation.to(memory_format=layout)  # type: ignore[call-overload]
-        if autocast is not None:
-            retrainer.training = StudentTraining(retrainer.network, None, retrainer.optimizer, autocast)
         if name != "today":
+            retrainer.optimizer = torch.optim.Adam(retrainer.network.segmentation.parameters(),
+                                                   lr=retrainer.config.learning_rate)
+            retrainer.training = StudentTraining(retrainer.network, None, retrainer.optimizer,
+                                                 autocast or retrainer.autocast)
+        if name not in ("reconstructed", "today"):
             retrainer.network.student.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
             retrainer.autocast = nullcontext
-        if name not in ("averaged", "today"):
+        if name not in ("averaged", "reconstructed", "today"):
             retrainer.training.averaged = retrainer.network
             retrainer.training.average = AveragedModel(retrainer.network, avg_fn=earlier_average, use_buffers=True)
         retrainer.set_data(normals, defects)
         retrainer.batches.pool_steps = SYNTHETIC_POOL if pooled else 1
+        retrainer.batches.synthetic_uses = SYNTHETIC_USES if name == "today" else 1
         retrainer.training_mode()
         variants[name] = retrainer
 
@@ -144,7 +152,8 @@ def main() -> None:
                         ("channels_last", "channels-last"), ("pooled", "+ synthetic images pooled"),
                         ("bf16", "+ bf16 autocast where the CPU has bf16 units"),
                         ("averaged", "+ the U-Net's weights alone averaged, all at once"),
-                        ("today", "+ the student's reconstructions in channels-last at the step's precision (today)")):
+                        ("reconstructed", "+ the student's reconstructions in channels-last at the step's precision"),
+                        ("today", "+ fused Adam, each synthetic image used twice (today)")):
         seconds = median(steps[name]) / SYNTHETIC_POOL
         rows.append([title, f"{seconds:.3f}", f"{batch / seconds:.1f} images", f"{earlier_seconds / seconds:.2f}x"])
     bf16 = "bf16 autocast" if has_bf16_units() else "no bf16 units: full precision"

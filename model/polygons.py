@@ -56,6 +56,9 @@ DEFAULT_MIN_PEAK = 1.0
 # The highest a peak can be asked to reach: twice the model's own threshold is the top of the
 # normalised scale.
 MAX_MIN_PEAK = 2.0
+# The highest a model's reach for a kind (``ScoreNormaliser.extend_to_by_kind``) can be: above 1
+# it cuts the kind's regions back to where that multiple of the threshold is reached.
+MAX_EXTEND_TO = MAX_MIN_PEAK
 
 
 @dataclass(frozen=True)
@@ -71,8 +74,8 @@ class SuggestionSettings:
     # fraction of it (hysteresis): a defect's outline follows its whole extent,
     # and its pieces join, without weaker spots elsewhere becoming suggestions.
     # 1: a region is exactly where the threshold is reached. None: the model's
-    # own, per defect kind where a retrain chose it (``ScoreNormaliser``),
-    # DEFAULT_EXTEND_TO elsewhere.
+    # own, per defect kind where a retrain chose it (``ScoreNormaliser``; above 1
+    # for a kind whose map spreads beyond its defects), DEFAULT_EXTEND_TO elsewhere.
     extend_to: float | None = None
     # A region is suggested only where its highest score reaches this multiple of the threshold:
     # on a retrained model the false suggestions peak lower than the defects it finds. None: the
@@ -154,7 +157,8 @@ def mask_to_polygons(
     """One Region per 8-connected region of ``score_map >= threshold``, each
     extended over its 8-connected surroundings where ``score_map >= extend_to *
     threshold`` (regions that meet there become one). ``extend_to`` is one
-    fraction or one per pixel (an array shaped as ``score_map``).
+    fraction or one per pixel (an array shaped as ``score_map``); where it is
+    above 1, a region is cut back to where ``extend_to * threshold`` is reached.
 
     ``score_map`` is a 2-D array of normalised scores (0.5 is the model's own
     threshold), or a boolean mask, in which case ``threshold`` is ignored and
@@ -194,18 +198,18 @@ def _suggestion_labels(score_map: np.ndarray, threshold: float, opening: int, ex
                        min_area: int, min_peak: float = DEFAULT_MIN_PEAK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """8-connected labels and stats (``_label_regions``) of where ``score_map`` (or a boolean mask,
     as it is) reaches ``threshold``, extended down to ``extend_to * threshold`` around those pixels
-    and opened with radius ``opening`` pixels (0: none); and the labels that become suggestions:
-    those with at least ``min_area`` pixels (one at least) reaching the threshold, so that
-    extending a speck too small to suggest never makes it a suggestion, and (on a score map) a pixel
-    reaching ``min_peak * threshold``."""
+    (cut back to it where ``extend_to`` is above 1) and opened with radius ``opening`` pixels (0:
+    none); and the labels that become suggestions: those with at least ``min_area`` pixels (one at
+    least) reaching the threshold, so that extending a speck too small to suggest never makes it a
+    suggestion, and (on a score map) a pixel reaching ``min_peak * threshold``."""
     core: np.ndarray
     binary: np.ndarray
     if score_map.dtype == bool:
         core = binary = np.ascontiguousarray(score_map, dtype=np.uint8)
     else:
         core = (score_map >= threshold).view(np.uint8)
-        reaches_below = np.min(extend_to) < 1.0
-        binary = _extended(core, score_map >= extend_to * threshold) if reaches_below else core
+        reaches_elsewhere = np.any(extend_to != 1.0)
+        binary = _extended(core, score_map >= extend_to * threshold) if reaches_elsewhere else core
     if opening > 0:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * opening + 1, 2 * opening + 1))
         opened = cv2.morphologyEx(binary, cv2.MORPH_OPEN, kernel)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .polygons import DEFAULT_MIN_PEAK, MAX_MIN_PEAK
+from .polygons import DEFAULT_MIN_PEAK, MAX_EXTEND_TO, MAX_MIN_PEAK
 
 # Raw thresholds are kept strictly inside (0, 1) so both linear pieces exist.
 THRESHOLD_EPSILON = 1e-6
@@ -28,8 +28,8 @@ class ScoreNormaliser:
     # How the thresholds were chosen and the validation statistics behind them.
     statistics: dict = field(default_factory=dict, compare=False)
     # How far the suggestions of each defect kind extend below the threshold (a fraction of it,
-    # as ``SuggestionSettings.extend_to``), chosen on a retrain's calibration images; kinds not
-    # listed take the default.
+    # as ``SuggestionSettings.extend_to``), or above 1 where they are cut back, chosen on a
+    # retrain's calibration images; kinds not listed take the default.
     extend_to_by_kind: dict[str, float] = field(default_factory=dict)
     # How high a suggestion's peak must reach, a multiple of the threshold (as
     # ``SuggestionSettings.min_peak``), chosen on a retrain's calibration images.
@@ -43,8 +43,8 @@ class ScoreNormaliser:
         if not isinstance(self.extend_to_by_kind, dict):
             raise ValueError("extend_to_by_kind must be an object")
         for kind, value in self.extend_to_by_kind.items():
-            if not isinstance(value, (int, float)) or not np.isfinite(value) or not 0.0 < value <= 1.0:
-                raise ValueError(f"extend_to_by_kind[{kind!r}] must be a number in (0, 1], got {value!r}")
+            if not isinstance(value, (int, float)) or not np.isfinite(value) or not 0.0 < value <= MAX_EXTEND_TO:
+                raise ValueError(f"extend_to_by_kind[{kind!r}] must be a number in (0, {MAX_EXTEND_TO:g}], got {value!r}")
         if not isinstance(self.min_peak, (int, float)) or not 1.0 <= self.min_peak <= MAX_MIN_PEAK:
             raise ValueError(f"min_peak must be a number in [1, {MAX_MIN_PEAK:g}], got {self.min_peak!r}")
 

@@ -99,7 +99,7 @@ def test_every_component_gets_a_valid_polygon_that_covers_it(mask, tolerance):
     seed=st.integers(0, 2**32 - 1),
     threshold=st.floats(0, 1),
     opening=st.integers(0, 3),
-    extend_to=st.sampled_from([1.0, 0.7]),
+    extend_to=st.sampled_from([1.0, 0.7, 1.4]),
     min_area=st.integers(0, 30),
 )
 def test_any_score_map_and_threshold_gives_valid_regions(shape, seed, threshold, opening, extend_to, min_area):
@@ -241,6 +241,18 @@ def test_a_region_extends_over_its_weaker_surroundings_and_joins_its_pieces():
     assert whole.area == 2 * 100 + 4 * 16 + 4 * 4
     with pytest.raises(ValueError, match="extend_to"):
         SuggestionSettings(extend_to=0.0).check()
+
+
+def test_a_region_is_cut_back_where_its_extent_is_above_one():
+    score_map = np.zeros((20, 40), np.float32)
+    score_map[2:18, 2:18] = score_map[2:18, 22:38] = 0.6  # two maps spreading above the threshold ...
+    score_map[5:15, 5:15] = score_map[5:15, 25:35] = 0.9  # ... around their strong cores
+    assert [region.area for region in mask_to_polygons(score_map, min_area=1, extend_to=1.0)] == [256, 256]
+    assert [region.area for region in mask_to_polygons(score_map, min_area=1, extend_to=1.4)] == [100, 100]
+    per_pixel = np.ones_like(score_map)
+    per_pixel[:, :20] = 1.4  # the left one's kind cut back to 0.7, the right one's as it is
+    # Raster order of their first pixels: the right one, whole, now begins higher up.
+    assert [region.area for region in mask_to_polygons(score_map, min_area=1, extend_to=per_pixel)] == [256, 100]
 
 
 def test_a_region_whose_peak_stays_low_is_no_suggestion():

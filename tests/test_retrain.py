@@ -16,7 +16,7 @@ from labelme_dsarad.cli import main
 from labelme_dsarad.model.inference import Prediction
 from labelme_dsarad.model.model_file import LoadedModel, file_sha256, load_model, save_model
 from labelme_dsarad.model.networks import ANOMALY_LOGITS
-from labelme_dsarad.model.polygons import SuggestionSettings
+from labelme_dsarad.model.polygons import MAX_EXTEND_TO, SuggestionSettings
 from labelme_dsarad.model.scoring import ScoreNormaliser
 from labelme_dsarad.model.store import ModelStore
 from labelme_dsarad.train.calibration import (
@@ -28,7 +28,7 @@ from labelme_dsarad.train.calibration import (
     false_suggestions,
     suggestion_floor,
 )
-from labelme_dsarad.train.corrections import SYNTHETIC_POOL, Examples, reconstruct, split_labels
+from labelme_dsarad.train.corrections import SYNTHETIC_POOL, SYNTHETIC_USES, Examples, reconstruct, split_labels
 from labelme_dsarad.train.engine import Budget, objective
 from labelme_dsarad.train.labels import LabelledImage
 from labelme_dsarad.train.losses import focal_loss, kind_loss
@@ -186,15 +186,17 @@ def test_a_batch_of_the_default_recipe_holds_as_many_images_as_asked_and_real_de
     assert 1 <= int(real.sum()) <= batch_size - 1
 
 
-def test_synthetic_images_are_made_a_pool_at_a_time_each_used_once_with_their_own_reconstructions(tmp_path):
+def test_synthetic_images_are_made_a_pool_at_a_time_each_used_twice_with_their_own_reconstructions(tmp_path):
     _, retrainer = noise_retrainer(tmp_path, normals=4, defects=1, seed=0, steps=1, batch_size=8)
     batches = retrainer.batches
     drawn = [batches.synthetic() for _ in range(SYNTHETIC_POOL + 1)]
     images = torch.cat([images for images, *_ in drawn])
     pool_images = torch.cat([images for images, *_ in drawn[:SYNTHETIC_POOL]])
-    # A new pool after SYNTHETIC_POOL steps; within one, no image comes twice.
+    # A new pool after SYNTHETIC_POOL steps; within one, each image comes SYNTHETIC_USES times, half a pool apart.
     assert batches.synthetic_used == batches.synthetic_count
-    assert len({image.numpy().tobytes() for image in pool_images}) == len(pool_images) == SYNTHETIC_POOL
+    made = SYNTHETIC_POOL // SYNTHETIC_USES
+    assert len({image.numpy().tobytes() for image in pool_images}) == made
+    assert all(torch.equal(pool_images[index], pool_images[index + made]) for index in range(made))
     assert not any(torch.equal(images[-1], image) for image in pool_images)
     # Each image comes with its own reconstruction and a synthetic anomaly.
     assert torch.allclose(torch.cat([recon for _, recon, *_ in drawn]), reconstruct(batches.student, images, batches.autocast),
@@ -468,6 +470,15 @@ def test_the_extent_of_each_kind_is_chosen_where_its_defects_are_outlined_best()
     assert levels == {"pit": 0.3}
     assert choose_suggestion_levels([(kind_prediction(ringed(0.9, 0.2), 0), np.zeros((40, 40), bool))]) == \
         ({}, 1.0, {})
+
+
+def test_a_kind_whose_map_spreads_past_its_defects_above_the_threshold_is_cut_back():
+    # A pit's map stays above the threshold (0.6) a ring beyond what a person outlined.
+    levels, _, statistics = choose_suggestion_levels([(kind_prediction(ringed(0.9, 0.6), 0), ringed(1, 0) > 0)])
+    assert levels == {"pit": 1.4}  # regions cut back to 0.7: the ring left out
+    assert statistics["calibration_defect_iou"] == pytest.approx(1.0)
+    assert statistics["calibration_defect_iou_at_default"] == pytest.approx(100 / 256)
+    assert max(EXTEND_TO_CANDIDATES) <= MAX_EXTEND_TO
 
 
 def test_the_lowest_peak_is_chosen_as_high_as_the_calibration_defects_allow():

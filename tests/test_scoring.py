@@ -48,7 +48,9 @@ def test_a_lowest_peak_outside_one_to_two_thresholds_is_rejected(bad):
         ScoreNormaliser(0.5, 0.5, min_peak=bad)
 
 
-@pytest.mark.parametrize("bad", [0.0, 1.5, float("nan"), "0.5"])
-def test_an_extent_per_kind_outside_zero_to_one_is_rejected(bad):
-    with pytest.raises(ValueError, match="extend_to_by_kind"):
+@pytest.mark.parametrize("bad", [0.0, 2.5, float("nan"), "0.5"])
+def test_an_extent_per_kind_outside_zero_to_two_is_rejected(bad):
+    with pytest.raises(ValueError, match=r"extend_to_by_kind\['blowhole'\] must be a number in \(0, 2\]"):
         ScoreNormaliser(0.5, 0.5, extend_to_by_kind={"blowhole": bad})
+    cut_back = ScoreNormaliser(0.5, 0.5, extend_to_by_kind={"blowhole": 1.6})  # above 1: cut back
+    assert ScoreNormaliser.from_dict(cut_back.to_dict()).extend_to_by_kind == {"blowhole": 1.6}

@@ -56,8 +56,9 @@ normals need (the pixel threshold: at most half a suggestion per normal
 image), and not on the training images, where the U-Net has seen the very
 masks and would score them too confidently. On the same calibration images
 then (``calibration.choose_suggestion_levels``): how far each kind's
-suggestions reach below the threshold, and how high a suggestion must peak
-(the suggestions a review rejects peak lower than the defects found).
+suggestions reach below the threshold (or are cut back above it), and how
+high a suggestion must peak (the suggestions a review rejects peak lower
+than the defects found).
 """
 
 from __future__ import annotations
@@ -160,7 +161,9 @@ class Retrainer:
         # CPU (bench/bench_retrain_step.py), and the usual layout for CUDA convolutions; the
         # student's reconstructions too (``corrections.reconstruct``).
         self.network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        self.optimizer = torch.optim.Adam(list(self.network.segmentation.parameters()), lr=config.learning_rate)
+        # Fused: one kernel for all 110 tensors, 2.3 ms a step instead of 5.3 on a 2-core EPYC.
+        self.optimizer = torch.optim.Adam(list(self.network.segmentation.parameters()), lr=config.learning_rate,
+                                          fused=True)
         self.autocast = autocast_for(device)
         self.training = StudentTraining(self.network, None, self.optimizer, self.autocast)
         self.generator = torch.Generator(device=device).manual_seed(config.seed)
