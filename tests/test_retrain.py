@@ -511,6 +511,9 @@ def test_the_retrain_summary_says_how_far_each_kind_reaches(tmp_path):
     result = RetrainResult("widget", 2, tmp_path / "v2.safetensors", {"version": 1}, {}, {},
                            {"holdout": {"defect": 1, "normal": 1}}, {"extend_to_by_kind": {"pit": 0.4}}, True)
     assert "suggestions reach, by kind: pit 0.40 (0.70 for the rest)" in format_retrain_result(result)
+    cut_back = replace(result, thresholds={"extend_to_by_kind": {"hole": 1.4, "pit": 0.4}})
+    assert "suggestions reach, by kind: hole 1.40 (cut back), pit 0.40 (0.70 for the rest)" in \
+        format_retrain_result(cut_back)
     plain = replace(result, thresholds={"extend_to_by_kind": {}})
     assert "by kind" not in format_retrain_result(plain) and "peak" not in format_retrain_result(plain)
     peaked = replace(result, thresholds={"min_peak": 1.4})

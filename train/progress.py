@@ -89,7 +89,10 @@ def format_retrain_result(result: RetrainResult) -> str:
         lines.append(f"{title:<36}{_number(result.before.get(key)):>10}{_number(result.after.get(key)):>10}")
     by_kind = result.thresholds.get("extend_to_by_kind") or {}
     if by_kind:
-        lines.append("suggestions reach, by kind: " + ", ".join(f"{kind} {value:.2f}" for kind, value in by_kind.items())
+        # A level above 1 cuts a kind's suggestions back to where that multiple of the threshold is reached.
+        lines.append("suggestions reach, by kind: "
+                     + ", ".join(f"{kind} {value:.2f}" + (" (cut back)" if value > 1.0 else "")
+                                 for kind, value in by_kind.items())
                      + f" ({DEFAULT_EXTEND_TO:.2f} for the rest)")
     min_peak = result.thresholds.get("min_peak", DEFAULT_MIN_PEAK)
     if min_peak != DEFAULT_MIN_PEAK:
