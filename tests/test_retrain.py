@@ -16,8 +16,8 @@ from labelme_dsarad.cli import main
 from labelme_dsarad.model.inference import Prediction
 from labelme_dsarad.model.model_file import LoadedModel, file_sha256, load_model, save_model
 from labelme_dsarad.model.networks import ANOMALY_LOGITS
-from labelme_dsarad.model.polygons import MAX_EXTEND_TO, SuggestionSettings
-from labelme_dsarad.model.scoring import ScoreNormaliser
+from labelme_dsarad.model.polygons import SuggestionSettings
+from labelme_dsarad.model.scoring import MAX_EXTEND_TO, ScoreNormaliser
 from labelme_dsarad.model.store import ModelStore
 from labelme_dsarad.train.calibration import (
     EXTEND_TO_CANDIDATES,
