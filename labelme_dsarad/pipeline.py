@@ -281,7 +281,7 @@ def predict_paths(
         pending_writes: deque[tuple[Path, Future]] = deque()
         queue = iter(todo)
         # A large photo is decoded at a fraction of its size: enough for the model and the outlines.
-        decode_size = working_size(predictor.input_size)
+        decode_size = working_size(predictor.model.info.architecture.input_size)
 
         def top_up() -> None:
             while len(decoding) < DECODE_AHEAD + options.batch_size:
