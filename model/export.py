@@ -72,9 +72,9 @@ def fused_attention_export():
     """Export SDPA as onnxruntime's fused MultiHeadAttention while the block runs.
 
     The standard ONNX lowering is MatMul, Softmax, MatMul: onnxruntime then
-    materialises the 16k x 4k attention matrix (256 MB at 256 px), and the
-    whole network ran 1.34x slower (bench/bench_inference.py); the contrib
-    op never holds the matrix whole.
+    materialises the 16k x 4k attention matrix (256 MB at 256 px) and the
+    whole network runs slower (docs/performance.md); the contrib op never
+    holds the matrix whole.
     """
     from torch.onnx import symbolic_helper
 

@@ -58,15 +58,17 @@ def tiny_model_path(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def ball_screw_root() -> Path:
     """The shared ball screw (BSData) folder; the test is skipped when it is absent."""
-    root = REPO.parent / "shared" / "datasets" / "ball_screw"
-    if not (root / "data").is_dir():
+    from dataset_splits import default_ball_screw_root
+
+    root = default_ball_screw_root()
+    if root is None:
         pytest.skip("the ball screw data set is not present")
     return root
 
 
 @pytest.fixture(scope="session")
 def mtd_root() -> Path:
-    from labelme_dsarad.train.datasets import default_mtd_root
+    from dataset_splits import default_mtd_root  # in bench/, which setup.cfg puts on the path
 
     root = default_mtd_root()
     if root is None:

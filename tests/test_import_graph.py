@@ -26,7 +26,7 @@ def modules() -> dict[str, tuple[Path, str]]:
 
 def imported_names(path: Path, package: str) -> set[str]:
     """Every module a file imports and every ``module.name`` it imports from one."""
-    names = set()
+    names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)

@@ -9,56 +9,36 @@ thresholds (``calibration``) and measures it before and after on the holdout
 (``evaluation``), and writes the result as a new version into the model
 store, keeping the old ones (``rollback`` goes back).
 
-This is the engine's (``engine``) second configuration. **Warm start**: the
-student and U-Net start from the current model's weights. **The student is
-frozen**: it reconstructs as it will at inference (at the training step's
-precision: ``corrections.reconstruct``), and only the U-Net learns.
-Training the student too (distilled toward its starting encoder) took 66%
-of a step (``bench/bench_retrain_step.py``), and its features drifted under
-the U-Net that reads them (on Magnetic Tile the distillation loss doubled
-within 100 steps). **Batches** (``corrections.CorrectionBatches``): whole
-images at the model's size, seven eighths real defects and the rest
-reviewed normals with synthetic anomalies (whose untouched surroundings are
-the batch's normal pixels); the loss is cross-entropy (every labelled pixel
-alike, pending ones not at all) + Dice, so a defect of a few pixels counts
-as a whole (the first training's focal loss, with defect pixels weighing 4
-times more, outlined worse and found fewer: ``corrections.RETRAIN_FOCAL_GAMMA``).
-In 10 minutes the U-Net underfits even the corrections it trains on
-(Magnetic Tile, 3e-4 and half of each batch real: IoU 0.37 on the
-corrections half against 0.34 on the measurement half), so
-the rate is high (1e-3) and nearly every image is a real defect (IoU 0.44
-and 0.40; kind right 63-70% → 88%).
+It is the engine's (``engine``) second configuration:
 
-**Kinds**: when people's shapes carry labels other than the model's generic
-one ("blowhole", "Pitting"), the U-Net learns to name them too
-(``with_kinds`` widens its last layer; kinds it knew keep their weights; the
-kind loss is averaged per image, so small defects count), and every
-suggestion then carries its most likely kind and the probability.
+- **Warm start, frozen student**: the student and the U-Net start from the
+  model's weights, and only the U-Net learns, on the student's
+  reconstructions made as at inference (``corrections.reconstruct``).
+  Training the student too cost much of a step and its features drifted
+  under the U-Net that reads them.
+- **Batches** (``corrections.CorrectionBatches``): whole images at the
+  model's size, nearly all real defects, the rest reviewed normals with
+  synthetic anomalies; cross-entropy with every labelled pixel alike
+  (pending ones not at all) plus Dice, so that a defect of a few pixels
+  counts as a whole. A run of minutes underfits even the corrections it
+  trains on, hence the first training's high learning rate.
+- **Kinds**: shapes labelled other than the model's generic label
+  ("blowhole", "Pitting") teach the U-Net to name them (``with_kinds``);
+  every suggestion then carries its most likely kind and its probability.
+- **Mirror images at inference** (``Architecture.flip_average``): the new
+  model's map is the U-Net's mean over the four mirror images of its input,
+  in calibration and at inference alike: closer outlines for three more
+  passes of the U-Net.
+- **Map correction** (``calibration.choose_map_correction``): refitted on
+  the training normals, kept only if the calibration defects' pixels rank
+  at least as well with it.
+- **Thresholds** (``calibration.f1_thresholds``): where F1 is best on the
+  calibration images, never below what the reviewed normals need, and
+  never on the training images, which the U-Net scores too confidently;
+  then, on the same images, how far each kind's suggestions reach and how
+  high a suggestion must peak (``calibration.choose_suggestion_levels``).
 
-**Mirror images at inference** (``Architecture.flip_average``): the new
-model's map is the U-Net's mean over the four mirror images of its input,
-each flipped back, in calibration and at inference alike; training runs the
-U-Net once per image (flipped at random). Two Magnetic Tile retrains, each
-calibrated with and without it on the same weights: IoU of each defect's
-best suggestion 0.393 -> 0.422 and 0.393 -> 0.404, defects touched 81% ->
-86% and 86% -> 90%, false suggestions per normal image 0.62 -> 0.61 and
-0.57 -> 0.60 (README, "Maps over mirror images"); for three more passes of
-the U-Net at inference.
-
-**Map correction** (``calibration.choose_map_correction``): refitted on the
-training normals for the new U-Net, and kept only if the calibration images'
-defect pixels rank at least as well with it (pixel AP); with too few
-normals, the base model's stays.
-
-**Thresholds** (``calibration.f1_thresholds``): where F1 is best on the
-calibration images (real defects and normals), never below what the reviewed
-normals need (the pixel threshold: at most half a suggestion per normal
-image), and not on the training images, where the U-Net has seen the very
-masks and would score them too confidently. On the same calibration images
-then (``calibration.choose_suggestion_levels``): how far each kind's
-suggestions reach below the threshold (or are cut back above it), and how
-high a suggestion must peak (the suggestions a review rejects peak lower
-than the defects found).
+The measurements behind these choices: docs/retraining.md and docs/experiments.md.
 """
 
 from __future__ import annotations
