@@ -61,7 +61,6 @@ class JobResult:
     image_shape: tuple[int, int]  # (height, width) of the photo as LabelMe shows it
     model_key: str
     seconds: float = 0.0  # the job's time here: decoding, the model and its map
-    ready_at: float = 0.0  # time.perf_counter() when it was done: before the image was opened, it was computed ahead
 
 
 @dataclass
@@ -289,8 +288,7 @@ class DetectionWorker(QtCore.QThread):
         except Exception as error:  # noqa: BLE001
             self.job_failed.emit(job, f"{Path(job.path).name}: inference failed ({one_line(error)})")
             return
-        ready_at = time.perf_counter()
-        self.result_ready.emit(JobResult(job, prediction, image.shape, self._model_key, ready_at - started, ready_at))
+        self.result_ready.emit(JobResult(job, prediction, image.shape, self._model_key, time.perf_counter() - started))
 
     def _predict(self, image: np.ndarray):
         assert self._predictor is not None  # _run_job checked
