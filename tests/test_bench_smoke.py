@@ -11,6 +11,8 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import bench_inference
+import bench_predict
 import bench_retrain_step
 import bench_startup
 import bench_training
@@ -48,6 +50,19 @@ def tiny_mtd(tmp_path_factory) -> Path:
             write(root / folder / "Imgs" / f"d{index}.jpg", image)
             write(root / folder / "Imgs" / f"d{index}.png", mask)
     return root
+
+
+def test_bench_inference_compares_the_paths_on_a_tiny_network(monkeypatch, capsys):
+    monkeypatch.setattr("sys.argv", ["bench_inference.py", "--presets", "tiny", "--size", "64", "--rounds", "1"])
+    bench_inference.main()
+    assert "tiny" in capsys.readouterr().out
+
+
+def test_bench_predict_runs_the_pipeline_beside_pure_inference(mtd_root, monkeypatch, capsys):
+    # mtd_root: the benchmark reads Magnetic Tile images (skipped without the data set).
+    monkeypatch.setattr("sys.argv", ["bench_predict.py", "--images", "4", "--chunk", "2", "--preset", "tiny"])
+    bench_predict.main()
+    assert "4 label files written" in capsys.readouterr().out
 
 
 def test_bench_training_times_a_student_step(capsys):
