@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import torch
 
-from .export import cached_onnx_bytes, fuse_batch_norms, inference_network, read_onnx_file
+from .export import SOURCE_SHA256_KEY, cached_onnx_bytes, fuse_batch_norms, inference_network, read_onnx_file
 from .model_file import LoadedModel, ModelFileError, file_sha256, load_model, parse_header
 from .networks import DSARAD
 from .polygons import DEFAULT_EXTEND_TO, DEFAULT_MIN_PEAK, Region, SuggestionSettings
@@ -355,7 +355,8 @@ class Predictor:
             info = parse_header(model, self.runner.metadata())
             # No torch network behind an ONNX file; everything else of a
             # loaded model (header, path, hash) is there.
-            self.model = LoadedModel(network=None, info=info, path=Path(model), sha256=file_sha256(model))  # type: ignore[arg-type]
+            self.model = LoadedModel(network=None, info=info, path=Path(model), sha256=file_sha256(model),  # type: ignore[arg-type]
+                                     source_sha256=self.runner.metadata().get(SOURCE_SHA256_KEY, ""))
         else:
             self.device = resolve_device(device)
             self.model = model if isinstance(model, LoadedModel) else load_model(Path(model))

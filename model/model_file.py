@@ -8,6 +8,7 @@ before any of it reaches a network. Pickle-based files are refused.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import os
@@ -87,10 +88,23 @@ class LoadedModel:
     info: ModelInfo
     path: Path | None
     sha256: str
+    source_sha256: str = ""  # an ONNX export's: the model file it was exported from
 
     @property
     def name(self) -> str:
-        return f"{self.info.product} v{self.info.version}"
+        """Product and version, as label files and the plugin name it: "magnetic_tile v2", or
+        "magnetic_tile bundled" for the model that comes with the program, whose header says
+        version 1 like a product's first stored version (its checksum tells them apart)."""
+        bundled = bundled_sha256()
+        is_bundled = bundled is not None and bundled in (self.sha256, self.source_sha256)
+        return f"{self.info.product} {'bundled' if is_bundled else f'v{self.info.version}'}"
+
+
+@functools.cache
+def bundled_sha256() -> str | None:
+    from labelme_dsarad.resources import DEFAULT_MODEL
+
+    return file_sha256(DEFAULT_MODEL) if DEFAULT_MODEL.is_file() else None
 
 
 STORAGES = ("fp32", "fp16", "int8")
