@@ -1,11 +1,14 @@
 """Screenshots of LabelMe with the "Defect detection" panel, taken offscreen.
 
     python bench/screenshots.py OUT_DIR [--model FILE] [--image IMAGE ...] [--size 1400x900]
-                                [--threshold T] [--readme PNG]
+                                [--threshold T] [--readme PNG] [--predicted]
 
 Copies the images to a temporary folder (LabelMe autosaves next to them),
 opens the first in LabelMe with the panel, runs Detect, and saves:
 
+- ``0_opened.png`` (with ``--predicted``, the quick start: the copies
+  pre-annotated by ``dsarad predict``, the folder opened as
+  ``labelme-dsarad FOLDER`` opens it): its first image as it opens
 - ``1_suggestions_heat_map.png``: pending suggestions over the heat map
 - ``2_suggestions.png``: the same without the heat map
 - ``3_reviewed.png``: after accepting one suggestion and rejecting one
@@ -146,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retrain-minutes", type=float, default=0.5, help="with --retrain-labels (default 0.5)")
     parser.add_argument("--readme", type=Path, metavar="PNG",
                         help="also write the first screenshot here with a 256-colour palette (small, for the README)")
+    parser.add_argument("--predicted", action="store_true",
+                        help="pre-annotate the copies with 'dsarad predict' and let LabelMe open the folder, as the "
+                             "quick start does; also saves 0_opened.png")
     args = parser.parse_args(argv)
     width, height = (int(value) for value in args.size.lower().split("x"))
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -169,6 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     folder.mkdir()
     for image in args.image:
         shutil.copy(image, folder / image.name)
+    if args.predicted:
+        from labelme_dsarad.cli import main as dsarad
+
+        if dsarad(["predict", str(folder), "--model", str(model), "--threshold", str(args.threshold)]) != 0:
+            raise SystemExit("dsarad predict failed")
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
     app.setStyle("Fusion")  # as labelme's own main does
@@ -181,17 +192,25 @@ def main(argv: list[str] | None = None) -> int:
 
     install_qsettings_sandbox(scratch / "qsettings")  # leave the user's LabelMe layout alone
     # As 'labelme-dsarad' starts LabelMe: with the image flag 'ok' (reviewed), every dock in place.
-    window = MainWindow(config_file=None, config_overrides={"auto_save": True, "flags": [REVIEWED_FLAG]})
+    window = MainWindow(config_file=None, config_overrides={"auto_save": True, "flags": [REVIEWED_FLAG]},
+                        file_or_dir=str(folder) if args.predicted else None)
     panel = attach_panel(window, [ModelOption(model.name, model)])
+    # Ticking 'ok' with suggestions pending asks what to do with them; here the person accepts them.
+    panel.review.ask_about_pending = lambda count: "accept"
     try:
         window.resize(width, height)
         window.show()
-        panel.adapter.open_folder(str(folder))
-        panel.adapter.open_file(str(folder / args.image[0].name))
+        if not args.predicted:
+            panel.adapter.open_folder(str(folder))
+            panel.adapter.open_file(str(folder / args.image[0].name))
         if not wait_until(app, lambda: panel.model is not None or "Model:" in panel.view.message_label.text()):
             raise SystemExit("the model did not load")
         if panel.model is None:
             raise SystemExit(panel.view.message_label.text())
+        if args.predicted:
+            wait_until(app, lambda: panel.current_map() is not None)  # On open: the heat map of the file's suggestions
+            wait_until(app, lambda: False, 0.3)
+            save(window, args.out_dir / "0_opened.png")
         panel.view.threshold_slider.setValue(round(args.threshold * 100))
         shown = []
         panel.suggestions_shown.connect(lambda path, count: shown.append(count))

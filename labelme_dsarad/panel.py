@@ -8,6 +8,9 @@ the model), and LabelMe's window through ``LabelMeAdapter``. It never holds
 on to LabelMe shapes between events, because LabelMe replaces them with
 copies on undo: suggestions are found on the canvas each time by the record
 they carry.
+
+What a person chose in the dock between launches (Detect on open) is kept
+with Qt's settings, as LabelMe keeps its own.
 """
 
 from __future__ import annotations
@@ -37,6 +40,13 @@ from labelme_dsarad.worker import (
     PredictorFactory,
     default_factory,
 )
+
+SETTINGS_SCOPE = ("labelme-dsarad", "panel")  # QSettings organisation and application
+DETECT_ON_OPEN_SETTING = "detect_on_open"
+
+
+def settings() -> QtCore.QSettings:
+    return QtCore.QSettings(*SETTINGS_SCOPE)
 
 
 @dataclass
@@ -89,9 +99,10 @@ class DefectPanel(QtCore.QObject):
         self.worker.result_ready.connect(self._on_result)
         self.worker.job_failed.connect(self._on_job_failed)
         self.worker.notice.connect(lambda text: self.show_message(text))
-        self.batch = BatchDetection(self.worker, adapter, self.show_message, self.view)
+        self.batch = BatchDetection(self.worker, adapter, self.show_message, self.view.show_summary, self.view)
         self.review = ReviewActions(adapter, self.view, self.show_message, self._forget_undo)
 
+        self.view.detect_on_open_action.setChecked(settings().value(DETECT_ON_OPEN_SETTING, True, type=bool))
         self._connect_view()
         adapter.install_hooks(
             is_pending=review.is_pending,
@@ -102,6 +113,8 @@ class DefectPanel(QtCore.QObject):
             image_closing=self._on_image_closing,
             image_opened=self._on_image_opened,
             selection_changed=lambda _shapes: self.review.update(),
+            undone=self.review.on_undone,
+            image_flag_changed=self.review.on_image_flag_changed,
         )
         self.worker.start()
         if models:
@@ -165,6 +178,7 @@ class DefectPanel(QtCore.QObject):
 
     @guarded
     def _set_detect_on_open(self, checked: bool) -> None:
+        settings().setValue(DETECT_ON_OPEN_SETTING, checked)
         if checked and self._current is not None and self.model is not None:
             self._detect_on_open(self._current)
 
@@ -188,7 +202,7 @@ class DefectPanel(QtCore.QObject):
             return
         self.model = None
         self.cache.clear()
-        self.view.set_ready(False)
+        self.view.set_ready(False, self._current is not None)
         self.view.model_info.setText(f"Loading {option.title}…")
         self.worker.set_model(option.predictor_factory())
 
@@ -200,7 +214,7 @@ class DefectPanel(QtCore.QObject):
         normaliser = description.info.normaliser if description.info else None
         self.view.set_model_levels(normaliser.extend_to_by_kind if normaliser else {},
                                    normaliser.min_peak if normaliser else DEFAULT_MIN_PEAK)
-        self.view.set_ready(True)
+        self.view.set_ready(True, self._current is not None)
         if not changed:
             return  # the same weights on another device (GPU out of memory)
         self.cache.clear()
@@ -210,7 +224,7 @@ class DefectPanel(QtCore.QObject):
     @guarded
     def _on_model_failed(self, message: str) -> None:
         self.model = None
-        self.view.set_ready(False)
+        self.view.set_ready(False, self._current is not None)
         self.view.model_info.setText("No model in use.")
         self.show_message(f"Model: {message}", error=True)
 
@@ -225,11 +239,18 @@ class DefectPanel(QtCore.QObject):
 
     @guarded
     def _on_image_opened(self, path: str | None) -> None:
-        if path is None or path == self._current or self.adapter.image_size() is None:
-            return  # nothing opened, or LabelMe's file list re-announcing the same load
+        if path is None or self.adapter.image_size() is None:
+            # LabelMe could not open the file: nothing of the previous image stays in the panel.
+            self.view.show_message("")
+            self.view.set_ready(self.model is not None, False)
+            self.review.update()
+            return
+        if path == self._current:
+            return  # LabelMe's file list re-announcing the same load
         if path != self._last_opened:  # not a reload of the same image (after Detect all)
             self.show_message("")  # what the panel and status bar said was about the image before
         self._current = self._last_opened = path
+        self.view.set_ready(self.model is not None, True)
         self._opened_at[path] = time.perf_counter()
         # Switching images cancels what was queued for the others.
         self.worker.keep_only({path, self.adapter.next_image_path() or path})
@@ -354,13 +375,15 @@ class DefectPanel(QtCore.QObject):
                        for suggestion in entry.prediction.suggestions(self.view.suggestion_settings(), generic)]
         kept = labelfile.new_suggestions(suggestions, people, rejections)
         new_shapes = [self.adapter.make_shape(suggestion) for suggestion in kept]
-        review.remember_suggested(record, new_shapes)
         old = review.pending(shapes)
         if old or new_shapes:
             self._undo_token = self.adapter.replace_shapes(
-                old, new_shapes, amend_top=self._undo_token if self._derived_for == entry.path else None
+                old, new_shapes, amend_top=self._undo_token if self._derived_for == entry.path else None,
+                change_file_record=lambda: review.remember_suggested(record, new_shapes, rejections),
             )
             self.adapter.mark_dirty()
+        else:
+            review.remember_suggested(record, new_shapes, rejections)
         self._derived_for = entry.path
         opened = self._opened_at.pop(entry.path, None)
         if opened is not None:
@@ -382,7 +405,7 @@ class DefectPanel(QtCore.QObject):
             self.show_message(message, error=True)
 
     def _forget_undo(self) -> None:
-        """After a rejection, the next derivation is a step of its own, not an amendment of the last."""
+        """After a rejection or an undo, the next derivation is a step of its own, not an amendment of the last."""
         self._undo_token = None
 
     # --- Detect all ---

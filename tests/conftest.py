@@ -128,13 +128,16 @@ def make_window(qtbot, qsettings_sandbox, no_dialogs):
 
     built = []
 
-    def build(models, open_path=None, **config):
-        window = MainWindow(config_file=None, config_overrides={"auto_save": True, **config})
+    def build(models, open_path=None, *, opened_by_labelme=False, **config):
+        # opened_by_labelme: LabelMe opens the path itself before the panel is attached, as
+        # 'labelme-dsarad PATH' does; otherwise the panel is there first and sees the open.
+        window = MainWindow(config_file=None, config_overrides={"auto_save": True, **config},
+                            file_or_dir=str(open_path) if opened_by_labelme else None)
         window.resize(900, 600)
         panel = attach_panel(window, models)
         qtbot.addWidget(window)
         built.append(panel)
-        if open_path is not None:
+        if open_path is not None and not opened_by_labelme:
             panel.adapter.open_folder(str(open_path)) if Path(open_path).is_dir() else panel.adapter.open_file(str(open_path))
         return window, panel
 

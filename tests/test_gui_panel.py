@@ -66,6 +66,7 @@ def write_person_labels(image: Path, shapes: list[dict]) -> Path:
 def test_detect_with_tiny_model_and_slider_rederives_without_inference(qtbot, tmp_path, make_window, tiny_model_path):
     images = write_sample_images(tmp_path / "images", 2)
     window, panel = make_window([ModelOption("tiny", tiny_model_path)], open_path=tmp_path / "images")
+    panel.view.detect_on_open_box.setChecked(False)  # one model run, the one Detect asks for
     ready(qtbot, panel)
     assert "widget v1" in panel.view.model_info.text() and "tiny, 64 px" in panel.view.model_info.text()
 
@@ -318,6 +319,7 @@ def test_look_ahead_shows_the_next_image_without_waiting(qtbot, tmp_path, make_w
     images = [str(path) for path in write_sample_images(tmp_path, 3)]
     predictor = FakePredictor(delay=0.2)
     window, panel = make_window([fake_option(predictor)], open_path=tmp_path)
+    panel.view.detect_on_open_box.setChecked(False)  # before the model is ready: nothing detected yet
     ready(qtbot, panel)
     with qtbot.waitSignal(panel.suggestions_shown, timeout=WAIT):
         panel.view.detect_on_open_box.setChecked(True)
@@ -367,7 +369,7 @@ def test_detect_all_writes_label_files_and_keeps_people_shapes(qtbot, tmp_path, 
     ready(qtbot, panel)
     panel.view.detect_all_action.trigger()
     qtbot.waitUntil(lambda: not panel.batch.running, timeout=WAIT)
-    assert "3 images: 3 predicted" in panel.view.message_label.text()
+    assert "3 images: 3 predicted" in panel.view.summary_label.text()
     for index, image in enumerate(images):
         shapes = json.loads(image.with_suffix(".json").read_text())["shapes"]
         labels = sorted(shape["label"] for shape in shapes)
@@ -386,7 +388,7 @@ def test_detect_all_can_be_cancelled(qtbot, tmp_path, make_window):
     qtbot.waitUntil(lambda: dialog.value() >= 1, timeout=WAIT)
     dialog.findChild(QtWidgets.QPushButton).click()  # the dialog's Cancel button
     qtbot.waitUntil(lambda: not panel.batch.running, timeout=WAIT)
-    assert "(cancelled)" in panel.view.message_label.text()
+    assert "(cancelled)" in panel.view.summary_label.text()
     assert sum(image.with_suffix(".json").exists() for image in images) < 8
 
 
@@ -433,14 +435,14 @@ def test_detect_all_undoes_no_decision_a_person_made(qtbot, tmp_path, make_windo
 
     panel.view.detect_all_action.trigger()
     qtbot.waitUntil(lambda: not panel.batch.running, timeout=WAIT)
-    assert "2 reviewed (left alone)" in panel.view.message_label.text()
+    assert "2 reviewed (left alone)" in panel.view.summary_label.text()
     assert {image: json.loads(image.with_suffix(".json").read_text())["shapes"] for image in images} == reviewed
 
     # Asked to include reviewed images: the rejected ones stay rejected and the accepted ones get no twin.
     panel.view.include_reviewed_box.setChecked(True)
     panel.view.detect_all_action.trigger()
     qtbot.waitUntil(lambda: not panel.batch.running, timeout=WAIT)
-    assert "2 predicted" in panel.view.message_label.text()
+    assert "2 predicted" in panel.view.summary_label.text()
     assert {image: json.loads(image.with_suffix(".json").read_text())["shapes"] for image in images} == reviewed
     groups, problems = suggestion_stats(tmp_path)
     assert not problems and sum(counts["rejected"] for counts in groups.values()) == 2
@@ -459,7 +461,7 @@ def test_a_batch_that_ends_while_its_progress_is_shown_is_no_failure(qtbot, tmp_
     panel.batch._on_progress(1, 2, str(tmp_path / "a.png"))
     assert panel.batch.dialog is None
     assert "progress failed" not in panel.view.message_label.text()
-    assert "2 predicted" in panel.view.message_label.text()
+    assert "2 predicted" in panel.view.summary_label.text()
 
 
 def test_a_click_inside_a_small_suggestion_selects_it_instead_of_grabbing_a_vertex(qtbot, tmp_path, make_window):

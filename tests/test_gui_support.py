@@ -71,7 +71,7 @@ class FakePredictor:
     def __post_init__(self):
         info = SimpleNamespace(
             product="widget", labels=["defect"], architecture=PRESETS["tiny"], metrics={"image_auroc": 0.5},
-            created="2026-01-01T00:00:00+00:00", training={}, version=1,
+            created="2026-01-01T00:00:00+00:00", training={}, version=1, normaliser=None,
         )
         self.model = SimpleNamespace(info=info, sha256="f" * 64, name="widget v1")
         self.name = "widget v1"
