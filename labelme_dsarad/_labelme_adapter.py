@@ -537,7 +537,7 @@ class LabelMeAdapter:
         canvas._render_layers = _render_layers
 
     def set_overlay(self, image: QtGui.QImage | None, opacity: float | None = None) -> None:
-        """Show an RGBA image over the picture (never part of the label file)."""
+        """Show an RGBA image over the whole picture, stretched to it (never part of the label file)."""
         self._overlay = image
         if opacity is not None:
             self._overlay_opacity = opacity
@@ -551,11 +551,14 @@ class LabelMeAdapter:
 
     def _paint_overlay(self, painter: QtGui.QPainter) -> None:
         canvas, image = self.canvas, self._overlay
-        if image is None or canvas.pixmap.isNull() or image.size() != canvas.pixmap.size():
+        if image is None or canvas.pixmap.isNull():
             return
         painter.save()
         painter.setOpacity(self._overlay_opacity)
-        target = QtCore.QRectF(0.0, 0.0, image.width() * canvas.scale, image.height() * canvas.scale)
+        # A large photo's map is made at a fraction of its size: stretched over the whole picture.
+        painter.setRenderHint(QtGui.QPainter.SmoothPixmapTransform)
+        pixmap = canvas.pixmap
+        target = QtCore.QRectF(0.0, 0.0, pixmap.width() * canvas.scale, pixmap.height() * canvas.scale)
         painter.drawImage(target, image, QtCore.QRectF(image.rect()))
         painter.restore()
 

@@ -28,7 +28,8 @@ class CachedMap:
     model_key: str
     prediction: Prediction
     image_shape: tuple[int, int]
-    ahead: bool  # computed before the user opened the image
+    ahead: bool  # arrived while another image was open: ready before this one was opened
+    seconds: float = 0.0  # what the worker spent on it: decoding, the model and its map
 
 
 class MapCache:

@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from qtpy import QtCore, QtWidgets
+from qtpy import QtCore, QtGui, QtWidgets
 
 from labelme_dsarad import review
 from labelme_dsarad._labelme_adapter import PENDING_COLOUR
@@ -24,6 +24,7 @@ from .conftest import make_tiny_model
 from .test_gui_support import FakePredictor, fake_factory, inside_squares, write_sample_images
 
 WAIT = 20000  # ms; generous, the machine is shared
+DURATION = r"(\d+ ms|\d+\.\d s)"  # as the status line writes a time
 
 
 def test_the_model_line_shows_scores_not_counts(tmp_path):
@@ -79,7 +80,8 @@ def test_detect_with_tiny_model_and_slider_rederives_without_inference(qtbot, tm
         assert shape.flags == {"dsarad_pending": True}
         assert shape.line_color.getRgb()[:3] == PENDING_COLOUR
         assert shape.other_data["dsarad"]["model_sha256"] == panel.model.key
-    assert re.fullmatch(r"\d+ suggestions?, \d+ ms on cpu", window.statusBar().currentMessage())
+    assert re.fullmatch(rf"\d+ suggestions? in {DURATION} \(decoding and model {DURATION} on cpu\)",
+                        window.statusBar().currentMessage())
     assert panel.inference_runs == 1
 
     score_map = panel.current_map().prediction.score_map
@@ -233,6 +235,31 @@ def test_heat_map_overlay_toggles_and_is_drawn_under_the_shapes(qtbot, tmp_path,
     assert panel.adapter.overlay() is not None
 
 
+def test_a_large_photos_heat_map_made_at_a_fraction_of_its_size_covers_the_whole_picture(qtbot, tmp_path, make_window):
+    from PIL import Image
+
+    photo = np.full((800, 1200, 3), 40, dtype=np.uint8)
+    photo[500:600, 900:1100] = 240  # the defect, near the bottom right corner
+    Image.fromarray(photo).save(tmp_path / "photo.jpg", quality=95)
+    window, panel = make_window([fake_option(FakePredictor())], open_path=tmp_path)
+    window.show()
+    ready(qtbot, panel)
+    assert detect(qtbot, panel) == 1
+    overlay = panel.adapter.overlay()
+    assert overlay is not None and overlay.width() < 1200, "the map of a reduced copy of the photo"
+    canvas = panel.adapter.canvas
+    origin = canvas._compute_image_origin_offset()
+
+    def at_the_defect() -> QtGui.QColor:
+        qtbot.wait(50)
+        return canvas.grab().toImage().pixelColor(int((1000 + origin.x()) * canvas.scale),
+                                                  int((550 + origin.y()) * canvas.scale))
+
+    with_map = at_the_defect()
+    panel.view.heat_map_box.setChecked(False)
+    assert with_map != at_the_defect(), "the heat map is drawn where its defect is in the photo"
+
+
 def test_hundred_fast_switches_never_put_a_shape_on_the_wrong_image(qtbot, tmp_path, make_window, no_dialogs):
     images = [str(path) for path in write_sample_images(tmp_path, 6)]
     predictor = FakePredictor(delay=0.02)
@@ -329,9 +356,25 @@ def test_look_ahead_shows_the_next_image_without_waiting(qtbot, tmp_path, make_w
     panel.adapter.open_file(images[1])
     assert shown == [images[1]], "shown during the open, no inference to wait for"
     assert panel.last_open_to_shown_ms < 200
-    assert window.statusBar().currentMessage().endswith("(computed ahead)")
+    assert re.fullmatch(rf"1 suggestion in \d+ ms \(computed ahead: {DURATION} on cpu\)",
+                        window.statusBar().currentMessage())
     qtbot.waitUntil(lambda: panel.cache.get(images[2], panel.model.key) is not None, timeout=WAIT)
     assert len(predictor.calls) == 3
+
+
+def test_a_look_ahead_still_running_when_the_image_opens_reports_the_wait_not_computed_ahead(
+        qtbot, tmp_path, make_window):
+    images = [str(path) for path in write_sample_images(tmp_path, 2)]
+    predictor = FakePredictor(delay=0.6)
+    window, panel = make_window([fake_option(predictor)], open_path=tmp_path)
+    ready(qtbot, panel)  # On open: the first image, then the second one ahead
+    qtbot.waitUntil(lambda: len(predictor.calls) == 2, timeout=WAIT)  # the second one's model is running
+    with qtbot.waitSignal(panel.suggestions_shown, timeout=WAIT):
+        panel.adapter.open_file(images[1])
+    message = window.statusBar().currentMessage()
+    assert "computed ahead" not in message
+    assert re.fullmatch(rf"1 suggestion in {DURATION} \(decoding and model {DURATION} on cpu\)", message)
+    assert 100 < panel.last_open_to_shown_ms < 0.6 * 1000 + WAIT, "the time the person waited for it"
 
 
 def test_failures_are_messages_and_no_label_is_lost(qtbot, tmp_path, make_window, no_dialogs):

@@ -267,6 +267,31 @@ def test_the_detect_all_summary_stays_until_the_person_acts(qtbot, tmp_path, mak
     assert panel.view.summary_label.text() == "" and not panel.view.summary_label.isVisibleTo(panel.view)
 
 
+def test_a_result_for_the_open_image_during_detect_all_leaves_its_file_to_detect_all(qtbot, tmp_path, make_window):
+    # With On open, the open image's result can arrive while Detect all works on its label file:
+    # derived then, LabelMe's autosave (truncate, then write) raced Detect all's read of the file.
+    from labelme_dsarad.pipeline import PredictOptions
+    from labelme_dsarad.worker import BatchJob, Job, JobResult
+
+    write_sample_images(tmp_path, 2, squares=2)
+    window, panel = make_window([fake_option(FakePredictor())], open_path=tmp_path)
+    panel.view.detect_on_open_box.setChecked(False)
+    ready(qtbot, panel)
+    current = panel.adapter.image_path()
+    pixels = np.asarray(Image.open(current).convert("RGB"))
+    result = JobResult(Job(current), FakePredictor().predict(pixels), pixels.shape[:2], panel.model.key)
+    panel.batch.batch, panel.batch.includes_current = BatchJob([Path(current)], PredictOptions()), True
+    panel._want_suggestions.add(current)
+    shown = []
+    panel.suggestions_shown.connect(lambda path, count: shown.append(path))
+    try:
+        panel._on_result(result)
+    finally:
+        panel.batch.batch = None
+    assert shown == [] and panel.adapter.shapes() == [] and not Path(current).with_suffix(".json").exists()
+    assert panel.cache.get(current, panel.model.key) is not None, "kept for the open image's reload"
+
+
 # --- one name for one thing ---
 
 
