@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import bench_inference
+import bench_polygons
 import bench_predict
 import bench_retrain_step
 import bench_startup
@@ -63,6 +64,12 @@ def test_bench_predict_runs_the_pipeline_beside_pure_inference(mtd_root, monkeyp
     monkeypatch.setattr("sys.argv", ["bench_predict.py", "--images", "4", "--chunk", "2", "--preset", "tiny"])
     bench_predict.main()
     assert "4 label files written" in capsys.readouterr().out
+
+
+def test_bench_polygons_times_the_large_map_against_the_small(capsys):
+    bench_polygons.main(["--rounds", "1"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("256x256") and lines[2].startswith("2000x2000") and "x the small map" in lines[2]
 
 
 def test_bench_training_times_a_student_step(capsys):
