@@ -21,14 +21,16 @@ import cv2
 import numpy as np
 
 from labelme_dsarad.model.atomic_write import write_atomically
+from labelme_dsarad.model.devices import DEFAULT_DEVICE
 from labelme_dsarad.model.images import ImageReadError, ReducedImage, read_image_reduced
 from labelme_dsarad.model.inference import Prediction, Predictor, working_size
 from labelme_dsarad.model.labelfile import (
     RECORD_KEY,
     REJECTED_KEY,
-    REVIEWED_FLAG,
     SUGGESTED_KEY,
     LabelFileError,
+    is_reviewed,
+    label_path_for,
     load_label_file,
     remove_stale_temporaries,
     suggestion_shape,
@@ -85,10 +87,6 @@ class Summary:
         return "\n".join(lines)
 
 
-def label_path_for(image_path: Path, out_dir: Path | None) -> Path:
-    return (out_dir if out_dir is not None else image_path.parent) / f"{image_path.stem}.json"
-
-
 def run_record(predictor: Predictor, options: PredictOptions) -> dict:
     """What a label file records about the run that wrote its suggestions."""
     return {
@@ -119,8 +117,7 @@ def label_status(label_path: Path, record: dict, image_path: Path | None = None)
         # (the merge then reports the clash). Names compare as labelfile does.
         if PureWindowsPath(stored_image).name.casefold() != Path(image_path).name.casefold():
             return None
-    flags = data.get("flags")
-    if isinstance(flags, dict) and flags.get(REVIEWED_FLAG) is True:
+    if is_reviewed(data):
         return "reviewed"
     previous = data.get(RECORD_KEY)
     run = {key: value for key, value in record.items() if key not in (SUGGESTED_KEY, REJECTED_KEY)}
@@ -203,26 +200,47 @@ def predict_paths(
     images: list[Path],
     model_path: os.PathLike | str | None,
     options: PredictOptions,
-    device: str = "auto",
+    device: str = DEFAULT_DEVICE,
     progress: Callable[[int, int, Path], None] | None = None,
     cancelled: Callable[[], bool] | None = None,
     predictor: Predictor | None = None,
     show_progress_bar: bool = False,
 ) -> Summary:
+    """Suggest defects on ``images`` and write their label files: plan what each image needs, then
+    decode, infer and write in overlapping stages (see the module docstring)."""
     started = time.perf_counter()
     options.check()
     if predictor is None:
         assert model_path is not None, "predict_paths needs a model path or a predictor"
         predictor = Predictor(model_path, device=device)
     record = run_record(predictor, options)
-    summary = Summary(images=len(images), device=predictor.device.type)
-    if options.out_dir is not None:
-        try:
-            options.out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            pass  # then every image reports that its label file cannot be written
-    todo = []
-    clashes: list[tuple[Path, Exception]] = []
+    plan = plan_run(images, options, record)
+    summary = Summary(images=len(images), skipped=plan.skipped, reviewed=plan.reviewed, device=predictor.device.type)
+    prepare_label_folders(plan.todo, options.out_dir)
+    # The bar closes last, also on Ctrl-C, so nothing is drawn after a final message.
+    with Tally(summary, progress, show_progress_bar) as tally:
+        for image_path, problem in plan.clashes:
+            tally.count(image_path, problem)
+        summary.cancelled = run_stages(plan.todo, predictor, options, record, tally, cancelled)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+# -- planning ---------------------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    """What a run does with each image it was given."""
+
+    todo: list[Path] = field(default_factory=list)
+    clashes: list[tuple[Path, LabelFileError]] = field(default_factory=list)  # left out: another image's label file
+    skipped: int = 0  # done already
+    reviewed: int = 0  # left alone: a person marked them reviewed
+
+
+def plan_run(images: list[Path], options: PredictOptions, record: dict) -> Plan:
+    plan = Plan()
     writers_of: dict[str, Path] = {}
     for image_path in map(Path, images):
         label_path = label_path_for(image_path, options.out_dir)
@@ -231,33 +249,54 @@ def predict_paths(
         key = os.path.normcase(os.path.abspath(label_path))
         first = writers_of.setdefault(key, image_path)
         if first is not image_path:
-            clashes.append((image_path, LabelFileError(
+            plan.clashes.append((image_path, LabelFileError(
                 label_path, f"also the label file of {first}; {image_path} is left out (give it its own --out folder)")))
+            continue
+        status = label_status(label_path, record, image_path)
+        if status == "reviewed" and not options.include_reviewed:
+            plan.reviewed += 1
+        elif status == "done" and options.skip_done:
+            plan.skipped += 1
         else:
-            status = label_status(label_path, record, image_path)
-            if status == "reviewed" and not options.include_reviewed:
-                summary.reviewed += 1
-            elif status == "done" and options.skip_done:
-                summary.skipped += 1
-            else:
-                todo.append(image_path)
-    for folder in {label_path_for(image_path, options.out_dir).parent for image_path in todo}:
-        try:
-            # A run killed mid-write left a hidden temporary; this run rewrites
-            # that file, so tidy up (best effort: a missing folder fails later, per image).
+            plan.todo.append(image_path)
+    return plan
+
+
+def prepare_label_folders(todo: list[Path], out_dir: Path | None) -> None:
+    """Best effort: a folder that cannot be made or tidied fails later, per image, when its label file is written."""
+    if out_dir is not None:
+        with contextlib.suppress(OSError):
+            out_dir.mkdir(parents=True, exist_ok=True)
+    for folder in {label_path_for(image_path, out_dir).parent for image_path in todo}:
+        # A run killed mid-write left a hidden temporary; this run rewrites that file, so tidy up.
+        with contextlib.suppress(LabelFileError, OSError):
             remove_stale_temporaries(folder)
-        except (LabelFileError, OSError):
-            pass
-    bar = None
-    if show_progress_bar:
-        from tqdm import tqdm
 
-        bar = tqdm(total=len(images), initial=summary.skipped + summary.reviewed, unit="image", desc="predict",
-                   dynamic_ncols=True)
-    done_count = summary.skipped + summary.reviewed
 
-    def finish(image_path: Path, outcome: Future | Exception) -> None:
-        nonlocal done_count
+class Tally:
+    """Counts each image's outcome into the summary and reports progress: to ``progress`` and,
+    when asked, on a terminal bar, which closes with the tally."""
+
+    def __init__(self, summary: Summary, progress: Callable[[int, int, Path], None] | None, show_progress_bar: bool):
+        self.summary = summary
+        self.progress = progress
+        self.done = summary.skipped + summary.reviewed
+        self.bar = None
+        if show_progress_bar:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=summary.images, initial=self.done, unit="image", desc="predict", dynamic_ncols=True)
+
+    def __enter__(self) -> Tally:
+        return self
+
+    def __exit__(self, *exception: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def count(self, image_path: Path, outcome: Future | Exception) -> None:
+        """One image finished: its written label file (a future of its suggestion count) or its problem."""
+        summary = self.summary
         try:
             if isinstance(outcome, Exception):
                 raise outcome
@@ -267,65 +306,104 @@ def predict_paths(
             summary.images_with_defects += found > 0
         except Exception as problem:  # noqa: BLE001 - one image never ends the batch
             summary.failures.append((str(image_path), one_line_failure(image_path, problem)))
-        done_count += 1
-        if bar is not None:
-            bar.update(1)
-        if progress is not None:
-            progress(done_count, len(images), image_path)
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update(1)
+        if self.progress is not None:
+            self.progress(self.done, summary.images, image_path)
 
-    # The bar closes last, also on Ctrl-C, so nothing is drawn after a final message.
-    with bar if bar is not None else contextlib.nullcontext(), \
-            ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode") as decoder, \
+
+# -- the stages: decode, infer, write ---------------------------------------------------
+
+
+def run_stages(todo: list[Path], predictor: Predictor, options: PredictOptions, record: dict, tally: Tally,
+               cancelled: Callable[[], bool] | None) -> bool:
+    """Decode, infer and write the images of ``todo``, each stage on its own threads; True when
+    ``cancelled`` stopped it (the label files already written stay)."""
+    stopped = False
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode") as decoder, \
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as writer:
-        decoding: deque[tuple[Path, Future[ReducedImage]]] = deque()
-        pending_writes: deque[tuple[Path, Future]] = deque()
-        queue = iter(todo)
         # A large photo is decoded at a fraction of its size: enough for the model and the outlines.
-        decode_size = working_size(predictor.model.info.architecture.input_size)
-
-        def top_up() -> None:
-            while len(decoding) < DECODE_AHEAD + options.batch_size:
-                next_path = next(queue, None)
-                if next_path is None:
-                    return
-                decoding.append((next_path, decoder.submit(read_image_reduced, next_path, decode_size)))
-
-        for image_path, problem in clashes:
-            finish(image_path, problem)
-        top_up()
+        decoding = DecodeAhead(decoder, todo, working_size(predictor.model.info.architecture.input_size),
+                               options.batch_size)
+        writing = WriteBehind(writer, predictor, options, record)
         while decoding:
             if cancelled is not None and cancelled():
-                summary.cancelled = True
+                stopped = True
                 break
-            batch: list[tuple[Path, ReducedImage]] = []
-            while decoding and len(batch) < options.batch_size:
-                image_path, future = decoding.popleft()
-                try:
-                    batch.append((image_path, future.result()))
-                except Exception as problem:  # noqa: BLE001 - any decode failure is reported per file
-                    if isinstance(problem, (ImageReadError, OSError)):
-                        finish(image_path, problem)
-                    else:
-                        finish(image_path, ImageReadError(image_path, str(problem)))
-            top_up()
+            batch = decoding.next_batch(tally)
             if not batch:
                 continue
             try:
-                predictions = [prediction.for_photo(image.shape) for (_, image), prediction
-                               in zip(batch, predictor.predict_batch([image.pixels for _, image in batch]))]
+                predictions = infer(predictor, batch)
             except Exception as problem:  # noqa: BLE001 - e.g. out of memory on one large image
                 for image_path, _ in batch:
-                    finish(image_path, problem)
+                    tally.count(image_path, problem)
                 continue
-            for (image_path, image), prediction in zip(batch, predictions):
-                pending_writes.append(
-                    (image_path, writer.submit(write_results, image_path, image, prediction, predictor, options, record))
-                )
-            while pending_writes and pending_writes[0][1].done():
-                finish(*pending_writes.popleft())
-        for _, future in decoding:
+            writing.submit(batch, predictions)
+            writing.collect(tally)
+        decoding.cancel()
+        writing.collect(tally, wait=True)
+    return stopped
+
+
+class DecodeAhead:
+    """The decode stage: images decoded on a thread pool, a batch and ``DECODE_AHEAD`` more ahead of inference."""
+
+    def __init__(self, pool: ThreadPoolExecutor, paths: list[Path], size: int, batch_size: int):
+        self.pool, self.size, self.batch_size = pool, size, batch_size
+        self.queue = iter(paths)
+        self.decoding: deque[tuple[Path, Future[ReducedImage]]] = deque()
+        self.top_up()
+
+    def __bool__(self) -> bool:
+        return bool(self.decoding)
+
+    def top_up(self) -> None:
+        while len(self.decoding) < DECODE_AHEAD + self.batch_size:
+            next_path = next(self.queue, None)
+            if next_path is None:
+                return
+            self.decoding.append((next_path, self.pool.submit(read_image_reduced, next_path, self.size)))
+
+    def next_batch(self, tally: Tally) -> list[tuple[Path, ReducedImage]]:
+        """Up to a batch of decoded images; those that fail to decode are counted as failed instead."""
+        batch: list[tuple[Path, ReducedImage]] = []
+        while self.decoding and len(batch) < self.batch_size:
+            image_path, future = self.decoding.popleft()
+            try:
+                batch.append((image_path, future.result()))
+            except Exception as problem:  # noqa: BLE001 - any decode failure is reported per file
+                tally.count(image_path, problem if isinstance(problem, (ImageReadError, OSError))
+                            else ImageReadError(image_path, str(problem)))
+        self.top_up()
+        return batch
+
+    def cancel(self) -> None:
+        for _, future in self.decoding:
             future.cancel()
-        while pending_writes:
-            finish(*pending_writes.popleft())
-    summary.seconds = time.perf_counter() - started
-    return summary
+
+
+def infer(predictor: Predictor, batch: list[tuple[Path, ReducedImage]]) -> list[Prediction]:
+    """The inference stage: one forward pass for the batch; each map in its photo's full-resolution pixels."""
+    predictions = predictor.predict_batch([image.pixels for _, image in batch])
+    return [prediction.for_photo(image.shape) for (_, image), prediction in zip(batch, predictions)]
+
+
+class WriteBehind:
+    """The write stage: polygons, label files and map pictures on their own thread, so inference
+    never waits on the disk."""
+
+    def __init__(self, pool: ThreadPoolExecutor, predictor: Predictor, options: PredictOptions, record: dict):
+        self.pool, self.predictor, self.options, self.record = pool, predictor, options, record
+        self.pending: deque[tuple[Path, Future[int]]] = deque()
+
+    def submit(self, batch: list[tuple[Path, ReducedImage]], predictions: list[Prediction]) -> None:
+        for (image_path, image), prediction in zip(batch, predictions):
+            self.pending.append((image_path, self.pool.submit(write_results, image_path, image, prediction,
+                                                              self.predictor, self.options, self.record)))
+
+    def collect(self, tally: Tally, wait: bool = False) -> None:
+        """Count the writes that are done, in order (all of them, waiting, with ``wait``)."""
+        while self.pending and (wait or self.pending[0][1].done()):
+            tally.count(*self.pending.popleft())

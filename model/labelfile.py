@@ -100,6 +100,19 @@ class LabelFileError(FileProblem):
 # -- reading -----------------------------------------------------------------
 
 
+def label_path_for(image_path: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> Path:
+    """Where LabelMe keeps an image's label file: the image's name with ``.json``, beside the image
+    or in ``out_dir`` (LabelMe's ``--output`` folder, ``dsarad predict --out``)."""
+    image = Path(image_path)
+    return (Path(out_dir) if out_dir is not None else image.parent) / f"{image.stem}.json"
+
+
+def is_reviewed(data: dict) -> bool:
+    """Whether a person marked the image reviewed: the image flag ``REVIEWED_FLAG`` ticked."""
+    flags = data.get("flags")
+    return isinstance(flags, dict) and flags.get(REVIEWED_FLAG) is True
+
+
 def load_label_file(path: str | os.PathLike) -> dict:
     """The file's JSON object, every field as stored, after checking the
     structure merging relies on: an object whose ``shapes`` is a list of

@@ -45,6 +45,8 @@ from labelme_dsarad.model.labelfile import (
     REVIEWED_FLAG,
     LabelFileError,
     is_pending_suggestion,
+    is_reviewed,
+    label_path_for,
     load_label_file,
 )
 
@@ -240,11 +242,6 @@ def label_files(folder: Path) -> list[Path]:
                   key=lambda p: p.name.encode())
 
 
-def is_reviewed(data: dict) -> bool:
-    flags = data.get("flags")
-    return isinstance(flags, dict) and flags.get(REVIEWED_FLAG) is True
-
-
 def read_label_folder(folder: os.PathLike | str) -> LabelFolder:
     """Every reviewed image of ``folder`` (its ``*.json``, not sub-folders); see the module docstring."""
     result = LabelFolder(Path(folder))
@@ -300,7 +297,7 @@ def label_files_with_defects(images: list[Path]) -> list[Path]:
     """
     found = []
     for image in images:
-        label_path = Path(image).with_suffix(".json")
+        label_path = label_path_for(image)
         if not label_path.is_file():
             continue
         try:

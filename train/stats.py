@@ -15,12 +15,13 @@ from labelme_dsarad.model.labelfile import (
     SUGGESTED_KEY,
     LabelFileError,
     is_pending_suggestion,
+    is_reviewed,
     load_label_file,
     remembered_rejections,
     shape_fingerprint,
 )
 
-from .labels import POINT_RADIUS, is_reviewed, label_files, rasterise_shapes
+from .labels import POINT_RADIUS, label_files, rasterise_shapes
 
 # Read when present (see suggestion_stats): what a writer may record so that
 # edits can be measured.
