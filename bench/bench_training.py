@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)  # as train_model runs the steps it times
 
     def student_trainer(scratch: str) -> Trainer:
         config = TrainConfig(product="bench", images=training_images(Path(scratch) / "images", args.input_size),

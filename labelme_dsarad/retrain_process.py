@@ -35,6 +35,7 @@ from labelme_dsarad.model.store import ModelStore
 from labelme_dsarad.panel_view import plural
 from labelme_dsarad.train.metric_names import REPORTED_METRICS
 from labelme_dsarad.train.retrain_checks import MIN_REVIEWED_DEFECTS, unmeasured
+from labelme_dsarad.train.retrain_config import DEFAULT_MINUTES
 
 CANCEL_GRACE_MS = 5000  # after SIGTERM, how long the command may take to unwind before it is killed
 STDERR_KEEP_LINES = 20
@@ -162,7 +163,7 @@ class RetrainDialog(QtWidgets.QDialog):
     retrained = QtCore.Signal(object)
 
     def __init__(self, parent: QtWidgets.QWidget | None, product: str, labels_dir, store_root=None,
-                 minutes: float = 10.0, steps: int | None = None, extra_arguments: tuple[str, ...] = (),
+                 minutes: float = DEFAULT_MINUTES, steps: int | None = None, extra_arguments: tuple[str, ...] = (),
                  minimum_defects: int = MIN_REVIEWED_DEFECTS):
         super().__init__(parent)
         self.product = product
@@ -310,7 +311,7 @@ class RetrainDialog(QtWidgets.QDialog):
         elif defects < self.minimum_defects:
             reasons.append(f"Only {plural(defects, 'reviewed image')} with defects: review at least "
                            f"{self.minimum_defects}. From fewer, a retrain outlined defects worse than the model it "
-                           "started from (README, <i>Corrected images against quality</i>).")
+                           "started from (docs/retraining.md, <i>How much to correct, and how long to retrain</i>).")
         if not normals and not self.given_normals():
             named = self.normals_box.text().strip()
             reasons.append("No defect-free image to learn from: " + (

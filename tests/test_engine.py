@@ -7,9 +7,9 @@ import torch
 
 from labelme_dsarad.cli import main
 from labelme_dsarad.train import engine
-from labelme_dsarad.train.trainer import train_model
+from labelme_dsarad.train.trainer import Trainer, train_model
 
-from .test_retrain import tiny_store, write_tiny_labels
+from .test_retrain import noise_retrainer, tiny_store, write_tiny_labels
 from .test_trainer import config, textured_images
 
 
@@ -30,6 +30,7 @@ def test_first_training_and_retraining_call_the_same_objective_and_schedule(tmp_
     monkeypatch.setattr(engine, "learning_rate_at", counting_schedule)
 
     train_model(config(textured_images(tmp_path / "images"), epochs=4), tmp_path / "run", tmp_path / "model.safetensors")
+    assert not flushes_denormals()  # flushed while it trained, as before once done
     trained_steps, scheduled_steps = len(objective_calls), len(schedule_calls)
     assert trained_steps > 0 and scheduled_steps > trained_steps  # the teacher's steps are scheduled too
 
@@ -37,10 +38,25 @@ def test_first_training_and_retraining_call_the_same_objective_and_schedule(tmp_
     store = tiny_store(tmp_path / "store")
     assert main(["retrain", "--product", "widget", "--labels", str(labels), "--store", str(store.root),
                  "--steps", "3", "--batch-size", "4"]) == 0
+    assert not flushes_denormals()
     assert len(objective_calls) == trained_steps + 3
     assert len(schedule_calls) == scheduled_steps + 3
     # The first training distils toward the teacher's encoder; retraining freezes the student.
     assert objective_calls == ["ReconstructionEncoder"] * trained_steps + ["NoneType"] * 3
+
+
+def flushes_denormals() -> bool:
+    """Whether this thread flushes denormal floats to zero (PyTorch has no getter): 1e-39 is one in float32."""
+    return (torch.tensor([1e-39]) * 1.0).item() == 0.0
+
+
+def test_first_training_and_retraining_take_one_optimiser_fused_where_the_device_has_a_kernel(tmp_path):
+    trainer = Trainer(config(textured_images(tmp_path / "images")), tmp_path / "run")
+    _, retrainer = noise_retrainer(tmp_path, normals=1, defects=1, seed=0)
+    fused = engine.has_fused_adam(torch.device("cpu"))
+    optimisers = (trainer.teacher_optimizer, trainer.student_optimizer, retrainer.optimizer)
+    assert [(type(optimiser), optimiser.defaults["fused"]) for optimiser in optimisers] == [(torch.optim.Adam, fused)] * 3
+    assert not engine.has_fused_adam(torch.device("meta"))  # no kernel there: plain Adam
 
 
 def test_run_steps_spends_a_step_budget_reports_progress_and_records_history():

@@ -4,24 +4,30 @@ First training (``trainer.Trainer``) and retraining from corrected labels
 (``retrain.Retrainer``) are two configurations of what is here. They differ
 only in how a batch is made and in whether the student learns (first
 training: distilled toward the teacher's encoder; retraining: frozen, the
-U-Net alone learns). A change to the objective, the schedule or the loop is
-one edit in this module.
+U-Net alone learns). A change to the objective, the optimiser, the schedule, the loop or the
+way a trained network becomes a model file is one edit in this module.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import os
+import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
 
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
+from labelme_dsarad.model.model_file import ModelInfo, as_stored, rewrite_header, save_model
 from labelme_dsarad.model.networks import ANOMALY_LOGITS, DSARAD
+from labelme_dsarad.model.scoring import ScoreNormaliser
 
 from .losses import FOCAL_GAMMA, dice_loss, distillation_loss, focal_loss, kind_loss, reconstruction_loss
 
@@ -157,6 +163,22 @@ class StudentTraining:
         return whole
 
 
+def adam(parameters: Iterable[nn.Parameter], learning_rate: float, device: torch.device) -> torch.optim.Adam:
+    """The optimiser of both configurations: Adam, fused wherever PyTorch has a fused kernel for
+    ``device``. Fused, one kernel updates every tensor; the plain implementation launches several
+    per tensor, a large part of a step for networks of many small tensors like these."""
+    return torch.optim.Adam(list(parameters), lr=learning_rate, fused=has_fused_adam(device))
+
+
+def has_fused_adam(device: torch.device) -> bool:
+    try:
+        # PyTorch's own test (private): which devices its fused optimisers run on, in this version.
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+    except ImportError:
+        return False
+    return device.type in _get_fused_kernels_supported_devices()
+
+
 def has_bf16_units() -> bool:
     capabilities = torch.cpu.get_capabilities()
     return bool(capabilities.get("amx_bf16") or capabilities.get("avx512_bf16"))
@@ -263,3 +285,46 @@ def every(seconds: float, action: Callable[[], None]) -> Hook:
             last = time.monotonic()
 
     return hook
+
+
+# -- the model file ----------------------------------------------------------------------
+
+# How trained weights are stored: fp16 halves the file; inference runs in fp32 either way.
+TRAINED_STORAGE = "fp16"
+Calibrate = Callable[[DSARAD], ScoreNormaliser]
+Header = Callable[[DSARAD, ScoreNormaliser], ModelInfo]
+# A step that reads the saved model and returns its header with more in it (metrics, levels).
+Refinement = Callable[[Path, ModelInfo], ModelInfo]
+
+
+def model_header(network: DSARAD, product: str, labels: list[str], normaliser: ScoreNormaliser, training: dict,
+                 version: int) -> ModelInfo:
+    """The header of a model trained now: what ``network`` is, its thresholds, how it was trained."""
+    return ModelInfo(architecture=network.architecture, product=product, labels=list(labels), normaliser=normaliser,
+                     training=training, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                     version=version)
+
+
+def finish_model(path: Path, network: DSARAD, calibrate: Calibrate, header: Header, storage: str = TRAINED_STORAGE,
+                 refinements: Sequence[Refinement] = ()) -> ModelInfo:
+    """The one way a trained network becomes a model file, first training and retraining alike.
+
+    The weights as a file of ``storage`` gives them back, thresholds calibrated on those
+    (``calibrate``, which may also fit the network's map correction), the header (``header``),
+    saved; then each of ``refinements``, which read the saved model, rewrites the header. Written
+    under a hidden name and renamed once complete, so a cancel or a crash never leaves a half-made
+    model where the store or a person would take it for a whole one. Returns the final header.
+    """
+    stored = as_stored(network, storage)
+    info = header(stored, calibrate(stored))
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")  # as ``write_atomically`` names them
+    try:
+        save_model(temporary, stored, info, storage=storage)
+        for refine in refinements:
+            info = refine(temporary, info)
+            rewrite_header(temporary, info)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return info

@@ -47,67 +47,40 @@ The measurements behind these choices: docs/retraining.md and docs/experiments.m
 from __future__ import annotations
 
 import copy
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from labelme_dsarad.model.inference import Prediction, Predictor, resolve_device
-from labelme_dsarad.model.model_file import LoadedModel, ModelInfo, load_model, rewrite_header, save_model
+from labelme_dsarad.model.inference import Prediction, Predictor, denormals_flushed, resolve_device
+from labelme_dsarad.model.model_file import LoadedModel, ModelInfo, load_model
 from labelme_dsarad.model.networks import ANOMALY_LOGITS, DSARAD
 from labelme_dsarad.model.polygons import SuggestionSettings
 from labelme_dsarad.model.scoring import ScoreNormaliser
 from labelme_dsarad.model.store import BUNDLED, ModelStore, StoredModel, Version, check_product_name
 
 from .calibration import choose_map_correction, choose_suggestion_levels, f1_thresholds
-from .corrections import CorrectionBatches, defect_kinds, load_examples, split_labels
-from .engine import Budget, LoopState, Progress, StudentTraining, autocast_for, run_steps
+from .corrections import CorrectionBatches, Examples, Split, defect_kinds, load_examples, split_labels
+from .engine import (
+    TRAINED_STORAGE,
+    Budget,
+    LoopState,
+    Progress,
+    Refinement,
+    StudentTraining,
+    adam,
+    autocast_for,
+    finish_model,
+    model_header,
+    run_steps,
+)
 from .evaluation import evaluate_predictor
-from .labels import LabelledImage, read_label_folder
+from .labels import LabelFolder, LabelledImage, read_label_folder
 from .retrain_checks import few_defects_warning, missing_images
-
-DEFAULT_MINUTES = 10.0
-
-
-@dataclass
-class RetrainConfig:
-    product: str
-    labels_dir: str
-    store_root: str | None = None
-    base_model: str | None = None  # default: the product's model in use in the store
-    normal_images: tuple[str, ...] = ()  # defect-free images beside the reviewed ones (the first training's)
-    minutes: float | None = None
-    steps: int | None = None
-    holdout: float = 0.25
-    calibration: float = 0.25  # of what the holdout leaves
-    batch_size: int = 8  # whole images at the model's size
-    # The first training's peak rate, not a gentler fine-tuning one: in 10 minutes the warm U-Net
-    # underfits the corrections it trains on (see the module docstring).
-    learning_rate: float = 1e-3
-    real_share: float = 0.875  # of each batch: real defect images
-    synthetic_share: float = 0.125  # reviewed normals with synthetic anomalies; the rest: normals as they are
-    device: str = "auto"
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.minutes is not None and self.steps is not None:
-            raise ValueError("give at most one of minutes or steps")
-        if self.minutes is None and self.steps is None:
-            self.minutes = DEFAULT_MINUTES
-        if (self.minutes is not None and self.minutes <= 0) or (self.steps is not None and self.steps <= 0):
-            raise ValueError("the retraining budget must be positive")
-        if self.batch_size < 1:
-            raise ValueError(f"batch size must be 1 or more, got {self.batch_size}")
-        for name in ("holdout", "calibration", "real_share", "synthetic_share"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.real_share + self.synthetic_share > 1.0:
-            raise ValueError(f"real_share + synthetic_share must be at most 1, got {self.real_share + self.synthetic_share}")
+from .retrain_config import RetrainConfig
 
 
 @dataclass
@@ -140,13 +113,11 @@ class Retrainer:
         self.network.architecture = replace(self.network.architecture, flip_average=True)
         for parameter in self.network.student.parameters():
             parameter.requires_grad_(False)
-        # The U-Net's forward and backward pass in channels-last: 1.2x the steps per minute on a
-        # CPU (bench/bench_retrain_step.py), and the usual layout for CUDA convolutions; the
+        # The U-Net's forward and backward pass in channels-last: more steps a minute on a CPU
+        # (bench/bench_retrain_step.py), and the usual layout for CUDA convolutions; the
         # student's reconstructions too (``corrections.reconstruct``).
         self.network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        # Fused: one kernel for all 110 tensors, 2.3 ms a step instead of 5.3 on a 2-core EPYC.
-        self.optimizer = torch.optim.Adam(list(self.network.segmentation.parameters()), lr=config.learning_rate,
-                                          fused=True)
+        self.optimizer = adam(self.network.segmentation.parameters(), config.learning_rate, device)
         self.autocast = autocast_for(device)
         self.training = StudentTraining(self.network, None, self.optimizer, self.autocast)
         self.generator = torch.Generator(device=device).manual_seed(config.seed)
@@ -243,10 +214,59 @@ def retrain(config: RetrainConfig, progress: Progress | None = None) -> RetrainR
     started = time.monotonic()
     check_product_name(config.product)
     store = ModelStore(config.store_root)
+    # Dark images drive activations and gradients into denormal floats, which run many times
+    # slower on x86 CPUs: flushed while the retrain lasts, not after it.
+    with denormals_flushed():
+        labels = read_reviewed(config, progress)
+        base_path, base_version = base_model(config, store)
+        base = load_model(base_path)
+        previous = {"name": base.name, "version": base_version, "path": str(base_path), "sha256": base.sha256}
+        holdout = labels.split.holdout
+        if holdout:
+            stage(progress, "measuring", f"measuring {base.name} on {len(holdout)} held-out images")
+        before = measure(base_path, holdout, config.device)
+        trainer, normals, history = train_warm_started(base, labels.split, config, progress)
+        version, path = store.next_path(config.product)
+        training = training_record(config, previous, labels.counts(), history, trainer.device)
 
-    def stage(name: str, message: str) -> None:
-        progress({"event": "stage", "stage": name, "message": message})
+        def header(network: DSARAD, normaliser: ScoreNormaliser) -> ModelInfo:
+            stage(progress, "saving", f"writing {config.product} v{version}")
+            return model_header(network, config.product, base.info.labels, normaliser, training, version)
 
+        info = finish_model(path, trainer.training.result(),
+                            lambda network: calibrate_thresholds(network, labels.split, normals, base.info.normaliser,
+                                                                 trainer.device, config.seed, progress),
+                            header, TRAINED_STORAGE, refinements(labels.split, before, config, version, progress))
+    normaliser = info.normaliser
+    thresholds = {"image": normaliser.image_threshold, "pixel": normaliser.pixel_threshold,
+                  "extend_to_by_kind": normaliser.extend_to_by_kind, "min_peak": normaliser.min_peak,
+                  **normaliser.statistics}
+    return RetrainResult(config.product, version, path, previous, before, info.metrics["overall"], labels.counts(),
+                         thresholds, store.in_use(config.product)[0].name, list(labels.folder.problems),
+                         round(time.monotonic() - started, 1))
+
+
+def stage(progress: Progress, name: str, message: str) -> None:
+    progress({"event": "stage", "stage": name, "message": message})
+
+
+@dataclass
+class ReviewedLabels:
+    """What a retrain learns from and measures on: the reviewed images of the labels folder and the
+    defect-free images given beside them, split into training, calibration and holdout."""
+
+    folder: LabelFolder
+    given_normals: list[LabelledImage]
+    split: Split
+
+    def counts(self) -> dict:
+        return {**self.split.counts(), "given_normals": len(self.given_normals), "skipped": len(self.folder.skipped),
+                "unreadable": len(self.folder.problems)}
+
+
+def read_reviewed(config: RetrainConfig, progress: Progress) -> ReviewedLabels:
+    """The reviewed labels and the normals given, split; a one-line ValueError, before any training,
+    when they cannot teach a retrain (``retrain_checks``)."""
     folder = read_label_folder(config.labels_dir)
     for problem in folder.problems:
         progress({"event": "problem", "message": problem})
@@ -263,98 +283,81 @@ def retrain(config: RetrainConfig, progress: Progress | None = None) -> RetrainR
     if warning:
         progress({"event": "problem", "message": warning})
     split = split_labels(folder.images + given_normals, config.holdout, config.calibration, config.seed)
-    counts = {**split.counts(), "given_normals": len(given_normals), "skipped": len(folder.skipped),
-              "unreadable": len(folder.problems)}
-    stage("reading", folder.describe() + (f"; {len(given_normals)} defect-free images given" if given_normals else ""))
+    stage(progress, "reading", folder.describe() + (f"; {len(given_normals)} defect-free images given" if given_normals else ""))
+    return ReviewedLabels(folder, given_normals, split)
 
-    base_path, base_version = base_model(config, store)
-    base = load_model(base_path)
-    previous = {"name": base.name, "version": base_version, "path": str(base_path), "sha256": base.sha256}
-    device = resolve_device(config.device)
-    torch.set_flush_denormal(True)  # dark images: denormal floats run ~50x slower on x86 CPUs
 
-    holdout = split.holdout
-    if holdout:
-        stage("measuring", f"measuring {base.name} on {len(holdout)} held-out images")
-    before = measure(base_path, holdout, config.device)
-
-    stage("loading", f"loading {len(split.train)} training and {len(split.calibration)} calibration images")
+def train_warm_started(base: LoadedModel, split: Split, config: RetrainConfig,
+                       progress: Progress) -> tuple[Retrainer, Examples, dict]:
+    """The base model's U-Net trained on the training images for the budget; the trainer, the
+    training normals (calibration refits the map correction on them) and the training's history."""
+    stage(progress, "loading", f"loading {len(split.train)} training and {len(split.calibration)} calibration images")
     size = base.info.architecture.input_size
     train_defects = [i for i in split.train if i.is_defect]
     known = base.info.architecture.kinds
     kinds = known + tuple(kind for kind in defect_kinds(train_defects, base.info.labels[0]) if kind not in known)
     if kinds:
-        stage("loading", f"defect kinds learnt: {', '.join(kinds)}")
+        stage(progress, "loading", f"defect kinds learnt: {', '.join(kinds)}")
     setup_started = time.monotonic()
-    trainer = Retrainer(base, config, device, kinds)
+    trainer = Retrainer(base, config, resolve_device(config.device), kinds)
     normals = load_examples([i for i in split.train if not i.is_defect], size)
     trainer.set_data(normals, load_examples(train_defects, size, kinds))
 
-    stage("training", f"training for {config.steps} steps" if config.steps else f"training for {config.minutes:g} min")
+    stage(progress, "training", f"training for {config.steps} steps" if config.steps else f"training for {config.minutes:g} min")
     # --minutes counts the loading and the reconstructions made for the training images too.
     budget = Budget(steps=config.steps) if config.steps else \
         Budget(seconds=max((config.minutes or 0) * 60.0 - (time.monotonic() - setup_started), 1.0))
-    history = trainer.train(budget, progress)
+    return trainer, normals, trainer.train(budget, progress)
 
-    stage("calibrating", "setting thresholds at the best F1, above what the reviewed normals allow")
-    calibration = load_examples(split.calibration, size)
+
+def training_record(config: RetrainConfig, previous: dict, counts: dict, history: dict, device: torch.device) -> dict:
+    """How the new version was trained, for its header."""
+    return {
+        "method": ("DSARAD warm-start retraining from corrected labels: the base model's student frozen, its "
+                   "U-Net trained on whole images: real defects, synthetic anomalies and normals, "
+                   "cross-entropy + Dice loss; maps averaged over the input's mirror images"),
+        "base": previous,
+        "labels_dir": str(config.labels_dir),
+        "images": counts,
+        "steps": history["steps"],
+        "seconds": history["seconds"],
+        "final_losses": history["final_losses"],
+        "batch_size": config.batch_size,
+        "learning_rate": config.learning_rate,
+        "real_share": config.real_share,
+        "synthetic_share": config.synthetic_share,
+        "seed": config.seed,
+        "device": device.type,
+    }
+
+
+def calibrate_thresholds(network: DSARAD, split: Split, normals: Examples, base_normaliser: ScoreNormaliser,
+                         device: torch.device, seed: int, progress: Progress) -> ScoreNormaliser:
+    """The map correction refitted on the training normals (kept only where it helps), then the
+    thresholds at the best F1 on the calibration images, above what the reviewed normals allow."""
+    stage(progress, "calibrating", "setting thresholds at the best F1, above what the reviewed normals allow")
+    calibration = load_examples(split.calibration, network.architecture.input_size)
     masks = calibration.masks[:, 0].numpy() > 0.5
-    network = trainer.training.result()
-    correction, maps, scores = choose_map_correction(network, normals.images, calibration.images, masks, device,
-                                                     config.seed)
+    correction, maps, scores = choose_map_correction(network, normals.images, calibration.images, masks, device, seed)
     labels = np.array([item.is_defect for item in split.calibration], dtype=bool)
-    normaliser = f1_thresholds(maps, scores, masks, labels, calibration.sizes, base.info.normaliser)
+    normaliser = f1_thresholds(maps, scores, masks, labels, calibration.sizes, base_normaliser)
     normaliser.statistics["map_correction"] = correction
+    return normaliser
 
-    version, final_path = store.next_path(config.product)
-    # Written under a name the store does not list, renamed once complete, so
-    # a cancel or crash never leaves a half-made version behind.
-    temporary = final_path.with_name(f".retrain-{os.getpid()}-{final_path.name}")
-    info = ModelInfo(
-        architecture=network.architecture,
-        product=config.product,
-        labels=list(base.info.labels),
-        normaliser=normaliser,
-        training={
-            "method": ("DSARAD warm-start retraining from corrected labels: the base model's student frozen, its "
-                       "U-Net trained on whole images: real defects, synthetic anomalies and normals, "
-                       "cross-entropy + Dice loss; maps averaged over the input's mirror images"),
-            "base": previous,
-            "labels_dir": str(config.labels_dir),
-            "images": counts,
-            "steps": history["steps"],
-            "seconds": history["seconds"],
-            "final_losses": history["final_losses"],
-            "batch_size": config.batch_size,
-            "learning_rate": config.learning_rate,
-            "real_share": config.real_share,
-            "synthetic_share": config.synthetic_share,
-            "seed": config.seed,
-            "device": device.type,
-        },
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        version=version,
-    )
-    try:
-        stage("saving", f"writing {config.product} v{version}")
-        save_model(temporary, network, info, storage="fp16")
-        if split.calibration:
-            stage("calibrating", "choosing how far the suggestions of each kind extend and how high they peak")
-            normaliser = with_suggestion_levels(temporary, split.calibration, config.device)
-            info = replace(info, normaliser=normaliser)
-            rewrite_header(temporary, info)
-        if holdout:
-            stage("measuring", f"measuring v{version} on {len(holdout)} held-out images")
-        after = measure(temporary, holdout, config.device)
-        metrics = {"overall": after, "before": before, "dataset": {"kind": "held-out corrected labels",
-                                                                  "path": str(config.labels_dir)}}
-        rewrite_header(temporary, replace(info, metrics=metrics))
-        os.replace(temporary, final_path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    thresholds = {"image": normaliser.image_threshold, "pixel": normaliser.pixel_threshold,
-                  "extend_to_by_kind": normaliser.extend_to_by_kind, "min_peak": normaliser.min_peak,
-                  **normaliser.statistics}
-    return RetrainResult(config.product, version, final_path, previous, before, after, counts, thresholds,
-                         store.in_use(config.product)[0].name, list(folder.problems),
-                         round(time.monotonic() - started, 1))
+
+def refinements(split: Split, before: dict, config: RetrainConfig, version: int, progress: Progress) -> list[Refinement]:
+    """What the saved version's header gains: each kind's suggestion levels (with calibration
+    images), and the holdout's metrics before and after."""
+
+    def suggestion_levels(path: Path, info: ModelInfo) -> ModelInfo:
+        stage(progress, "calibrating", "choosing how far the suggestions of each kind extend and how high they peak")
+        return replace(info, normaliser=with_suggestion_levels(path, split.calibration, config.device))
+
+    def holdout_metrics(path: Path, info: ModelInfo) -> ModelInfo:
+        if split.holdout:
+            stage(progress, "measuring", f"measuring v{version} on {len(split.holdout)} held-out images")
+        after = measure(path, split.holdout, config.device)
+        dataset = {"kind": "held-out corrected labels", "path": str(config.labels_dir)}
+        return replace(info, metrics={"overall": after, "before": before, "dataset": dataset})
+
+    return [suggestion_levels, holdout_metrics] if split.calibration else [holdout_metrics]

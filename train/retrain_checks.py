@@ -7,8 +7,8 @@ and by the plugin's retrain dialog, which imports this without loading torch.
 from __future__ import annotations
 
 # Fewer reviewed defect images than this: the dialog holds Start back, the command line warns.
-# README, "Corrected images against quality": on Magnetic Tile a retrain from 10 corrected images
-# outlined defects worse than the model it started from, one from 25 better.
+# From fewer, retrains outlined defects worse than the model they started from (docs/retraining.md,
+# "How much to correct, and how long to retrain").
 MIN_REVIEWED_DEFECTS = 25
 
 

@@ -15,7 +15,6 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +24,10 @@ from safetensors.torch import save as save_safetensors_bytes
 from tqdm import tqdm
 
 from labelme_dsarad.model.atomic_write import write_atomically
+from labelme_dsarad.model.devices import DEFAULT_DEVICE
 from labelme_dsarad.model.images import read_image
-from labelme_dsarad.model.inference import resize_for_model, resolve_device
-from labelme_dsarad.model.model_file import ModelInfo, as_stored, preset_architecture, read_safetensors, save_model
+from labelme_dsarad.model.inference import denormals_flushed, resize_for_model, resolve_device
+from labelme_dsarad.model.model_file import ModelInfo, preset_architecture, read_safetensors
 from labelme_dsarad.model.networks import DSARAD, ReconstructionNetwork, check_input_size
 from labelme_dsarad.model.scoring import ScoreNormaliser
 
@@ -41,7 +41,20 @@ from .calibration import (
     normal_thresholds,
     raw_outputs,
 )
-from .engine import Budget, LoopState, Progress, StudentTraining, TrainingBatch, autocast_for, every, run_steps
+from .engine import (
+    TRAINED_STORAGE,
+    Budget,
+    LoopState,
+    Progress,
+    StudentTraining,
+    TrainingBatch,
+    adam,
+    autocast_for,
+    every,
+    finish_model,
+    model_header,
+    run_steps,
+)
 from .losses import reconstruction_loss
 from .progress import TerminalProgress
 from .sources import AnomalySources
@@ -75,7 +88,7 @@ class TrainConfig:
     learning_rate: float = 1e-3  # the peak of the warm-up and cosine (engine.learning_rate_at)
     teacher_share: float = 0.25  # part of the budget spent on the teacher
     anomaly_source: str | None = None
-    device: str = "auto"
+    device: str = DEFAULT_DEVICE
     seed: int = 0
     validation_fraction: float = 0.1
     labels: list[str] = field(default_factory=lambda: ["defect"])
@@ -121,9 +134,6 @@ class Trainer:
         self.config = config
         self.run_dir = Path(run_dir)
         self.device = resolve_device(config.device)
-        # Low-contrast product images drive activations and gradients into
-        # denormal floats, which run many times slower on x86 CPUs.
-        torch.set_flush_denormal(True)
         self.distributed = dist.is_available() and dist.is_initialized()
         self.rank = dist.get_rank() if self.distributed else 0
         self.world_size = dist.get_world_size() if self.distributed else 1
@@ -132,11 +142,9 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.teacher = ReconstructionNetwork(self.architecture.reconstruction_width).to(self.device)
         self.network = DSARAD(self.architecture).to(self.device)
-        self.teacher_optimizer = torch.optim.Adam(self.teacher.parameters(), lr=config.learning_rate)
-        self.student_optimizer = torch.optim.Adam(
-            list(self.network.student.parameters()) + list(self.network.segmentation.parameters()),
-            lr=config.learning_rate,
-        )
+        self.teacher_optimizer = adam(self.teacher.parameters(), config.learning_rate, self.device)
+        self.student_optimizer = adam([*self.network.student.parameters(), *self.network.segmentation.parameters()],
+                                      config.learning_rate, self.device)
         # Each process draws its own batches; the same seed on every rank
         # would make data parallelism pointless.
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed * 1000 + self.rank)
@@ -330,13 +338,10 @@ class Trainer:
         normaliser.statistics["map_correction"] = correction
         return normaliser
 
-    def model_info(self, normaliser: ScoreNormaliser, version: int = 1) -> ModelInfo:
+    def model_info(self, network: DSARAD, normaliser: ScoreNormaliser, version: int = 1) -> ModelInfo:
         config = self.config
-        return ModelInfo(
-            architecture=self.architecture,
-            product=config.product,
-            labels=list(config.labels),
-            normaliser=normaliser,
+        return model_header(
+            network, config.product, config.labels, normaliser,
             training={
                 "method": "DSARAD: teacher reconstruction, then student with feature distillation and U-Net "
                           "on synthetic anomalies",
@@ -357,7 +362,6 @@ class Trainer:
                 "seconds": round(sum(entry["seconds"] for entry in self.phase_ends()), 1),
                 "final_losses": self.history[-1] if self.history else {},
             },
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             version=version,
         )
 
@@ -367,12 +371,11 @@ class Trainer:
             ends[entry["phase"]] = entry
         return list(ends.values())
 
-    def export(self, path: Path, version: int = 1, storage: str = "fp16", report: bool = True) -> Path:
-        network = as_stored(self.student_training.result(), storage)
-        normaliser = self.calibrate(network)
-        save_model(path, network, self.model_info(normaliser, version), storage=storage)
+    def export(self, path: Path, version: int = 1, storage: str = TRAINED_STORAGE, report: bool = True) -> Path:
+        info = finish_model(path, self.student_training.result(), self.calibrate,
+                            lambda network, normaliser: self.model_info(network, normaliser, version), storage)
         if report:
-            line, warning = describe_validation(normaliser)
+            line, warning = describe_validation(info.normaliser)
             self.progress({"event": "stage", "stage": "calibrating", "message": line})
             if warning:
                 self.progress({"event": "problem", "message": warning})
@@ -463,7 +466,7 @@ class Trainer:
 
 
 def train_model(config: TrainConfig | None, run_dir: Path, output: Path, resume: bool = False, version: int = 1,
-                storage: str = "fp16", started: float | None = None, further_minutes: float | None = None,
+                storage: str = TRAINED_STORAGE, started: float | None = None, further_minutes: float | None = None,
                 snapshots: int = 0) -> Path:
     """Train (or resume, when ``config`` is None) and write the model file; returns its path.
 
@@ -475,17 +478,20 @@ def train_model(config: TrainConfig | None, run_dir: Path, output: Path, resume:
     started = time.monotonic() if started is None else started
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if resume or config is None:
-        trainer = Trainer.resume(run_dir)
-        if further_minutes is not None:
-            trainer.extend(further_minutes, snapshots)
-    else:
-        trainer = Trainer(config, run_dir)
-    trainer.prepare_data()
-    trainer.plan_time(started)
-    if trainer.phase != "done":
-        trainer.train()
-    if trainer.rank == 0:
-        trainer.export(Path(output), version=version, storage=storage)
-        (run_dir / "history.json").write_text(json.dumps(trainer.history, indent=1))
+    # Low-contrast product images drive activations and gradients into denormal floats, which
+    # run many times slower on x86 CPUs: flushed while the run lasts, not after it.
+    with denormals_flushed():
+        if resume or config is None:
+            trainer = Trainer.resume(run_dir)
+            if further_minutes is not None:
+                trainer.extend(further_minutes, snapshots)
+        else:
+            trainer = Trainer(config, run_dir)
+        trainer.prepare_data()
+        trainer.plan_time(started)
+        if trainer.phase != "done":
+            trainer.train()
+        if trainer.rank == 0:
+            trainer.export(Path(output), version=version, storage=storage)
+            (run_dir / "history.json").write_text(json.dumps(trainer.history, indent=1))
     return Path(output)
