@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from qtpy import QtCore
 
+from labelme_dsarad.model.devices import DEFAULT_DEVICE
+
 if TYPE_CHECKING:
     from labelme_dsarad.model.images import ReducedImage
     from labelme_dsarad.model.inference import Prediction, Predictor
@@ -248,7 +250,7 @@ class DetectionWorker(QtCore.QThread):
             self._fail_model("no model: name one with --model, or train one with 'dsarad train'")
             return
         try:
-            self._predictor = factory("auto")
+            self._predictor = factory(DEFAULT_DEVICE)
         except Exception as error:  # noqa: BLE001 - broken file, missing weights, driver trouble: all a message
             self._fail_model(one_line(error))
             return

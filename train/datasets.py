@@ -22,8 +22,6 @@ MTD_NORMAL_FOLDER = "MT_Free"
 MTD_DEFECT_FOLDERS = ("MT_Blowhole", "MT_Break", "MT_Crack", "MT_Fray", "MT_Uneven")
 MTD_TEST_EVERY = 5  # MT_Free index i is a test image when i % 5 == 0
 
-SAMPLE_KINDS = ("mtd", "mvtec", "folder", "ball_screw")
-
 
 @dataclass
 class Sample:
@@ -195,16 +193,22 @@ def folder_test_samples(root: Path) -> list[Sample]:
     return samples
 
 
+# The data sets by kind: the train split ``dsarad train --dataset`` learns from, and the test
+# samples ``dsarad evaluate --dataset`` measures on.
+TRAIN_IMAGES = {"mtd": mtd_train_images, "mvtec": mvtec_train_images, "ball_screw": ball_screw_train_images}
+TEST_SAMPLES = {"mtd": mtd_test_samples, "mvtec": mvtec_test_samples, "folder": folder_test_samples,
+                "ball_screw": ball_screw_test_samples}
+SAMPLE_KINDS = tuple(TEST_SAMPLES)
+
+
 def load_samples(kind: str, path: Path) -> list[Sample]:
     """The test samples of a data set of the given kind (SAMPLE_KINDS)."""
-    readers = {"mtd": mtd_test_samples, "mvtec": mvtec_test_samples, "folder": folder_test_samples,
-               "ball_screw": ball_screw_test_samples}
-    if kind not in readers:
+    if kind not in TEST_SAMPLES:
         raise ValueError(f"unknown data set kind {kind!r}; expected one of {', '.join(SAMPLE_KINDS)}")
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"expected a {kind} data set folder at {path}, which does not exist")
-    samples = readers[kind](path)
+    samples = TEST_SAMPLES[kind](path)
     if not samples:
         raise ValueError(f"no images found in the {kind} data set at {path}")
     return samples
