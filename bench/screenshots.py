@@ -136,13 +136,18 @@ def retrain_dialog_screenshots(out_dir: Path, labels: Path, minutes: float, scra
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def window_size(text: str) -> tuple[int, int]:
+    width, height = (int(value) for value in text.lower().split("x"))
+    return width, height
+
+
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--model", type=Path)
     parser.add_argument("--image", type=Path, nargs="+",
                         default=[REPO / "resources" / "samples" / name for name in DEFAULT_IMAGES])
-    parser.add_argument("--size", default="1400x900", help="window size, WIDTHxHEIGHT")
+    parser.add_argument("--size", type=window_size, default="1400x900", help="window size, WIDTHxHEIGHT")
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--retrain-labels", type=Path, metavar="DIR",
                         help="only the retrain dialog's screenshots, on the reviewed labels in DIR")
@@ -152,21 +157,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--predicted", action="store_true",
                         help="pre-annotate the copies with 'dsarad predict' and let LabelMe open the folder, as the "
                              "quick start does; also saves 0_opened.png")
-    args = parser.parse_args(argv)
-    width, height = (int(value) for value in args.size.lower().split("x"))
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_arguments(argv)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    if args.retrain_labels is not None:
-        scratch = Path(tempfile.mkdtemp(prefix="dsarad-screenshots-"))
-        try:
+    scratch = Path(tempfile.mkdtemp(prefix="dsarad-screenshots-"))
+    try:
+        if args.retrain_labels is not None:
             return retrain_dialog_screenshots(args.out_dir, args.retrain_labels, args.retrain_minutes, scratch)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+        model, folder = copied_images(args, scratch)
+        return panel_screenshots(args, model, folder, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
-    from qtpy import QtCore, QtWidgets
 
+def copied_images(args: argparse.Namespace, scratch: Path) -> tuple[Path, Path]:
+    """The model to show and a folder of copies of the images (pre-annotated with ``--predicted``)."""
     from labelme_dsarad.resources import DEFAULT_MODEL
 
-    scratch = Path(tempfile.mkdtemp(prefix="dsarad-screenshots-"))
     model = args.model or (DEFAULT_MODEL if DEFAULT_MODEL.is_file() else None)
     if model is None:
         print("the bundled model is missing: using a randomly initialised compact model", file=sys.stderr)
@@ -180,6 +190,11 @@ def main(argv: list[str] | None = None) -> int:
 
         if dsarad(["predict", str(folder), "--model", str(model), "--threshold", str(args.threshold)]) != 0:
             raise SystemExit("dsarad predict failed")
+    return model, folder
+
+
+def panel_screenshots(args: argparse.Namespace, model: Path, folder: Path, scratch: Path) -> int:
+    from qtpy import QtWidgets
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
     app.setStyle("Fusion")  # as labelme's own main does
@@ -198,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     # Ticking 'ok' with suggestions pending asks what to do with them; here the person accepts them.
     panel.review.ask_about_pending = lambda count: "accept"
     try:
-        window.resize(width, height)
+        window.resize(*args.size)
         window.show()
         if not args.predicted:
             panel.adapter.open_folder(str(folder))
@@ -211,50 +226,58 @@ def main(argv: list[str] | None = None) -> int:
             wait_until(app, lambda: panel.current_map() is not None)  # On open: the heat map of the file's suggestions
             wait_until(app, lambda: False, 0.3)
             save(window, args.out_dir / "0_opened.png")
-        panel.view.threshold_slider.setValue(round(args.threshold * 100))
-        shown = []
-        panel.suggestions_shown.connect(lambda path, count: shown.append(count))
-        panel.view.detect_action.trigger()
-        if not wait_until(app, lambda: bool(shown)):
-            raise SystemExit(f"no result: {panel.view.message_label.text()}")
-        wait_until(app, lambda: False, 0.3)  # let the canvas and status bar settle
-        save(window, args.out_dir / "1_suggestions_heat_map.png")
-        if args.readme is not None:
-            save_small(args.out_dir / "1_suggestions_heat_map.png", args.readme)
-
-        panel.view.heat_map_box.setChecked(False)
-        wait_until(app, lambda: False, 0.1)
-        save(window, args.out_dir / "2_suggestions.png")
-
-        pending = panel.adapter.shapes()
-        if pending:
-            panel.adapter.select([pending[0]])
-            panel.view.accept_action.trigger()
-        if len(pending) > 1:
-            panel.adapter.select([pending[-1]])
-            panel.view.reject_action.trigger()
-        panel.view.heat_map_box.setChecked(True)
-        wait_until(app, lambda: False, 0.1)
-        save(window, args.out_dir / "3_reviewed.png")
-
-        # Tick the image reviewed ('ok'), save, and open the retrain dialog on the folder.
-        flags = window._docks.flag_list
-        for row in range(flags.count()):
-            if flags.item(row).text() == REVIEWED_FLAG:
-                flags.item(row).setCheckState(QtCore.Qt.Checked)
-        panel.adapter.save()
-        dialog = panel.retrain_from_labels()
-        if dialog is not None:
-            dialog.adjustSize()
-            wait_until(app, lambda: False, 0.3)
-            save(dialog, args.out_dir / "4_retrain_dialog.png")
-            dialog.close()
+        review_screenshots(app, window, panel, args)
     finally:
         panel.shutdown()
         window.close()
-        shutil.rmtree(scratch, ignore_errors=True)
     return 0
 
+
+def review_screenshots(app, window, panel, args: argparse.Namespace) -> None:
+    """Detect, the suggestions with and without the heat map, one accepted and one rejected, and
+    the retrain dialog once the image is ticked reviewed."""
+    from qtpy import QtCore
+
+    from labelme_dsarad.model.labelfile import REVIEWED_FLAG
+
+    panel.view.threshold_slider.setValue(round(args.threshold * 100))
+    shown = []
+    panel.suggestions_shown.connect(lambda path, count: shown.append(count))
+    panel.view.detect_action.trigger()
+    if not wait_until(app, lambda: bool(shown)):
+        raise SystemExit(f"no result: {panel.view.message_label.text()}")
+    wait_until(app, lambda: False, 0.3)  # let the canvas and status bar settle
+    save(window, args.out_dir / "1_suggestions_heat_map.png")
+    if args.readme is not None:
+        save_small(args.out_dir / "1_suggestions_heat_map.png", args.readme)
+
+    panel.view.heat_map_box.setChecked(False)
+    wait_until(app, lambda: False, 0.1)
+    save(window, args.out_dir / "2_suggestions.png")
+
+    pending = panel.adapter.shapes()
+    if pending:
+        panel.adapter.select([pending[0]])
+        panel.view.accept_action.trigger()
+    if len(pending) > 1:
+        panel.adapter.select([pending[-1]])
+        panel.view.reject_action.trigger()
+    panel.view.heat_map_box.setChecked(True)
+    wait_until(app, lambda: False, 0.1)
+    save(window, args.out_dir / "3_reviewed.png")
+
+    # Tick the image reviewed ('ok'), save, and open the retrain dialog on the folder.
+    flags = window._docks.flag_list
+    for row in range(flags.count()):
+        if flags.item(row).text() == REVIEWED_FLAG:
+            flags.item(row).setCheckState(QtCore.Qt.Checked)
+    panel.adapter.save()
+    dialog = panel.retrain_from_labels()
+    if dialog is not None:
+        dialog.adjustSize()
+        wait_until(app, lambda: False, 0.3)
+        save(dialog, args.out_dir / "4_retrain_dialog.png")
+        dialog.close()
 
 if __name__ == "__main__":
     sys.exit(main())

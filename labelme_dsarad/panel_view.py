@@ -90,6 +90,22 @@ class PanelView(QtWidgets.QWidget):
         self.dismiss_summary_action = action("Dismiss", None, "Hide the summary of the last Detect all")
 
     def _build_widgets(self, model_titles: list[str]) -> None:
+        self._build_model_box(model_titles)
+        self._build_threshold_slider()
+        self._build_extend_controls()
+        self._build_min_area_box()
+        self._build_tolerance_slider()
+        self._build_opacity_slider()
+        self._build_messages()
+        self.include_reviewed_box = QtWidgets.QCheckBox("Reviewed too")
+        self.include_reviewed_box.setToolTip("Detect all also suggests on images ticked 'ok' (reviewed); they are "
+                                             "left alone by default, so no review is undone")
+        self.heat_map_box = self._mirror_box("Heat map", self.heat_map_action)
+        self.detect_on_open_box = self._mirror_box("On open", self.detect_on_open_action)
+        self._lay_out()
+        self.show_setting_labels()
+
+    def _build_model_box(self, model_titles: list[str]) -> None:
         self.model_box = QtWidgets.QComboBox()
         # Long model titles must not widen the dock: they elide instead.
         self.model_box.setSizeAdjustPolicy(QtWidgets.QComboBox.AdjustToMinimumContentsLengthWithIcon)
@@ -99,6 +115,7 @@ class PanelView(QtWidgets.QWidget):
         self.model_info.setWordWrap(True)
         self.model_info.setTextInteractionFlags(QtCore.Qt.TextSelectableByMouse)
 
+    def _build_threshold_slider(self) -> None:
         self.threshold_slider = QtWidgets.QSlider(QtCore.Qt.Horizontal)
         self.threshold_slider.setRange(1, THRESHOLD_STEPS - 1)
         self.threshold_slider.setValue(round(SuggestionSettings.threshold * THRESHOLD_STEPS))
@@ -107,6 +124,7 @@ class PanelView(QtWidgets.QWidget):
         self.threshold_slider.setTickInterval(THRESHOLD_STEPS // 2)
         self.threshold_label = QtWidgets.QLabel()
 
+    def _build_extend_controls(self) -> None:
         self.extend_slider = QtWidgets.QSlider(QtCore.Qt.Horizontal)
         self.extend_slider.setRange(round(EXTEND_LOWEST * EXTEND_STEPS), EXTEND_STEPS)
         self.extend_slider.setValue(round(DEFAULT_EXTEND_TO * EXTEND_STEPS))
@@ -125,12 +143,14 @@ class PanelView(QtWidgets.QWidget):
                                             "sets one reach for every kind instead")
         self.extend_slider.valueChanged.connect(lambda _value: self.extend_by_model_box.setChecked(False))
 
+    def _build_min_area_box(self) -> None:
         self.min_area_box = QtWidgets.QSpinBox()
         self.min_area_box.setRange(0, 10_000_000)
         self.min_area_box.setValue(SuggestionSettings.min_area)
         self.min_area_box.setSuffix(" px")
         self.min_area_box.setToolTip("Smallest region that becomes a suggestion, in image pixels")
 
+    def _build_tolerance_slider(self) -> None:
         self.tolerance_slider = QtWidgets.QSlider(QtCore.Qt.Horizontal)
         self.tolerance_slider.setRange(0, len(TOLERANCES) - 1)
         self.tolerance_slider.setValue(DEFAULT_TOLERANCE_STEP)
@@ -138,11 +158,13 @@ class PanelView(QtWidgets.QWidget):
                                          "--tolerance): 0 follows the map pixel by pixel")
         self.tolerance_label = QtWidgets.QLabel()
 
+    def _build_opacity_slider(self) -> None:
         self.opacity_slider = QtWidgets.QSlider(QtCore.Qt.Horizontal)
         self.opacity_slider.setRange(0, 100)
         self.opacity_slider.setValue(DEFAULT_OPACITY)
         self.opacity_slider.setToolTip("Heat-map opacity")
 
+    def _build_messages(self) -> None:
         self.review_label = QtWidgets.QLabel()
         self.message_label = QtWidgets.QLabel()
         self.message_label.setWordWrap(True)
@@ -157,12 +179,7 @@ class PanelView(QtWidgets.QWidget):
         self.dismiss_summary_button.hide()
         self.dismiss_summary_action.triggered.connect(lambda: self.show_summary(""))
 
-        self.include_reviewed_box = QtWidgets.QCheckBox("Reviewed too")
-        self.include_reviewed_box.setToolTip("Detect all also suggests on images ticked 'ok' (reviewed); they are "
-                                             "left alone by default, so no review is undone")
-        self.heat_map_box = self._mirror_box("Heat map", self.heat_map_action)
-        self.detect_on_open_box = self._mirror_box("On open", self.detect_on_open_action)
-
+    def _lay_out(self) -> None:
         form = QtWidgets.QFormLayout()
         form.setFieldGrowthPolicy(QtWidgets.QFormLayout.AllNonFixedFieldsGrow)
         form.setVerticalSpacing(2)
@@ -189,7 +206,6 @@ class PanelView(QtWidgets.QWidget):
         summary.setAlignment(self.dismiss_summary_button, QtCore.Qt.AlignTop)
         layout.addLayout(summary)
         layout.addStretch(1)
-        self.show_setting_labels()
 
     def _mirror_box(self, text: str, action: QtWidgets.QAction) -> QtWidgets.QCheckBox:
         """A tick box that follows a checkable action both ways."""
