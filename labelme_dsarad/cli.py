@@ -408,19 +408,21 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Handle
 def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(named_command(argv)).parse_args(argv)
-    args.started = started  # a training budget in minutes counts from here
+    command = named_command(argv)
     from labelme_dsarad.model.images import ImageReadError
     from labelme_dsarad.model.model_file import ModelFileError
 
     try:
+        # Within the try: a command's options load the modules their defaults live in.
+        args = build_parser(command).parse_args(argv)
+        args.started = started  # a training budget in minutes counts from here
         return args.handler(args)
     # FileNotFoundError: our readers raise it with a one-line message naming the path.
     except (CommandError, ModelFileError, ImageReadError, FileNotFoundError, ValueError) as problem:
-        print(f"dsarad {args.command}: error: {problem}", file=sys.stderr)
+        print(f"dsarad {command}: error: {problem}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print(f"dsarad {args.command}: interrupted", file=sys.stderr)
+        print(f"dsarad {command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
