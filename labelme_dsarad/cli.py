@@ -516,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.started = started  # a training budget in minutes counts from here
     from labelme_dsarad.model.images import ImageReadError
-    from labelme_dsarad.model.model_file import ModelFileError
+    from labelme_dsarad.model.model_file import TRAIN_EXTRA_HINT, TRAINING_MODULES, ModelFileError
 
     try:
         return args.handler(args)
@@ -527,6 +527,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"dsarad {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except ModuleNotFoundError as missing:
+        if missing.name not in TRAINING_MODULES:
+            raise
+        print(f"dsarad {args.command}: error: this needs PyTorch, which a review station's install leaves out: "
+              f"{TRAIN_EXTRA_HINT}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

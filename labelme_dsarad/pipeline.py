@@ -212,7 +212,7 @@ def predict_paths(
         assert model_path is not None, "predict_paths needs a model path or a predictor"
         predictor = Predictor(model_path, device=device)
     record = run_record(predictor, options)
-    summary = Summary(images=len(images), device=predictor.device.type)
+    summary = Summary(images=len(images), device=predictor.device)
     if options.out_dir is not None:
         try:
             options.out_dir.mkdir(parents=True, exist_ok=True)

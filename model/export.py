@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .atomic_write import write_atomically
-from .model_file import HEADER_KEY, MAX_FILE_BYTES, LoadedModel, ModelFileError
+from .model_file import HEADER_KEY, LoadedModel
 from .networks import DSARAD, SIDE_MULTIPLE, SpatialAttention, check_input_size
 
 # 17 is the newest opset the TorchScript exporter covers fully and that every
@@ -142,7 +142,8 @@ def onnx_bytes(loaded: LoadedModel, input_size: int | None = None) -> bytes:
         # The header tells a reader what size to feed; a graph exported at
         # another size must say that size, or every run would fail.
         header["architecture"] = {**header["architecture"], "input_size": size}
-    set_metadata(proto, {HEADER_KEY: json.dumps(header), SOURCE_SHA256_KEY: loaded.sha256})
+    # A graph stored inside its own model file (model_file.GRAPH_TENSOR) has no source hash to name.
+    set_metadata(proto, {HEADER_KEY: json.dumps(header), **({SOURCE_SHA256_KEY: loaded.sha256} if loaded.sha256 else {})})
     proto.producer_name = "labelme-dsarad"
     return proto.SerializeToString()
 
@@ -162,18 +163,6 @@ def export_onnx(loaded: LoadedModel, path: os.PathLike | str, input_size: int | 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, onnx_bytes(loaded, input_size))
     return path
-
-
-def read_onnx_file(path: os.PathLike | str) -> bytes:
-    """The bytes of an ONNX model file, with the same size guard as model files."""
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise ModelFileError(path, "no such ONNX file") from None
-    if size > MAX_FILE_BYTES:
-        raise ModelFileError(path, f"file is {size} bytes, larger than any model file ({MAX_FILE_BYTES})")
-    return path.read_bytes()
 
 
 # Bumped whenever onnx_bytes would write another graph for the same weights,

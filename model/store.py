@@ -18,7 +18,7 @@ from platformdirs import user_data_dir
 from labelme_dsarad.resources import DEFAULT_MODEL
 
 from .atomic_write import write_atomically
-from .model_file import ModelFileError, ModelInfo, parse_header, read_safetensors
+from .model_file import ModelFileError, ModelInfo, read_header
 
 VERSION_PATTERN = re.compile(r"^v(\d+)\.safetensors$")
 PRODUCT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -44,8 +44,7 @@ class StoredModel:
     current: bool = False
 
     def info(self) -> ModelInfo:
-        metadata, _ = read_safetensors(self.path)
-        return parse_header(self.path, metadata)
+        return read_header(self.path)
 
 
 class ModelStore:
