@@ -550,13 +550,6 @@ class LabelMeAdapter:
             return palette.line, palette.fill
         return shape.line_color, shape.fill_color
 
-    def move_vertex(self, shape, index: int, dx: float, dy: float) -> None:
-        """Move one vertex as a drag on the canvas would (then the canvas says ``shape_moved``)."""
-        if LABELME_7:
-            shape.move_vertex(i=index, pos=shape.points[index] + (dx, dy))
-        else:
-            shape.points[index] = shape.points[index] + QtCore.QPointF(dx, dy)
-
     def _append_suffix(self, shape, shape_suffix: Callable[[Any], str]) -> None:
         suffix = shape_suffix(shape)
         if suffix:
@@ -781,6 +774,62 @@ def read_label_file(path: os.PathLike | str) -> LabelMeFile:
 
     label_file = LabelFile(str(path))
     return LabelMeFile(list(label_file.shapes), label_file.image_data, label_file.image_path)
+
+
+def decoded_picture(path: os.PathLike | str):
+    """The picture LabelMe decodes and orients before handing it to Qt, as RGB uint8 (tests compare ours)."""
+    import numpy as np
+    from labelme import _label_file
+
+    if LABELME_7:
+        from labelme._utils import apply_exif_orientation
+
+        picture = apply_exif_orientation(_label_file._imread(str(path), max_decode_mb=None))
+    else:
+        from labelme.utils import apply_exif_orientation
+
+        picture = apply_exif_orientation(_label_file._imread(str(path)))
+    return np.asarray(picture.convert("RGB"))
+
+
+def move_vertex(shape, index: int, dx: float, dy: float) -> None:
+    """Move one vertex of a shape as a drag would (tests; on a canvas, it then says ``shape_moved``)."""
+    if LABELME_7:
+        shape.move_vertex(i=index, pos=shape.points[index] + (dx, dy))
+    else:
+        shape.points[index] = shape.points[index] + QtCore.QPointF(dx, dy)
+
+
+def resave_label_file(path: os.PathLike | str, image_size: tuple[int, int], edit: Callable[[list], None] | None = None,
+                      label_flags: dict[str, list[str]] | None = None) -> None:
+    """What LabelMe's window does to a label file on open then save, minus the window (tests):
+    its reader, its shapes from the file's dicts, ``edit`` on them as a person would, its dicts
+    from the shapes and its writer. ``image_size`` is (height, width)."""
+    import importlib
+
+    from labelme import _label_file
+
+    app = importlib.import_module(APP_MODULE)
+    height, width = image_size
+    if LABELME_7:
+        import dataclasses
+
+        annotation = _label_file.read_label_file(filename=str(path))
+        shapes = app._shapes_from_dicts(shape_dicts=annotation.shapes, label_flags=label_flags)
+        if edit is not None:
+            edit(shapes)
+        _label_file.write_label_file(
+            filename=str(path), annotation=dataclasses.replace(annotation, shapes=[app._shape_to_dict(s) for s in shapes]),
+            image_height=height, image_width=width, save_image_data=False)
+        return
+    label_data = _label_file.read_label_file(str(path))
+    shapes = app._shapes_from_dicts(shape_dicts=label_data.shapes, label_flags=label_flags)
+    if edit is not None:
+        edit(shapes)
+    _label_file.write_label_file(
+        str(path), shapes=[app._shape_to_dict(shape) for shape in shapes], image_path=label_data.image_path,
+        image_height=height, image_width=width, image_data=None, other_data=label_data.other_data,
+        flags=label_data.flags)
 
 
 def install_qsettings_sandbox(folder: os.PathLike | str) -> None:

@@ -23,6 +23,14 @@ REPO = Path(__file__).resolve().parents[1]
 # make_tiny_model() with its default arguments, for runs without PyTorch.
 STORED_TINY_MODEL = REPO / "tests" / "data" / "tiny_widget.safetensors"
 TORCH_INSTALLED = importlib.util.find_spec("torch") is not None
+# Modules that need the [train] extra throughout (PyTorch, kornia, scikit-learn): not collected where
+# it is not installed. A module not listed here must run without it.
+TRAINING_TEST_MODULES = [
+    "test_engine.py", "test_evaluation.py", "test_export.py", "test_inference_fast.py", "test_map_correction.py",
+    "test_metrics.py", "test_model_file.py", "test_networks.py", "test_retrain.py", "test_retrain_process.py",
+    "test_synthesis.py", "test_trainer.py",
+]
+collect_ignore = [] if TORCH_INSTALLED else TRAINING_TEST_MODULES
 
 # A shape a person drew: merges and reruns must leave it exactly as it is.
 PERSON_SHAPE: dict[str, Any] = {

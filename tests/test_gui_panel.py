@@ -13,7 +13,7 @@ import numpy as np
 from qtpy import QtCore, QtWidgets
 
 from labelme_dsarad import review
-from labelme_dsarad._labelme_adapter import PENDING_COLOUR
+from labelme_dsarad._labelme_adapter import PENDING_COLOUR, move_vertex
 from labelme_dsarad.model.model_file import read_header
 from labelme_dsarad.model.polygons import SuggestionSettings
 from labelme_dsarad.panel import ModelOption, describe_model
@@ -157,7 +157,7 @@ def test_editing_a_suggestion_accepts_it_and_reject_all_keeps_it(qtbot, tmp_path
     assert detect(qtbot, panel) == 3
     adapter = panel.adapter
     moved = review.pending(adapter.shapes())[0]
-    adapter.move_vertex(moved, 0, 2.0, 0.0)
+    move_vertex(moved, 0, 2.0, 0.0)
     adapter.canvas.shape_moved.emit()  # what LabelMe's canvas says after a vertex drag
     assert review.state(moved) == review.ACCEPTED
 

@@ -7,11 +7,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 import pytest
+import torch
+from safetensors.torch import save_file
 
-torch = pytest.importorskip("torch")
-from safetensors.torch import save_file  # noqa: E402
-
-from labelme_dsarad.model.model_file import (  # noqa: E402
+from labelme_dsarad.model.model_file import (
     FORMAT_VERSION,
     GRAPH_TENSOR,
     ModelFileError,
@@ -24,8 +23,8 @@ from labelme_dsarad.model.model_file import (  # noqa: E402
     rewrite_header,
     save_model,
 )
-from labelme_dsarad.model.networks import DSARAD  # noqa: E402
-from tests.conftest import STORED_TINY_MODEL, make_tiny_model, without_graph  # noqa: E402
+from labelme_dsarad.model.networks import DSARAD
+from tests.conftest import STORED_TINY_MODEL, make_tiny_model, without_graph
 
 
 def one_line(error: pytest.ExceptionInfo, path) -> str:
