@@ -317,6 +317,12 @@ class LabelMeAdapter:
 
     def open_file(self, path: str) -> None:
         """Open an image the way the file list does (also selects it there)."""
+        if LABELME_7:  # its _load_file leaves the Image List's row where it was: choose the row
+            images, wanted = self.image_list(), os.path.normpath(str(path))
+            file_list = self.window._docks.file_list
+            if wanted in images and file_list.currentRow() != images.index(wanted):
+                file_list.setCurrentRow(images.index(wanted))  # loads it, as a click on the row does
+                return
         self.window._load_file(image_or_label_path=str(path))
 
     def open_folder(self, folder: str) -> None:
