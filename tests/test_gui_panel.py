@@ -516,3 +516,21 @@ def test_choosing_a_suggestion_in_the_list_centres_the_canvas_on_it(qtbot, tmp_p
         scrolled += 0 < horizontal.value() < horizontal.maximum()  # a real scroll, not a clamp at an edge
         assert panel.adapter.selected_shapes() == [shape]
     assert scrolled
+
+
+def test_the_keyboard_shortcuts_detect_accept_and_reject(qtbot, tmp_path, make_window):
+    write_sample_images(tmp_path, 1, squares=2)
+    window, panel = make_window([fake_option(FakePredictor())], open_path=tmp_path)
+    window.show()
+    qtbot.waitExposed(window)
+    window.activateWindow()
+    ready(qtbot, panel)
+    with qtbot.waitSignal(panel.suggestions_shown, timeout=WAIT):
+        qtbot.keyClick(window, QtCore.Qt.Key_I, QtCore.Qt.ControlModifier)  # Detect
+    first, second = review.pending(panel.adapter.shapes())
+    panel.adapter.select([first])
+    qtbot.keyClick(window, QtCore.Qt.Key_Return, QtCore.Qt.ControlModifier)  # Accept
+    assert review.state(first) == review.ACCEPTED
+    panel.adapter.select([second])
+    qtbot.keyClick(window, QtCore.Qt.Key_Return, QtCore.Qt.ControlModifier | QtCore.Qt.ShiftModifier)  # Reject
+    assert panel.adapter.shapes() == [first]
