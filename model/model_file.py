@@ -135,12 +135,15 @@ def stored_tensor(value: torch.Tensor, storage: str) -> tuple[torch.Tensor, torc
     return value, None
 
 
-def save_model(path: os.PathLike | str, network: DSARAD, info: ModelInfo, storage: str = "fp32") -> str:
+def save_model(path: os.PathLike | str, network: DSARAD, info: ModelInfo, storage: str = "fp32",
+               graph: bool = True) -> str:
     """Write atomically; return the file's SHA-256.
 
     ``storage``: ``fp16`` halves the file; ``int8`` stores convolution weights
     as int8 with a per-output-channel scale (everything else fp16), a quarter
     of the size, for the bundled model. Inference always runs in fp32.
+    ``graph=False`` leaves the ONNX graph out (training snapshots, measured
+    with PyTorch): the export takes seconds.
     """
     if storage not in STORAGES:
         raise ValueError(f"storage must be one of {STORAGES}")
@@ -151,7 +154,7 @@ def save_model(path: os.PathLike | str, network: DSARAD, info: ModelInfo, storag
             tensors[name], scale = stored_tensor(value.detach().cpu().contiguous(), storage)
             if scale is not None:
                 tensors[name + INT8_SCALE_SUFFIX] = scale
-    return write_model_file(Path(path), tensors, info)
+    return write_model_file(Path(path), tensors, info, graph)
 
 
 def as_stored(network: DSARAD, storage: str) -> DSARAD:
@@ -185,14 +188,15 @@ def rewrite_header(path: os.PathLike | str, info: ModelInfo) -> str:
     return write_model_file(path, tensors, info)
 
 
-def write_model_file(path: Path, tensors: dict[str, torch.Tensor], info: ModelInfo) -> str:
+def write_model_file(path: Path, tensors: dict[str, torch.Tensor], info: ModelInfo, graph: bool = True) -> str:
     """Tensors plus the header as one safetensors file, written atomically; returns its SHA-256.
 
-    Without a ``GRAPH_TENSOR`` among ``tensors``, the graph of these weights is exported and added.
+    Without a ``GRAPH_TENSOR`` among ``tensors``, the graph of these weights is exported and added
+    (unless ``graph`` is false).
     """
     from safetensors.torch import save as save_safetensors_bytes
 
-    if GRAPH_TENSOR not in tensors:
+    if graph and GRAPH_TENSOR not in tensors:
         tensors = {**tensors, GRAPH_TENSOR: graph_tensor(path, tensors, info)}
     payload = save_safetensors_bytes(tensors, metadata={HEADER_KEY: json.dumps(info.to_header())})
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -384,7 +388,8 @@ def read_inference_graph(path: os.PathLike | str) -> tuple[ModelInfo, bytes, str
     info = parse_header(path, metadata)
     entry = raw_header.get(GRAPH_TENSOR)
     if entry is None:
-        raise ModelFileError(path, f"this model file carries no ONNX graph (it was written before model files held one), "
+        raise ModelFileError(path, f"this model file carries no ONNX graph (files written before model files held one, and "
+                                   f"training snapshots, do not), "
                                    f"so it runs only with PyTorch: {TRAIN_EXTRA_HINT}")
     start = 8 + struct.unpack("<Q", payload[:8])[0]
     try:
