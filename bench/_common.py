@@ -77,7 +77,9 @@ def magnetic_tile_images(count: int) -> list[Path]:
     Train split only: benchmarks take training steps on these, and the test
     split is never trained on (DATASET.md).
     """
-    from labelme_dsarad.train.datasets import default_mtd_root, mtd_train_images
+    from dataset_splits import default_mtd_root
+
+    from labelme_dsarad.train.datasets import mtd_train_images
 
     root = default_mtd_root()
     return mtd_train_images(root)[:count] if root is not None else []

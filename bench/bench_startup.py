@@ -62,13 +62,13 @@ def describe(python: str) -> str:
     return subprocess.run([python, "-c", DESCRIBE], capture_output=True, text=True, check=True).stdout.strip()
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=REPO / "resources" / "models" / "magnetic_tile_compact.safetensors")
     parser.add_argument("--image", type=Path, default=REPO / "resources" / "samples" / "blowhole_exp1_num_108719.jpg")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--python", nargs="*", default=[], help="other interpreters to start the plugin with")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     stderr(machine_line())
     pythons = [sys.executable, *args.python]
     names = [describe(python) for python in pythons]

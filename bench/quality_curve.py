@@ -39,10 +39,11 @@ import tempfile
 from pathlib import Path
 
 from _common import REPO, machine_line, stderr
+from dataset_splits import default_ball_screw_root, default_mtd_root
 
 from labelme_dsarad.model.inference import Predictor
 from labelme_dsarad.model.model_file import load_model
-from labelme_dsarad.train.datasets import default_mtd_root, load_samples
+from labelme_dsarad.train.datasets import load_samples
 from labelme_dsarad.train.evaluation import evaluate_predictor
 
 # The plot's x axis: a curve.csv column, its divisor, the axis label.
@@ -51,7 +52,7 @@ X_AXES = {"minutes": ("seconds", 60.0, "training minutes (teacher + student)"),
 COLUMNS = ("recipe", "point", "seconds", "student_steps", "samples_seen", "image_auroc", "pixel_auroc", "aupro")
 
 
-def parse_arguments() -> argparse.Namespace:
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=60.0, help="training budget, setup excluded")
     parser.add_argument("--snapshots", type=int, default=6, help="points evaluated during training")
@@ -70,14 +71,14 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--plot-only", action="store_true", help="only draw the --plot curves into --out/curve.png")
     parser.add_argument("--x-axis", choices=sorted(X_AXES), default="minutes",
                         help="what the plot's x axis counts: steps compare runs of different thread counts")
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 def dataset_root(args: argparse.Namespace) -> Path:
     if args.root is not None:
         return args.root
-    root = default_mtd_root() if args.dataset == "mtd" else REPO.parent / "shared" / "datasets" / "ball_screw"
-    if root is None or not root.is_dir():
+    root = default_mtd_root() if args.dataset == "mtd" else default_ball_screw_root()
+    if root is None:
         raise SystemExit(f"no {args.dataset} data set: pass --root")
     return root
 
@@ -170,8 +171,8 @@ def plot(curves: list[Path], output: Path, x_axis: str = "minutes") -> None:
     FigureCanvasAgg(figure).print_png(str(output))
 
 
-def main() -> int:
-    args = parse_arguments()
+def main(argv: list[str] | None = None) -> int:
+    args = parse_arguments(argv)
     if args.threads:  # training (a child process) and evaluation alike
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -48,38 +48,30 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np
+from _common import machine_line, print_table, stderr
+from dataset_splits import ball_screw_retrain_halves, default_ball_screw_root, default_mtd_root, mtd_retrain_halves
 
-import numpy as np  # noqa: E402
-from _common import REPO, machine_line, print_table, stderr  # noqa: E402
-
-from labelme_dsarad.model.inference import Predictor  # noqa: E402
-from labelme_dsarad.model.labelfile import (  # noqa: E402
+from labelme_dsarad.model.inference import Predictor
+from labelme_dsarad.model.labelfile import (
     LABELME_VERSION,
     is_pending_suggestion,
     load_label_file,
     set_state,
     write_label_file,
 )
-from labelme_dsarad.model.model_file import file_sha256, load_model  # noqa: E402
-from labelme_dsarad.model.polygons import SuggestionSettings, mask_to_polygons  # noqa: E402
-from labelme_dsarad.model.store import ModelStore  # noqa: E402
-from labelme_dsarad.pipeline import PredictOptions, predict_paths  # noqa: E402
-from labelme_dsarad.train.datasets import (  # noqa: E402
-    Sample,
-    ball_screw_retrain_halves,
-    ball_screw_train_images,
-    default_mtd_root,
-    mtd_retrain_halves,
-    mtd_train_images,
-)
-from labelme_dsarad.train.evaluation import evaluate_predictor  # noqa: E402
-from labelme_dsarad.train.labels import rasterise_shapes  # noqa: E402
-from labelme_dsarad.train.metric_names import REPORTED_METRICS  # noqa: E402
-from labelme_dsarad.train.progress import TerminalProgress  # noqa: E402
-from labelme_dsarad.train.retrain import RetrainConfig, retrain  # noqa: E402
-from labelme_dsarad.train.stats import suggestion_stats  # noqa: E402
-from labelme_dsarad.train.suggestion_metrics import defect_overlaps, labelled_defects  # noqa: E402
+from labelme_dsarad.model.model_file import file_sha256, load_model
+from labelme_dsarad.model.polygons import SuggestionSettings, mask_to_polygons
+from labelme_dsarad.model.store import ModelStore
+from labelme_dsarad.pipeline import PredictOptions, predict_paths
+from labelme_dsarad.train.datasets import Sample, ball_screw_train_images, mtd_train_images
+from labelme_dsarad.train.evaluation import evaluate_predictor
+from labelme_dsarad.train.labels import rasterise_shapes
+from labelme_dsarad.train.metric_names import REPORTED_METRICS
+from labelme_dsarad.train.progress import TerminalProgress
+from labelme_dsarad.train.retrain import RetrainConfig, retrain
+from labelme_dsarad.train.stats import suggestion_stats
+from labelme_dsarad.train.suggestion_metrics import defect_overlaps, labelled_defects
 
 # A person's outline follows the defect closely: half-pixel simplification,
 # and every region kept, however small.
@@ -92,7 +84,7 @@ CURVE_METRICS = ("image_auroc", "pixel_auroc", "defect_best_iou", "defects_touch
                  "kind_accuracy")
 
 
-def parse_arguments() -> argparse.Namespace:
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", choices=["mtd", "ball_screw"], default="mtd")
     parser.add_argument("--root", type=Path, help="the data set's folder (default: the shared copy)")
@@ -116,7 +108,7 @@ def parse_arguments() -> argparse.Namespace:
                         help="retrain nothing: measure these model files as the experiment does, with today's code")
     parser.add_argument("--extend-to", type=float, help="with --measure: one reach for every kind (default: each "
                                                           "model's own)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.extend_to is not None and not args.measure:
         parser.error("--extend-to goes with --measure")
     if args.base is None and not (args.merge or args.measure):
@@ -132,7 +124,9 @@ def halves(args: argparse.Namespace) -> tuple[list[Sample], list[Sample], list[P
             raise SystemExit("no Magnetic Tile data set: pass --root")
         corrections, measurement = mtd_retrain_halves(root)
         return corrections, measurement, mtd_train_images(root)
-    root = args.root or REPO.parent / "shared" / "datasets" / "ball_screw"
+    root = args.root or default_ball_screw_root()
+    if root is None:
+        raise SystemExit("no ball screw data set: pass --root")
     corrections, measurement = ball_screw_retrain_halves(root)
     return corrections, measurement, ball_screw_train_images(root)
 
@@ -232,8 +226,8 @@ def retrained(args: argparse.Namespace, base, corrections: list[Sample], normals
                          "steps": load_model(result.path).info.training["steps"], "seconds": result.seconds}
 
 
-def main() -> int:
-    args = parse_arguments()
+def main(argv: list[str] | None = None) -> int:
+    args = parse_arguments(argv)
     if args.merge:
         return merge(args)
     if args.measure:

@@ -1,11 +1,14 @@
 """Screenshots of LabelMe with the "Defect detection" panel, taken offscreen.
 
     python bench/screenshots.py OUT_DIR [--model FILE] [--image IMAGE ...] [--size 1400x900]
-                                [--threshold T] [--readme PNG]
+                                [--threshold T] [--readme PNG] [--predicted]
 
 Copies the images to a temporary folder (LabelMe autosaves next to them),
 opens the first in LabelMe with the panel, runs Detect, and saves:
 
+- ``0_opened.png`` (with ``--predicted``, the quick start: the copies
+  pre-annotated by ``dsarad predict``, the folder opened as
+  ``labelme-dsarad FOLDER`` opens it): its first image as it opens
 - ``1_suggestions_heat_map.png``: pending suggestions over the heat map
 - ``2_suggestions.png``: the same without the heat map
 - ``3_reviewed.png``: after accepting one suggestion and rejecting one
@@ -14,6 +17,18 @@ opens the first in LabelMe with the panel, runs Detect, and saves:
 Without ``--model``, the bundled model is used; if it is missing, a
 randomly initialised ``compact`` model (input 128), which shows the UI but
 not what a trained model finds.
+
+    python bench/screenshots.py OUT_DIR --retrain-labels DIR [--retrain-minutes 0.5]
+
+saves only the retrain dialog, each picture at the size it takes (it must fit
+a 1280 x 800 screen), on the reviewed label files in DIR (at least
+``MIN_REVIEWED_DEFECTS`` images with defects and some normal ones), for the
+bundled product in a scratch model store:
+
+- ``retrain_dialog_no_normals.png``: the images with defects alone, before
+  Start: Start off, and why
+- ``retrain_dialog.png``: after a real retrain from DIR of that many minutes,
+  with its before/after table
 """
 
 from __future__ import annotations
@@ -75,6 +90,52 @@ def save_small(source: Path, target: Path) -> None:
     print(f"{target} ({target.stat().st_size // 1024} KB)")
 
 
+def retrain_dialog_screenshots(out_dir: Path, labels: Path, minutes: float, scratch: Path) -> int:
+    import json
+
+    from qtpy import QtWidgets
+
+    from labelme_dsarad.model.store import BUNDLED_PRODUCT
+    from labelme_dsarad.retrain_process import RetrainDialog
+
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
+    app.setStyle("Fusion")
+    app.setPalette(QtWidgets.QStyleFactory.create("Fusion").standardPalette())
+    store = scratch / "store"
+    # The same reviewed images with defects, their normal ones left out (image paths made absolute).
+    defects_only = scratch / "defects_only"
+    defects_only.mkdir()
+    for path in sorted(labels.glob("*.json")):
+        data = json.loads(path.read_text())
+        if data.get("shapes"):
+            data["imagePath"] = str((path.parent / data["imagePath"]).resolve())
+            (defects_only / path.name).write_text(json.dumps(data))
+
+    blocked = RetrainDialog(None, BUNDLED_PRODUCT, defects_only, store, minutes=minutes)
+    blocked.show()
+    wait_until(app, lambda: False, 0.3)
+    if blocked.start_button.isEnabled():
+        raise SystemExit(f"{labels}: Start is on without normal images")
+    save(blocked, out_dir / "retrain_dialog_no_normals.png")
+    blocked.close()
+
+    dialog = RetrainDialog(None, BUNDLED_PRODUCT, labels, store, minutes=minutes)
+    dialog.show()
+    if not dialog.start_button.isEnabled():
+        raise SystemExit(f"{labels}: cannot start: {dialog.why_not_start()}")
+    ended = []
+    dialog.retrained.connect(lambda result: ended.append(result))
+    dialog.start()
+    assert dialog.run is not None  # Start was on
+    dialog.run.failed.connect(lambda message: ended.append(message))
+    if not wait_until(app, lambda: bool(ended), 60 * minutes + 600) or not isinstance(ended[0], dict):
+        raise SystemExit(f"the retrain did not finish: {dialog.status.text()}")
+    wait_until(app, lambda: False, 0.3)
+    save(dialog, out_dir / "retrain_dialog.png")
+    dialog.close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", type=Path)
@@ -83,11 +144,23 @@ def main(argv: list[str] | None = None) -> int:
                         default=[REPO / "resources" / "samples" / name for name in DEFAULT_IMAGES])
     parser.add_argument("--size", default="1400x900", help="window size, WIDTHxHEIGHT")
     parser.add_argument("--threshold", type=float, default=0.5)
+    parser.add_argument("--retrain-labels", type=Path, metavar="DIR",
+                        help="only the retrain dialog's screenshots, on the reviewed labels in DIR")
+    parser.add_argument("--retrain-minutes", type=float, default=0.5, help="with --retrain-labels (default 0.5)")
     parser.add_argument("--readme", type=Path, metavar="PNG",
                         help="also write the first screenshot here with a 256-colour palette (small, for the README)")
+    parser.add_argument("--predicted", action="store_true",
+                        help="pre-annotate the copies with 'dsarad predict' and let LabelMe open the folder, as the "
+                             "quick start does; also saves 0_opened.png")
     args = parser.parse_args(argv)
     width, height = (int(value) for value in args.size.lower().split("x"))
     args.out_dir.mkdir(parents=True, exist_ok=True)
+    if args.retrain_labels is not None:
+        scratch = Path(tempfile.mkdtemp(prefix="dsarad-screenshots-"))
+        try:
+            return retrain_dialog_screenshots(args.out_dir, args.retrain_labels, args.retrain_minutes, scratch)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     from qtpy import QtCore, QtWidgets
 
@@ -102,6 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     folder.mkdir()
     for image in args.image:
         shutil.copy(image, folder / image.name)
+    if args.predicted:
+        from labelme_dsarad.cli import main as dsarad
+
+        if dsarad(["predict", str(folder), "--model", str(model), "--threshold", str(args.threshold)]) != 0:
+            raise SystemExit("dsarad predict failed")
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
     app.setStyle("Fusion")  # as labelme's own main does
@@ -112,17 +190,25 @@ def main(argv: list[str] | None = None) -> int:
 
     install_qsettings_sandbox(scratch / "qsettings")  # leave the user's LabelMe layout alone
     # As 'labelme-dsarad' starts LabelMe: with the image flag 'ok' (reviewed), every dock in place.
-    window = main_window_class()(config_file=None, config_overrides={"auto_save": True, "flags": [REVIEWED_FLAG]})
+    window = main_window_class()(config_file=None, config_overrides={"auto_save": True, "flags": [REVIEWED_FLAG]},
+                                 file_or_dir=str(folder) if args.predicted else None)
     panel = attach_panel(window, [ModelOption(model.name, model)])
+    # Ticking 'ok' with suggestions pending asks what to do with them; here the person accepts them.
+    panel.review.ask_about_pending = lambda count: "accept"
     try:
         window.resize(width, height)
         window.show()
-        panel.adapter.open_folder(str(folder))
-        panel.adapter.open_file(str(folder / args.image[0].name))
+        if not args.predicted:
+            panel.adapter.open_folder(str(folder))
+            panel.adapter.open_file(str(folder / args.image[0].name))
         if not wait_until(app, lambda: panel.model is not None or "Model:" in panel.view.message_label.text()):
             raise SystemExit("the model did not load")
         if panel.model is None:
             raise SystemExit(panel.view.message_label.text())
+        if args.predicted:
+            wait_until(app, lambda: panel.current_map() is not None)  # On open: the heat map of the file's suggestions
+            wait_until(app, lambda: False, 0.3)
+            save(window, args.out_dir / "0_opened.png")
         panel.view.threshold_slider.setValue(round(args.threshold * 100))
         shown = []
         panel.suggestions_shown.connect(lambda path, count: shown.append(count))
@@ -157,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         panel.adapter.save()
         dialog = panel.retrain_from_labels()
         if dialog is not None:
-            dialog.resize(560, 420)
+            dialog.adjustSize()
             wait_until(app, lambda: False, 0.3)
             save(dialog, args.out_dir / "4_retrain_dialog.png")
             dialog.close()

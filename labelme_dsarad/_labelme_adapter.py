@@ -18,7 +18,12 @@ called here with keywords, the parameters' names being the same in both.
 Hooks are instance attributes that wrap the window's own methods. LabelMe
 calls the wrapped ones through ``self.``, so the wrappers see every call,
 whatever starts it; where LabelMe bound a method to a signal before we
-could wrap it (shape moves, undo), we connect to the same signal.
+could wrap it (shape moves, undo, image flags), we connect to the same signal.
+
+Undo: LabelMe's undo restores the canvas's shapes only. The label file's
+top-level entries (our review record among them) are tied here to each undo
+step, so an undo takes back a rejection as well as the shape. Neither LabelMe
+line has a redo.
 
 Why one module (and one class) of this size: the point of it is that
 nothing else reaches into LabelMe, so every private attribute we use is
@@ -27,6 +32,7 @@ listed and tested here; splitting it would spread those touches again.
 
 from __future__ import annotations
 
+import copy
 import os
 import traceback
 from collections.abc import Callable, Iterable
@@ -68,6 +74,7 @@ REQUIRED_LABELME_6 = (
     "MainWindow._canvas_widgets.canvas",
     "MainWindow._docks.label_list",
     "MainWindow._docks.file_list",
+    "MainWindow._docks.flag_list",
     "MainWindow._actions.undo",
     "MainWindow._actions.on_shapes_present",
     "MainWindow._actions.brightness_contrast",
@@ -102,6 +109,7 @@ REQUIRED_LABELME_6 = (
     "Canvas.selected_shapes",
     "Canvas.shape_backups",
     "Canvas.backup_shapes",
+    "Canvas.restore_last_shape",
     "Canvas.deselect_shape",
     "Canvas.select_shapes",
     "Canvas.selection_changed",
@@ -132,6 +140,7 @@ REQUIRED_LABELME_7 = (
     "MainWindow._canvas_widgets.canvas",
     "MainWindow._docks.label_list",
     "MainWindow._docks.file_list",
+    "MainWindow._docks.flag_list",
     "MainWindow._actions.undo",
     "MainWindow._actions.brightness_contrast",
     "MainWindow._image",
@@ -144,6 +153,7 @@ REQUIRED_LABELME_7 = (
     "MainWindow._load_shapes",
     "MainWindow._capture_save_request",
     "MainWindow._wait_for_save",
+    "MainWindow._save_writer",
     "MainWindow.add_label",
     "MainWindow.remove_labels",
     "MainWindow.reset_state",
@@ -166,6 +176,7 @@ REQUIRED_LABELME_7 = (
     "Canvas.selected_shapes",
     "Canvas.shape_backups",
     "Canvas.backup_shapes",
+    "Canvas.restore_last_shape",
     "Canvas.deselect_shape",
     "Canvas.select_shapes",
     "Canvas.selection_changed",
@@ -247,6 +258,11 @@ class LabelMeAdapter:
         self._overlay: QtGui.QImage | None = None
         self._overlay_opacity = 0.5
         self._hooks_installed = False
+        self._shape_suffix: Callable[[Any], str] = lambda _shape: ""
+        # (undo step, the label file's top-level entries at that step): see _remember_file_record.
+        self._file_record_steps: list[tuple[list, Any]] = []
+        self._restored_by_undo = False
+        self._loading = False
 
     # --- what is open ---
 
@@ -255,12 +271,16 @@ class LabelMeAdapter:
         return self.window._canvas_widgets.canvas
 
     def image_path(self) -> str | None:
+        """The image on the canvas; None when none is, also after LabelMe failed to open one
+        (it keeps the failed path and the previous picture, but shows nothing)."""
+        if self.canvas.pixmap.isNull():
+            return None
         return self.window._image_path
 
     def image_size(self) -> tuple[int, int] | None:
         """(height, width) of the open image, as LabelMe shows it."""
         image = self.window._image
-        if self.window._image_path is None or image.isNull():
+        if self.image_path() is None or image.isNull():
             return None
         return image.height(), image.width()
 
@@ -301,17 +321,32 @@ class LabelMeAdapter:
         and writes them back on save, so what is put here is saved with the
         shapes (LabelMe 7 keeps them in the open file's ``_annotation``).
         """
-        if LABELME_7:
-            annotation = self.window._annotation
-            other_data = annotation.other_data if annotation is not None else {}  # no image open: nothing to save
-        else:
-            if not isinstance(self.window._other_data, dict):
-                self.window._other_data = {}
-            other_data = self.window._other_data
+        if not LABELME_7 and not isinstance(self.window._other_data, dict):
+            self.window._other_data = {}
+        other_data = self._file_entries()
+        if other_data is None:
+            return {}  # no image open: nothing to save
         entry = other_data.get(key)
         if not isinstance(entry, dict):
             entry = other_data[key] = {}
         return entry
+
+    def _file_entries(self) -> dict | None:
+        """The open label file's top-level entries LabelMe does not know, as LabelMe keeps them."""
+        if LABELME_7:
+            annotation = self.window._annotation
+            return annotation.other_data if annotation is not None else None
+        return self.window._other_data
+
+    def _set_file_entries(self, entries: dict | None) -> None:
+        if LABELME_7:
+            import dataclasses
+
+            annotation = self.window._annotation
+            if annotation is not None:  # a frozen dataclass: replaced, as LabelMe replaces it
+                self.window._annotation = dataclasses.replace(annotation, other_data=entries or {})
+            return
+        self.window._other_data = entries
 
     # --- opening and saving ---
 
@@ -342,11 +377,6 @@ class LabelMeAdapter:
             self.window.mark_clean()
         return path
 
-    def wait_for_saves(self) -> None:
-        """LabelMe 7 writes automatic saves in a thread: wait until they are on disk."""
-        if LABELME_7:
-            self.window._wait_for_save()
-
     def refresh_file_checks(self) -> None:
         """Tick the file-list entries that now have a label file (after Detect all)."""
         file_list = self.window._docks.file_list
@@ -359,6 +389,14 @@ class LabelMeAdapter:
 
     def undo(self) -> None:
         self.window._actions.undo.trigger()
+
+    def set_image_flag(self, name: str, checked: bool) -> None:
+        """Tick or untick one of the image's flags in LabelMe's flag list, as a person would."""
+        flags = self.window._docks.flag_list
+        for row in range(flags.count()):
+            item = flags.item(row)
+            if item.text() == name:
+                item.setCheckState(QtCore.Qt.Checked if checked else QtCore.Qt.Unchecked)
 
     def show_status(self, text: str, milliseconds: int = 15000) -> None:
         self.window.statusBar().showMessage(text, milliseconds)
@@ -394,14 +432,25 @@ class LabelMeAdapter:
         shape.other_data = {key: value for key, value in shape_dict.items() if key not in known}
         return shape
 
-    def replace_shapes(self, remove: Iterable, add: list, amend_top: Any = None) -> Any:
+    def replace_shapes(self, remove: Iterable, add: list, amend_top: Any = None,
+                       change_file_record: Callable[[], None] | None = None) -> Any:
         """Swap shapes as ONE undo step; returns a token for amending it later.
 
         With ``amend_top`` (the token of the previous swap) still on top of
         LabelMe's undo stack, that step is replaced instead of stacked, so
         moving a slider ten times is still one undo away from no suggestions.
+        ``change_file_record`` edits the label file's top-level entries as
+        part of the same step: an undo takes the edit back with the shapes.
         """
         window, canvas = self.window, self.canvas
+        backups = canvas.shape_backups
+        if amend_top is not None and backups and backups[-1] is amend_top and len(backups) >= 2:
+            backups.pop()
+        elif not backups:
+            # A fresh image has no undo entry yet: record the state to return to.
+            canvas.backup_shapes()
+        if change_file_record is not None:
+            change_file_record()
         remove = list(remove)
         if remove:
             gone = set(map(id, remove))
@@ -410,19 +459,13 @@ class LabelMeAdapter:
             canvas.selected_shapes = [shape for shape in canvas.selected_shapes if id(shape) not in gone]
             if canvas.hovered_shape is not None and id(canvas.hovered_shape) in gone:
                 canvas.hovered_shape = None
-        backups = canvas.shape_backups
-        if amend_top is not None and backups and backups[-1] is amend_top and len(backups) >= 2:
-            backups.pop()
-        elif not backups:
-            # A fresh image has no undo entry yet: record the state to return to.
-            canvas.backup_shapes()
         window._load_shapes(add, replace=False)  # pushes the new state: one undo entry
         self._after_shape_change()
         return backups[-1] if backups else None
 
-    def remove_shapes(self, shapes: list) -> None:
+    def remove_shapes(self, shapes: list, change_file_record: Callable[[], None] | None = None) -> None:
         """Delete shapes without LabelMe's confirmation dialog, as one undo step."""
-        self.replace_shapes(shapes, [])
+        self.replace_shapes(shapes, [], change_file_record=change_file_record)
 
     def record_undo_step(self) -> None:
         """After changing shapes in place (accepting): make it one undo step."""
@@ -441,7 +484,7 @@ class LabelMeAdapter:
         self.canvas.select_shapes(shapes=shapes)
 
     def restyle(self, shape) -> None:
-        """Recolour a shape that stopped being pending and give its list entry LabelMe's text."""
+        """Colour a shape for its state and give its list entry LabelMe's text and our suffix."""
         import importlib
 
         if LABELME_7:
@@ -452,7 +495,7 @@ class LabelMeAdapter:
             item = self.window._docks.label_list.find_item_by_shape(shape=shape)
         except ValueError:
             return
-        item.setText(importlib.import_module(WIDGETS_MODULE).format_shape_label(shape=shape))
+        item.setText(importlib.import_module(WIDGETS_MODULE).format_shape_label(shape=shape) + self._shape_suffix(shape))
 
     # --- hooks ---
 
@@ -467,12 +510,15 @@ class LabelMeAdapter:
         image_closing: Callable[[], None],
         image_opened: Callable[[str | None], None],
         selection_changed: Callable[[list], None],
+        undone: Callable[[], None],
+        image_flag_changed: Callable[[str, bool], None],
     ) -> None:
         """Wrap the window's methods so the plugin hears what LabelMe does."""
         if self._hooks_installed:
             return
         self._hooks_installed = True
-        window = self.window
+        self._shape_suffix = shape_suffix
+        window, canvas = self.window, self.canvas
         self._install_pending_style(is_pending)
 
         add_label = window.add_label
@@ -506,26 +552,78 @@ class LabelMeAdapter:
         load_file = window._load_file
 
         def _load_file(image_or_label_path: str):
-            loaded = load_file(image_or_label_path=image_or_label_path)
-            _safely(image_opened, window._image_path)
+            self._loading = True  # LabelMe fills in the image's flags: no person ticks them
+            try:
+                loaded = load_file(image_or_label_path=image_or_label_path)
+            finally:
+                self._loading = False
+            _safely(image_opened, self.image_path())
             return loaded
+
+        backup_shapes = canvas.backup_shapes
+
+        def _backup_shapes() -> None:
+            backup_shapes()
+            _safely(self._remember_file_record)
+
+        restore_last_shape = canvas.restore_last_shape
+
+        def _restore_last_shape() -> None:
+            restored = canvas.shape_backups[-2] if canvas.can_restore_shape else None
+            restore_last_shape()
+            if restored is not None:
+                self._restored_by_undo = True
+                _safely(self._restore_file_record, restored)
+
+        def _undone() -> None:
+            if self._restored_by_undo:  # not when there was nothing to undo
+                self._restored_by_undo = False
+                undone()
+
+        def _image_flag_changed(item: QtWidgets.QListWidgetItem) -> None:
+            if not self._loading:
+                image_flag_changed(item.text(), item.checkState() == QtCore.Qt.Checked)
 
         window.add_label = _add_label
         setattr(window, save_name, _save_labels)
         window.mark_dirty = _mark_dirty
         window.reset_state = _reset_state
         window._load_file = _load_file
+        canvas.backup_shapes = _backup_shapes
+        canvas.restore_last_shape = _restore_last_shape
         # LabelMe connected the original mark_dirty to shape_moved before we
         # wrapped it; hear moves too (a moved suggestion is an accepted one).
-        self.canvas.shape_moved.connect(lambda: _safely(shape_moved))
+        canvas.shape_moved.connect(lambda: _safely(shape_moved))
         # Undo is an action bound to the original method; connected after it, we run after it.
-        window._actions.undo.triggered.connect(lambda *_: _safely(after_change))
-        self.canvas.selection_changed.connect(lambda shapes: _safely(selection_changed, shapes))
-        self._click_filter = _SuggestionClickFilter(self.canvas, is_pending)
-        self.canvas.installEventFilter(self._click_filter)
+        window._actions.undo.triggered.connect(lambda *_: _safely(_undone))
+        # LabelMe marks the image changed on a flag's tick; connected after it, we run after it.
+        window._docks.flag_list.itemChanged.connect(lambda item: _safely(_image_flag_changed, item))
+        canvas.selection_changed.connect(lambda shapes: _safely(selection_changed, shapes))
+        self._click_filter = _SuggestionClickFilter(canvas, is_pending)
+        canvas.installEventFilter(self._click_filter)
         # A click in the list, not any selection change: clicks on the canvas select in the list too.
         window._docks.label_list.clicked.connect(lambda *_: _safely(self._centre_on_list_selection))
         self._install_overlay_layer()
+        # LabelMe may have opened a file before we were attached ('labelme-dsarad FOLDER'):
+        # its shapes were drawn without our colours, its undo steps recorded without us.
+        for shape in self.shapes():
+            _safely(self.restyle, shape)
+        self._file_record_steps = [(step, copy.deepcopy(self._file_entries())) for step in canvas.shape_backups]
+
+    def _remember_file_record(self) -> None:
+        """Tie the label file's top-level entries, as they are now, to the undo step just pushed."""
+        backups = self.canvas.shape_backups
+        steps = [(step, record) for step, record in self._file_record_steps if any(step is kept for kept in backups)]
+        if backups:
+            steps.append((backups[-1], copy.deepcopy(self._file_entries())))
+        self._file_record_steps = steps
+
+    def _restore_file_record(self, step: list) -> None:
+        """An undo back to ``step``: the label file's top-level entries as they were then."""
+        for known, record in self._file_record_steps:
+            if known is step:
+                self._set_file_entries(copy.deepcopy(record))
+                return
 
     def _centre_on_list_selection(self) -> None:
         """A shape chosen in the annotation list is scrolled into the middle of the canvas."""
@@ -610,7 +708,7 @@ class LabelMeAdapter:
         canvas._render_layers = _render_layers
 
     def set_overlay(self, image: QtGui.QImage | None, opacity: float | None = None) -> None:
-        """Show an RGBA image over the picture (never part of the label file)."""
+        """Show an RGBA image over the whole picture, stretched to it (never part of the label file)."""
         self._overlay = image
         if opacity is not None:
             self._overlay_opacity = opacity
@@ -624,11 +722,14 @@ class LabelMeAdapter:
 
     def _paint_overlay(self, painter: QtGui.QPainter) -> None:
         canvas, image = self.canvas, self._overlay
-        if image is None or canvas.pixmap.isNull() or image.size() != canvas.pixmap.size():
+        if image is None or canvas.pixmap.isNull():
             return
         painter.save()
         painter.setOpacity(self._overlay_opacity)
-        target = QtCore.QRectF(0.0, 0.0, image.width() * canvas.scale, image.height() * canvas.scale)
+        # A large photo's map is made at a fraction of its size: stretched over the whole picture.
+        painter.setRenderHint(QtGui.QPainter.SmoothPixmapTransform)
+        pixmap = canvas.pixmap
+        target = QtCore.QRectF(0.0, 0.0, pixmap.width() * canvas.scale, pixmap.height() * canvas.scale)
         painter.drawImage(target, image, QtCore.QRectF(image.rect()))
         painter.restore()
 
@@ -780,6 +881,21 @@ def read_label_file(path: os.PathLike | str) -> LabelMeFile:
 
     label_file = LabelFile(str(path))
     return LabelMeFile(list(label_file.shapes), label_file.image_data, label_file.image_path)
+
+
+def wait_for_saves() -> None:
+    """Wait until every LabelMe window's saves are on disk (tests read the files): LabelMe 7 writes
+    its automatic saves in a thread; LabelMe 6 has written them already."""
+    if not LABELME_7:
+        return
+    window_class = main_window_class()
+    windows: list[Any] = [widget for widget in QtWidgets.QApplication.topLevelWidgets() if isinstance(widget, window_class)]
+    # Events already queued (a finished write, a deferred edit) may start another write: until none does.
+    QtWidgets.QApplication.processEvents()
+    while any(window._save_writer.is_busy for window in windows):
+        for window in windows:
+            window._wait_for_save()
+        QtWidgets.QApplication.processEvents()
 
 
 def decoded_picture(path: os.PathLike | str):

@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def model_options(model: Path | None, product: str | None, store_root: Path | None) -> list[ModelOption]:
-    """The chooser's entries: the one asked for first, then the store's, then the bundled default."""
+    """The chooser's entries: the one asked for first, then each product's model in use, then the rest."""
     from labelme_dsarad.model.store import ModelStore
 
     store = ModelStore(store_root)
@@ -52,7 +52,7 @@ def model_options(model: Path | None, product: str | None, store_root: Path | No
     except (OSError, ValueError):
         stored_models = []  # an unreadable store must not keep the window from opening
     current_first = sorted(stored_models,
-                           key=lambda stored: (stored.bundled, not stored.current, stored.product, -stored.version))
+                           key=lambda stored: (not stored.current, stored.bundled, stored.product, -stored.version))
     for stored in current_first:
         if stored.path.resolve() not in seen:
             seen.add(stored.path.resolve())
@@ -61,9 +61,7 @@ def model_options(model: Path | None, product: str | None, store_root: Path | No
 
 
 def title_of(stored) -> str:
-    if stored.bundled:
-        return f"{stored.product} (bundled)"
-    return f"{stored.product} v{stored.version}" + (" (current)" if stored.current else "")
+    return stored.name + (" (current)" if stored.current else "")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,8 @@
 
 Writes label files exactly as ``dsarad predict`` does (``pipeline``); the
 open image is left out while it has unsaved edits, which live only in the
-window.
+window. Its summary (with the files that failed) stays in the dock until the
+person dismisses it or runs Detect all again, whatever opens in between.
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ class BatchDetection(QtCore.QObject):
     """One Detect-all run at a time; its dialog, its summary, and a reload of the open image when it was done."""
 
     def __init__(self, worker: DetectionWorker, adapter: LabelMeAdapter, show_message: Callable[..., None],
-                 parent: QtWidgets.QWidget):
+                 show_summary: Callable[..., None], parent: QtWidgets.QWidget):
         super().__init__(parent)
         self.worker = worker
         self.adapter = adapter
         self.show_message = show_message
+        self.show_summary = show_summary
         self.parent_widget = parent
         self.batch: BatchJob | None = None
         self.dialog: QtWidgets.QProgressDialog | None = None
@@ -50,6 +52,7 @@ class BatchDetection(QtCore.QObject):
 
         if self.batch is not None:
             return
+        self.show_summary("")  # the last run's, replaced by this one's
         images = self.adapter.image_list() or ([current] if current else [])
         self.includes_current = current in images
         if current in images and self.adapter.is_dirty():
@@ -92,7 +95,7 @@ class BatchDetection(QtCore.QObject):
     def _on_finished(self, batch: BatchJob, summary: Summary) -> None:
         self._end()
         lines = summary.describe().splitlines()
-        self.show_message("\n".join(lines[:4] + ([f"… {len(lines) - 4} more failures"] if len(lines) > 4 else [])),
+        self.show_summary("\n".join(lines[:4] + ([f"… {len(lines) - 4} more failures"] if len(lines) > 4 else [])),
                           error=bool(summary.failures))
         self.adapter.show_status(lines[0])
         self.adapter.refresh_file_checks()
@@ -102,7 +105,7 @@ class BatchDetection(QtCore.QObject):
     @guarded
     def _on_failed(self, batch: BatchJob, message: str) -> None:
         self._end()
-        self.show_message(f"Detect all failed: {message}", error=True)
+        self.show_summary(f"Detect all failed: {message}", error=True)
 
     def _end(self) -> None:
         self.batch = None

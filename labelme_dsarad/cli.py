@@ -83,8 +83,8 @@ def positive_float(text: str) -> float:
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--model", type=Path,
-                       help="model file (.safetensors); default: the product's current model or the bundled one")
-    group.add_argument("--product", help="use the current model of this product from the model store")
+                       help="model file (.safetensors); default: the product's model in use or the bundled one")
+    group.add_argument("--product", help="use this product's model in use from the model store (see 'dsarad models')")
     parser.add_argument("--store", type=Path, help="model store folder (default: $DSARAD_MODEL_STORE or the user data folder)")
 
 
@@ -179,19 +179,26 @@ def build_parser() -> argparse.ArgumentParser:
                           help="also store the metrics in the model file's header (shown by 'dsarad models' and the plugin)")
     evaluate.set_defaults(handler=run_evaluate)
 
-    models = commands.add_parser("models", help="list the models in the store and the bundled default")
+    models = commands.add_parser("models", help="list the models in the store and the bundled default, and which is in use")
     models.add_argument("--store", type=Path, help="model store folder")
     models.add_argument("--json", action="store_true", help="machine-readable output")
     models.set_defaults(handler=run_models)
+
+    use = commands.add_parser("use", help="choose the model in use for a product: a stored version or the bundled one")
+    use.add_argument("product", metavar="PRODUCT", help="product type name, e.g. magnetic_tile")
+    use.add_argument("version", metavar="VERSION", help="a stored version (v2 or 2), or 'bundled'")
+    use.add_argument("--store", type=Path, help="model store folder")
+    use.set_defaults(handler=run_use)
 
     export = commands.add_parser("export", help="write a model as ONNX (with its header) for onnxruntime")
     add_model_arguments(export)
     export.add_argument("--onnx", type=Path, required=True, metavar="OUT.onnx", help="the ONNX file to write")
     export.set_defaults(handler=run_export)
 
-    retrain = commands.add_parser("retrain", help="warm-start retraining from a folder of corrected LabelMe labels")
-    retrain.add_argument("--product", required=True, help="product type name; its current model is the start")
-    retrain.add_argument("--labels", type=Path, metavar="DIR",
+    retrain = commands.add_parser("retrain", help="warm-start retraining from a folder of corrected LabelMe labels; "
+                                               "stores a new version, the model in use stays until 'dsarad use'")
+    retrain.add_argument("--product", required=True, help="product type name; its model in use is the start")
+    retrain.add_argument("--labels", type=Path, metavar="DIR", required=True,
                          help="folder of LabelMe JSON files; images with the image flag 'ok' count as reviewed")
     retrain.add_argument("--normals", nargs="+", metavar="PATH",
                          help="defect-free images to learn from beside the reviewed ones, e.g. those the first "
@@ -200,16 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
     retrain_budget.add_argument("--minutes", type=positive_float, help="wall-clock training budget (default 10)")
     retrain_budget.add_argument("--steps", type=int, help="training steps instead of minutes")
     retrain.add_argument("--store", type=Path, help="model store folder")
-    retrain.add_argument("--base", type=Path, metavar="MODEL", help="start from this model file instead of the current one")
+    retrain.add_argument("--base", type=Path, metavar="MODEL", help="start from this model file instead of the one in use")
     retrain.add_argument("--holdout", type=float, default=0.25,
                          help="share of the reviewed images held out to report before/after metrics (default 0.25)")
     retrain.add_argument("--batch-size", type=positive_int, help="images per step (default: the recipe's)")
     retrain.add_argument("--learning-rate", type=positive_float, help="peak learning rate (default: the recipe's)")
     retrain.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     retrain.add_argument("--seed", type=int, default=0)
-    retrain.add_argument("--keep-current", action="store_true", help="store the new version without switching to it")
     retrain.add_argument("--progress-json", action="store_true", help="progress as one JSON object per line on stdout")
-    retrain.add_argument("--rollback", type=int, metavar="VERSION", help="switch the product back to a stored version")
     retrain.set_defaults(handler=run_retrain)
 
     stats = commands.add_parser("stats", help="how the suggestions fared against the final labels of a folder")
@@ -324,10 +329,18 @@ def run_train(args) -> int:
         distributed.leave_process_group()
     if int(os.environ.get("RANK", "0")) != 0:
         return EXIT_OK
-    if not args.output:
-        store.set_current(product, version)
     print(f"model written to {output} ({(time.monotonic() - args.started) / 60:.1f} min)")
+    if not args.output:
+        print(in_use_after_storing(store, product, version))
     return EXIT_OK
+
+
+def in_use_after_storing(store, product: str, version: int) -> str:
+    """What a person reads after a new version was stored: which model is in use, and how to switch."""
+    in_use, _ = store.in_use(product)
+    if in_use.version == version and not in_use.bundled:
+        return f"{product}: now using {in_use.name} (its only version)"
+    return f"{product}: still using {in_use.name}; use the new one with: dsarad use {product} v{version}"
 
 
 def run_evaluate(args) -> int:
@@ -365,15 +378,18 @@ def run_models(args) -> int:
     from labelme_dsarad.model.model_file import ModelFileError
     from labelme_dsarad.model.store import ModelStore
 
+    store = ModelStore(args.store)
     rows = []
-    for stored in ModelStore(args.store).all_models():
+    for stored in store.all_models():
+        why = store.in_use(stored.product)[1] if stored.current else None
         try:
             info = stored.info()
             metrics = info.metrics.get("overall", info.metrics)
             rows.append({
                 "product": stored.product,
-                "version": "bundled" if stored.bundled else stored.version,
+                "version": stored.label,
                 "current": stored.current,
+                "in_use_because": why,
                 "preset": info.architecture.preset,
                 "input_size": info.architecture.input_size,
                 "created": info.created,
@@ -381,8 +397,8 @@ def run_models(args) -> int:
                 "path": str(stored.path),
             })
         except ModelFileError as problem:
-            rows.append({"product": stored.product, "version": stored.version, "error": problem.problem,
-                         "path": str(stored.path)})
+            rows.append({"product": stored.product, "version": stored.label, "current": stored.current,
+                         "in_use_because": why, "error": problem.problem, "path": str(stored.path)})
     if args.json:
         print(json.dumps(rows, indent=2))
         return EXIT_OK
@@ -390,15 +406,28 @@ def run_models(args) -> int:
         print("no models; train one with: dsarad train --product NAME --images DIR --minutes 30")
         return EXIT_OK
     for row in rows:
-        marker = "*" if row.get("current") else " "
+        marker = "*" if row["current"] else " "
+        in_use = f"in use ({row['in_use_because']})  " if row["current"] else ""
         if "error" in row:
-            print(f"{marker} {row['product']:<20} v{row['version']:<8} BROKEN: {row['error']}  {row['path']}")
+            print(f"{marker} {row['product']:<20} {row['version']:<8} BROKEN: {row['error']}  {in_use}{row['path']}")
             continue
         auroc = f"{row['image_auroc']:.3f}" if isinstance(row["image_auroc"], (int, float)) else "-"
-        version = row["version"] if row["version"] == "bundled" else f"v{row['version']}"
-        print(f"{marker} {row['product']:<20} {version:<8} {row['preset']:<8} {row['input_size']:>4}px  "
-              f"image AUROC {auroc}  {row['created'][:10]}  {row['path']}")
-    print("* the version in use for its product (change it with: dsarad retrain --product NAME --rollback N)")
+        print(f"{marker} {row['product']:<20} {row['version']:<8} {row['preset']:<8} {row['input_size']:>4}px  "
+              f"image AUROC {auroc}  {row['created'][:10]}  {in_use}{row['path']}")
+    if any(row["current"] for row in rows):
+        print("* the model in use for its product (choose another with: dsarad use PRODUCT VERSION)")
+    return EXIT_OK
+
+
+def run_use(args) -> int:
+    from labelme_dsarad.model.store import ModelStore, check_product_name, parse_version
+
+    store = ModelStore(args.store)
+    version = parse_version(args.version)
+    previous = store.in_use(check_product_name(args.product))[0]  # one line when the product has no model at all
+    chosen = store.set_current(args.product, version)
+    was = "" if previous.path == chosen.path else f" (was {previous.name})"
+    print(f"{args.product}: now using {chosen.name}{was}: {chosen.path}")
     return EXIT_OK
 
 
@@ -447,14 +476,8 @@ def run_retrain(args) -> int:
     import signal
 
     from labelme_dsarad.train.progress import TerminalProgress, format_retrain_result, json_progress
-    from labelme_dsarad.train.retrain import RetrainConfig, retrain, rollback
+    from labelme_dsarad.train.retrain import RetrainConfig, retrain
 
-    if args.rollback is not None:
-        stored = rollback(args.product, args.rollback, args.store)
-        print(f"{args.product}: now using v{stored.version} ({stored.path})")
-        return EXIT_OK
-    if args.labels is None:
-        raise CommandError("--labels DIR is required (unless --rollback)")
     if not args.labels.is_dir():
         raise CommandError(f"{args.labels}: no such folder")
     if args.base is not None and not args.base.is_file():
@@ -466,7 +489,6 @@ def run_retrain(args) -> int:
         minutes=args.minutes, steps=args.steps,
         holdout=args.holdout, batch_size=args.batch_size or RetrainConfig.batch_size,
         learning_rate=args.learning_rate or RetrainConfig.learning_rate, device=args.device, seed=args.seed,
-        set_current=not args.keep_current,
     )
 
     def cancelled(signum, frame):

@@ -13,6 +13,7 @@ import numpy as np
 from qtpy import QtGui
 
 from labelme_dsarad.model.inference import Prediction
+from labelme_dsarad.model.scoring import NORMALISED_THRESHOLD
 
 CACHE_SIZE = 6  # anomaly maps kept; a 2000 x 2000 map is 16 MB
 # The heat map is clear below this fraction of the slider's threshold and
@@ -27,7 +28,8 @@ class CachedMap:
     model_key: str
     prediction: Prediction
     image_shape: tuple[int, int]
-    ahead: bool  # computed before the user opened the image
+    ahead: bool  # arrived while another image was open: ready before this one was opened
+    seconds: float = 0.0  # what the worker spent on it: decoding, the model and its map
 
 
 class MapCache:
@@ -79,7 +81,7 @@ class HeatMap:
         self._recolour(threshold)
 
     def _recolour(self, threshold: float) -> None:
-        relative = np.clip(np.round(np.arange(256) * (0.5 / threshold)), 0, 255).astype(np.intp)
+        relative = np.clip(np.round(np.arange(256) * (NORMALISED_THRESHOLD / threshold)), 0, 255).astype(np.intp)
         palette = self.JET[relative].reshape(1, 256, 3)
         self.rgba[..., :3] = cv2.LUT(cv2.merge([self.levels] * 3), palette)
         self._colour_threshold = threshold

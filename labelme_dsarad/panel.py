@@ -8,6 +8,9 @@ the model), and LabelMe's window through ``LabelMeAdapter``. It never holds
 on to LabelMe shapes between events, because LabelMe replaces them with
 copies on undo: suggestions are found on the canvas each time by the record
 they carry.
+
+What a person chose in the dock between launches (Detect on open) is kept
+with Qt's settings, as LabelMe keeps its own.
 """
 
 from __future__ import annotations
@@ -37,6 +40,13 @@ from labelme_dsarad.worker import (
     PredictorFactory,
     default_factory,
 )
+
+SETTINGS_SCOPE = ("labelme-dsarad", "panel")  # QSettings organisation and application
+DETECT_ON_OPEN_SETTING = "detect_on_open"
+
+
+def settings() -> QtCore.QSettings:
+    return QtCore.QSettings(*SETTINGS_SCOPE)
 
 
 @dataclass
@@ -71,7 +81,8 @@ class DefectPanel(QtCore.QObject):
         self.look_ahead_enabled = True  # with Detect on open; off only to measure what it saves
         self._current: str | None = None
         self._last_opened: str | None = None
-        self._opened_at: dict[str, float] = {}
+        # When the person started waiting for an image's map: it opened with On open, or Detect was pressed.
+        self._waiting_since: dict[str, float] = {}
         self._want_suggestions: set[str] = set()  # images whose map, when ready, becomes suggestions
         self._derived_for: str | None = None
         self._undo_token = None
@@ -89,9 +100,10 @@ class DefectPanel(QtCore.QObject):
         self.worker.result_ready.connect(self._on_result)
         self.worker.job_failed.connect(self._on_job_failed)
         self.worker.notice.connect(lambda text: self.show_message(text))
-        self.batch = BatchDetection(self.worker, adapter, self.show_message, self.view)
+        self.batch = BatchDetection(self.worker, adapter, self.show_message, self.view.show_summary, self.view)
         self.review = ReviewActions(adapter, self.view, self.show_message, self._forget_undo)
 
+        self.view.detect_on_open_action.setChecked(settings().value(DETECT_ON_OPEN_SETTING, True, type=bool))
         self._connect_view()
         adapter.install_hooks(
             is_pending=review.is_pending,
@@ -102,6 +114,8 @@ class DefectPanel(QtCore.QObject):
             image_closing=self._on_image_closing,
             image_opened=self._on_image_opened,
             selection_changed=lambda _shapes: self.review.update(),
+            undone=self.review.on_undone,
+            image_flag_changed=self.review.on_image_flag_changed,
         )
         self.worker.start()
         if models:
@@ -166,10 +180,11 @@ class DefectPanel(QtCore.QObject):
         if self.view.heat_map_action.isChecked():
             self._show_map(entry, recolour=False)  # transparency now, colours once the slider rests
         if self._derived_for == self._current or review.pending(self.adapter.shapes()):
-            self._derive(entry, ahead_note=False)
+            self._derive(entry, " (from the map: no model run)")
 
     @guarded
     def _set_detect_on_open(self, checked: bool) -> None:
+        settings().setValue(DETECT_ON_OPEN_SETTING, checked)
         if checked and self._current is not None and self.model is not None:
             self._detect_on_open(self._current)
 
@@ -193,7 +208,7 @@ class DefectPanel(QtCore.QObject):
             return
         self.model = None
         self.cache.clear()
-        self.view.set_ready(False)
+        self.view.set_ready(False, self._current is not None)
         self.view.model_info.setText(f"Loading {option.title}…")
         self.worker.set_model(option.predictor_factory())
 
@@ -205,7 +220,7 @@ class DefectPanel(QtCore.QObject):
         normaliser = description.info.normaliser if description.info else None
         self.view.set_model_levels(normaliser.extend_to_by_kind if normaliser else {},
                                    normaliser.min_peak if normaliser else DEFAULT_MIN_PEAK)
-        self.view.set_ready(True)
+        self.view.set_ready(True, self._current is not None)
         if not changed:
             return  # the same weights on another device (GPU out of memory)
         self.cache.clear()
@@ -215,7 +230,7 @@ class DefectPanel(QtCore.QObject):
     @guarded
     def _on_model_failed(self, message: str) -> None:
         self.model = None
-        self.view.set_ready(False)
+        self.view.set_ready(False, self._current is not None)
         self.view.model_info.setText("No model in use.")
         self.show_message(f"Model: {message}", error=True)
 
@@ -226,16 +241,25 @@ class DefectPanel(QtCore.QObject):
         self._current = None
         self._derived_for = None
         self._undo_token = None
+        self._waiting_since.clear()
         self._hide_map()
 
     @guarded
     def _on_image_opened(self, path: str | None) -> None:
-        if path is None or path == self._current or self.adapter.image_size() is None:
-            return  # nothing opened, or LabelMe's file list re-announcing the same load
+        if path is None or self.adapter.image_size() is None:
+            # LabelMe could not open the file: nothing of the previous image stays in the panel.
+            self.view.show_message("")
+            self.view.set_ready(self.model is not None, False)
+            self.review.update()
+            return
+        if path == self._current:
+            return  # LabelMe's file list re-announcing the same load
         if path != self._last_opened:  # not a reload of the same image (after Detect all)
             self.show_message("")  # what the panel and status bar said was about the image before
         self._current = self._last_opened = path
-        self._opened_at[path] = time.perf_counter()
+        self.view.set_ready(self.model is not None, True)
+        if self.view.detect_on_open_action.isChecked():
+            self._waiting_since[path] = time.perf_counter()  # for the model too, if it is still loading
         # Switching images cancels what was queued for the others.
         self.worker.keep_only({path, self.adapter.next_image_path() or path})
         self._want_suggestions.intersection_update({path})
@@ -255,6 +279,7 @@ class DefectPanel(QtCore.QObject):
         # and the sliders. Detect replaces its pending ones on request.
         if not any(review.is_suggestion(shape) for shape in self.adapter.shapes()):
             self._want_suggestions.add(path)
+        self._waiting_since.setdefault(path, time.perf_counter())
         self._request(path, PRIORITY_CURRENT)
         self._look_ahead()
 
@@ -278,6 +303,7 @@ class DefectPanel(QtCore.QObject):
             self.show_message("No model loaded.", error=True)
             return
         self._want_suggestions.add(path)
+        self._waiting_since.setdefault(path, time.perf_counter())  # already waiting if On open asked for it
         self._request(path, PRIORITY_CURRENT)
         if self.view.detect_on_open_action.isChecked():
             self._look_ahead()
@@ -286,7 +312,7 @@ class DefectPanel(QtCore.QObject):
         assert self.model is not None  # callers check
         entry = self.cache.get(path, self.model.key)
         if entry is not None and entry.image_shape == self.adapter.image_size():
-            self._deliver(entry)
+            self._deliver(entry, fresh=False)
             return
         image_bytes = self.adapter.image_bytes() if path == self._current else None
         self.worker.submit(Job(path, priority, image_bytes))
@@ -298,25 +324,33 @@ class DefectPanel(QtCore.QObject):
         if self.model is None or result.model_key != self.model.key:
             return  # computed by a model no longer in use
         height, width = result.image_shape
+        # Computed ahead: it arrived while another image was open, so it was ready before this one opened.
         entry = CachedMap(result.job.path, result.model_key, result.prediction, (height, width),
-                          ahead=result.job.priority == PRIORITY_LOOKAHEAD)
+                          ahead=result.job.path != self._current, seconds=result.seconds or result.prediction.seconds)
         self.cache.put(entry)
         if entry.path != self._current:
             return  # stale or computed ahead: kept for later, never drawn on this image
+        if self.batch.running and self.batch.includes_current:
+            return  # Detect all writes this image's file (LabelMe's autosave must not race it) and reloads it
         if entry.image_shape != self.adapter.image_size():
             self.show_message(f"{Path(entry.path).name} changed while it was analysed; press Detect again.", error=True)
             return
-        self._deliver(entry)
+        self._deliver(entry, fresh=True)
 
-    def _deliver(self, entry: CachedMap) -> None:
+    def _deliver(self, entry: CachedMap, fresh: bool) -> None:
+        """Show a map (``fresh``: just computed for this image, else from the cache) and, if asked, its suggestions."""
         self._show_map(entry)
+        asked = self._waiting_since.pop(entry.path, None)
+        waited = time.perf_counter() - asked if asked is not None else None
+        if waited is not None:
+            self.last_open_to_shown_ms = waited * 1000
+        timing = self._timing_text(entry, fresh, waited)
         if entry.path in self._want_suggestions:
             self._want_suggestions.discard(entry.path)
-            self._derive(entry, ahead_note=entry.ahead)
+            self._derive(entry, timing)
         else:
             # The image's file already had suggestions (kept as they were): only the heat map is new.
-            self.show_message(self._timing_text(entry, "heat map shown; the suggestions in the file are kept "
-                                                       "(Detect suggests again)"))
+            self.show_message(f"heat map shown{timing}; the suggestions in the file are kept (Detect suggests again)")
 
     def _show_map(self, entry: CachedMap, recolour: bool = True) -> None:
         if self.view.heat_map_action.isChecked():
@@ -346,8 +380,9 @@ class DefectPanel(QtCore.QObject):
             return None
         return entry
 
-    def _derive(self, entry: CachedMap, ahead_note: bool) -> None:
-        """Turn the cached map into pending suggestions, replacing the pending ones."""
+    def _derive(self, entry: CachedMap, timing: str) -> None:
+        """Turn the cached map into pending suggestions, replacing the pending ones; ``timing``
+        follows the count in the message."""
         assert self.model is not None  # a map is only delivered while its model is in use
         shapes = self.adapter.shapes()
         provenance = review.provenance(self.model, self.view.threshold)
@@ -359,35 +394,39 @@ class DefectPanel(QtCore.QObject):
                        for suggestion in entry.prediction.suggestions(self.view.suggestion_settings(), generic)]
         kept = labelfile.new_suggestions(suggestions, people, rejections)
         new_shapes = [self.adapter.make_shape(suggestion) for suggestion in kept]
-        review.remember_suggested(record, new_shapes)
         old = review.pending(shapes)
         if old or new_shapes:
             self._undo_token = self.adapter.replace_shapes(
-                old, new_shapes, amend_top=self._undo_token if self._derived_for == entry.path else None
+                old, new_shapes, amend_top=self._undo_token if self._derived_for == entry.path else None,
+                change_file_record=lambda: review.remember_suggested(record, new_shapes, rejections),
             )
             self.adapter.mark_dirty()
+        else:
+            review.remember_suggested(record, new_shapes, rejections)
         self._derived_for = entry.path
-        opened = self._opened_at.pop(entry.path, None)
-        if opened is not None:
-            self.last_open_to_shown_ms = (time.perf_counter() - opened) * 1000
         found = plural(len(new_shapes), "suggestion") if new_shapes else "no suggestions"
-        self.show_message(self._timing_text(entry, found, ahead_note))
+        self.show_message(found + timing)
         self.review.update()
         self.suggestions_shown.emit(entry.path, len(new_shapes))
 
-    def _timing_text(self, entry: CachedMap, what: str, ahead: bool = False) -> str:
-        prediction = entry.prediction
-        text = f"{what}, {prediction.seconds * 1000:.0f} ms on {prediction.device}"
-        return text + (" (computed ahead)" if ahead else "")
+    @staticmethod
+    def _timing_text(entry: CachedMap, fresh: bool, waited: float | None) -> str:
+        """How long the person waited (from opening the image or pressing Detect), then what
+        the map cost and when it was made."""
+        work = f"{_duration(entry.seconds)} on {entry.prediction.device}"
+        made = (f"decoding and model {work}" if fresh else f"computed ahead: {work}" if entry.ahead
+                else f"map made earlier: {work}")
+        return (f" in {_duration(waited)}" if waited is not None else "") + f" ({made})"
 
     @guarded
     def _on_job_failed(self, job: Job, message: str) -> None:
         self._want_suggestions.discard(job.path)
+        self._waiting_since.pop(job.path, None)
         if job.path == self._current or job.priority == PRIORITY_CURRENT:
             self.show_message(message, error=True)
 
     def _forget_undo(self) -> None:
-        """After a rejection, the next derivation is a step of its own, not an amendment of the last."""
+        """After a rejection or an undo, the next derivation is a step of its own, not an amendment of the last."""
         self._undo_token = None
 
     # --- Detect all ---
@@ -410,6 +449,10 @@ class DefectPanel(QtCore.QObject):
         self._shut_down = True
         self.batch.cancel()
         self.worker.stop()
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
 
 
 def describe_model(description: ModelDescription) -> str:

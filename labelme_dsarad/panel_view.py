@@ -13,10 +13,10 @@ from qtpy import QtCore, QtGui, QtWidgets
 
 from labelme_dsarad.model.polygons import DEFAULT_EXTEND_TO, DEFAULT_MIN_PEAK, SuggestionSettings
 
-# Douglas-Peucker tolerance (pixels) per step of the polygon-detail slider:
-# left is coarse, right follows the map pixel by pixel.
-DETAIL_TOLERANCES = (4.0, 3.0, 2.0, 1.5, 1.0, 0.5, 0.25, 0.0)
-DEFAULT_DETAIL = DETAIL_TOLERANCES.index(SuggestionSettings.tolerance)
+# Douglas-Peucker tolerance (pixels, the CLI's --tolerance) per step of its slider:
+# left follows the map pixel by pixel, right simplifies outlines most.
+TOLERANCES = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
+DEFAULT_TOLERANCE_STEP = TOLERANCES.index(SuggestionSettings.tolerance)
 THRESHOLD_STEPS = 100  # slider units per 1.0 of normalised score
 EXTEND_STEPS = 20  # slider units per 1.0 of the extension fraction: steps of 0.05
 EXTEND_LOWEST = 0.5  # below, a region spreads over much of a map that is high in places
@@ -47,7 +47,7 @@ class PanelView(QtWidgets.QWidget):
         self._build_actions()
         self._build_widgets(model_titles)
         for control in (self.model_box, self.threshold_slider, self.extend_slider, self.min_area_box,
-                        self.detail_slider, self.opacity_slider):
+                        self.tolerance_slider, self.opacity_slider):
             control.setFocusPolicy(QtCore.Qt.StrongFocus)  # not focused by the wheel either
             control.installEventFilter(self._wheel_guard)
 
@@ -87,6 +87,7 @@ class PanelView(QtWidgets.QWidget):
             "Retrain from labels…", None,
             "Retrain this product's model from the reviewed images (image flag 'ok') of the open folder",
         )
+        self.dismiss_summary_action = action("Dismiss", None, "Hide the summary of the last Detect all")
 
     def _build_widgets(self, model_titles: list[str]) -> None:
         self.model_box = QtWidgets.QComboBox()
@@ -130,11 +131,12 @@ class PanelView(QtWidgets.QWidget):
         self.min_area_box.setSuffix(" px")
         self.min_area_box.setToolTip("Smallest region that becomes a suggestion, in image pixels")
 
-        self.detail_slider = QtWidgets.QSlider(QtCore.Qt.Horizontal)
-        self.detail_slider.setRange(0, len(DETAIL_TOLERANCES) - 1)
-        self.detail_slider.setValue(DEFAULT_DETAIL)
-        self.detail_slider.setToolTip("Polygon detail: left simplifies outlines, right follows every pixel")
-        self.detail_label = QtWidgets.QLabel()
+        self.tolerance_slider = QtWidgets.QSlider(QtCore.Qt.Horizontal)
+        self.tolerance_slider.setRange(0, len(TOLERANCES) - 1)
+        self.tolerance_slider.setValue(DEFAULT_TOLERANCE_STEP)
+        self.tolerance_slider.setToolTip("How far an outline may be simplified, in image pixels (dsarad predict "
+                                         "--tolerance): 0 follows the map pixel by pixel")
+        self.tolerance_label = QtWidgets.QLabel()
 
         self.opacity_slider = QtWidgets.QSlider(QtCore.Qt.Horizontal)
         self.opacity_slider.setRange(0, 100)
@@ -145,6 +147,15 @@ class PanelView(QtWidgets.QWidget):
         self.message_label = QtWidgets.QLabel()
         self.message_label.setWordWrap(True)
         self.message_label.setTextInteractionFlags(QtCore.Qt.TextSelectableByMouse)
+        # A Detect-all summary (its failed files) stays until the person dismisses it or runs it again.
+        self.summary_label = QtWidgets.QLabel()
+        self.summary_label.setWordWrap(True)
+        self.summary_label.setTextInteractionFlags(QtCore.Qt.TextSelectableByMouse)
+        self.summary_label.hide()
+        self.dismiss_summary_button = QtWidgets.QToolButton()
+        self.dismiss_summary_button.setDefaultAction(self.dismiss_summary_action)
+        self.dismiss_summary_button.hide()
+        self.dismiss_summary_action.triggered.connect(lambda: self.show_summary(""))
 
         self.include_reviewed_box = QtWidgets.QCheckBox("Reviewed too")
         self.include_reviewed_box.setToolTip("Detect all also suggests on images ticked 'ok' (reviewed); they are "
@@ -158,7 +169,7 @@ class PanelView(QtWidgets.QWidget):
         form.addRow("Threshold", _row(self.threshold_slider, self.threshold_label))
         form.addRow("Extend to", _row(self.extend_by_model_box, self.extend_slider, self.extend_label))
         form.addRow("Min. area", self.min_area_box)
-        form.addRow("Detail", _row(self.detail_slider, self.detail_label))
+        form.addRow("Tolerance", _row(self.tolerance_slider, self.tolerance_label))
         form.addRow(self.heat_map_box, self.opacity_slider)
 
         layout = QtWidgets.QVBoxLayout(self)
@@ -174,6 +185,9 @@ class PanelView(QtWidgets.QWidget):
         layout.addLayout(_row(_button(self.accept_all_action), _button(self.reject_all_action)))
         layout.addWidget(_button(self.retrain_action))
         layout.addWidget(self.message_label)
+        summary = _row(self.summary_label, self.dismiss_summary_button)
+        summary.setAlignment(self.dismiss_summary_button, QtCore.Qt.AlignTop)
+        layout.addLayout(summary)
         layout.addStretch(1)
         self.show_setting_labels()
 
@@ -194,14 +208,14 @@ class PanelView(QtWidgets.QWidget):
 
     def suggestion_settings(self) -> SuggestionSettings:
         return SuggestionSettings(threshold=self.threshold, min_area=self.min_area_box.value(),
-                                  tolerance=DETAIL_TOLERANCES[self.detail_slider.value()],
+                                  tolerance=TOLERANCES[self.tolerance_slider.value()],
                                   extend_to=None if self.extend_by_model_box.isChecked()
                                   else self.extend_slider.value() / EXTEND_STEPS)
 
     def on_settings_changed(self, slot: Callable[[], None]) -> None:
         for signal in (self.threshold_slider.valueChanged, self.extend_slider.valueChanged,
                        self.extend_by_model_box.toggled,
-                       self.min_area_box.valueChanged, self.detail_slider.valueChanged):
+                       self.min_area_box.valueChanged, self.tolerance_slider.valueChanged):
             signal.connect(lambda _value: slot())
 
     # --- showing ---
@@ -213,7 +227,7 @@ class PanelView(QtWidgets.QWidget):
             "" if self.model_min_peak == DEFAULT_MIN_PEAK else
             f"The model suggests only regions that peak at {self.model_min_peak:.2f} times the threshold or higher "
             f"(now {min(self.model_min_peak * settings.threshold, 1.0):.2f})")
-        self.detail_label.setText(f"{settings.tolerance:g} px")
+        self.tolerance_label.setText(f"{settings.tolerance:g} px")
         if settings.extend_to is not None:
             self.extend_label.setText(f"{settings.extend_to:.2f}")
             self.extend_label.setToolTip("")
@@ -233,9 +247,9 @@ class PanelView(QtWidgets.QWidget):
         self.model_min_peak = min_peak
         self.show_setting_labels()
 
-    def set_ready(self, ready: bool) -> None:
-        for action in (self.detect_action, self.detect_all_action):
-            action.setEnabled(ready)
+    def set_ready(self, model_ready: bool, image_open: bool) -> None:
+        self.detect_action.setEnabled(model_ready and image_open)
+        self.detect_all_action.setEnabled(model_ready)
 
     def show_review_state(self, pending: int, accepted: int, selected: int) -> None:
         self.accept_action.setEnabled(bool(selected))
@@ -247,6 +261,13 @@ class PanelView(QtWidgets.QWidget):
     def show_message(self, text: str, error: bool = False) -> None:
         self.message_label.setStyleSheet("color: #b00020;" if error else "")
         self.message_label.setText(text)
+
+    def show_summary(self, text: str, error: bool = False) -> None:
+        """Show a summary that stays (hidden when ``text`` is empty)."""
+        self.summary_label.setStyleSheet("color: #b00020;" if error else "")
+        self.summary_label.setText(text)
+        self.summary_label.setVisible(bool(text))
+        self.dismiss_summary_button.setVisible(bool(text))
 
 
 def _button(action: QtWidgets.QAction) -> QtWidgets.QPushButton:

@@ -21,8 +21,8 @@ import cv2
 import numpy as np
 
 from labelme_dsarad.model.atomic_write import write_atomically
-from labelme_dsarad.model.images import ImageReadError, read_image
-from labelme_dsarad.model.inference import Prediction, Predictor
+from labelme_dsarad.model.images import ImageReadError, ReducedImage, read_image_reduced
+from labelme_dsarad.model.inference import Prediction, Predictor, working_size
 from labelme_dsarad.model.labelfile import (
     RECORD_KEY,
     REJECTED_KEY,
@@ -35,6 +35,7 @@ from labelme_dsarad.model.labelfile import (
     update_label_file,
 )
 from labelme_dsarad.model.polygons import SuggestionSettings
+from labelme_dsarad.model.scoring import NORMALISED_THRESHOLD
 
 DECODE_AHEAD = 4
 
@@ -147,13 +148,13 @@ def suggestions_for(prediction: Prediction, predictor: Predictor, options: Predi
 
 
 def heat_map_png(score_map: np.ndarray) -> np.ndarray:
-    """BGR heat map of a normalised map; 0.5 (the threshold) sits mid-scale."""
+    """BGR heat map of a normalised map; the threshold (``NORMALISED_THRESHOLD``) sits mid-scale."""
     scaled = (np.clip(score_map, 0.0, 1.0) * 255).astype(np.uint8)
     return cv2.applyColorMap(scaled, cv2.COLORMAP_JET)
 
 
 # The overlay is clear below this score and as opaque as OVERLAY_OPACITY from
-# the threshold (0.5) up, so the normal surface stays readable under it.
+# the threshold up, so the normal surface stays readable under it.
 OVERLAY_CLEAR_BELOW = 0.25
 OVERLAY_OPACITY = 0.6
 COLOUR_BAR_WIDTH = 18
@@ -162,34 +163,36 @@ COLOUR_BAR_WIDTH = 18
 def heat_map_overlay(image: np.ndarray, score_map: np.ndarray) -> np.ndarray:
     """BGR picture a person can read: the map over the photo, with a colour bar saying what the colours mean."""
     photo = cv2.cvtColor(image, cv2.COLOR_RGB2BGR).astype(np.float32)
-    alpha = np.clip((score_map - OVERLAY_CLEAR_BELOW) / (0.5 - OVERLAY_CLEAR_BELOW), 0.0, 1.0)[..., None]
+    alpha = np.clip((score_map - OVERLAY_CLEAR_BELOW) / (NORMALISED_THRESHOLD - OVERLAY_CLEAR_BELOW), 0.0, 1.0)[..., None]
     blended = photo * (1 - OVERLAY_OPACITY * alpha) + heat_map_png(score_map).astype(np.float32) * OVERLAY_OPACITY * alpha
     return np.hstack([blended.astype(np.uint8), colour_bar(image.shape[0])])
 
 
 def colour_bar(height: int) -> np.ndarray:
-    """A vertical scale from 0 (bottom) to 1 (top), with 0.5, the model's threshold, marked."""
+    """A vertical scale from 0 (bottom) to 1 (top), with the model's threshold marked."""
     height = max(height, 64)
     levels = np.linspace(1.0, 0.0, height, dtype=np.float32)[:, None].repeat(COLOUR_BAR_WIDTH, axis=1)
     bar = heat_map_png(levels)
     label = np.full((height, 44, 3), 255, np.uint8)
-    for value, text in ((1.0, "1.0"), (0.5, "0.5 thr"), (0.0, "0.0")):
+    for value, text in ((1.0, "1.0"), (NORMALISED_THRESHOLD, f"{NORMALISED_THRESHOLD:.1f} thr"), (0.0, "0.0")):
         y = int(round((1.0 - value) * (height - 1)))
-        cv2.line(bar, (0, y), (COLOUR_BAR_WIDTH - 1, y), (255, 255, 255) if value == 0.5 else (0, 0, 0), 1)
+        cv2.line(bar, (0, y), (COLOUR_BAR_WIDTH - 1, y), (255, 255, 255) if value == NORMALISED_THRESHOLD else (0, 0, 0), 1)
         cv2.putText(label, text, (2, min(max(y + 4, 10), height - 2)), cv2.FONT_HERSHEY_PLAIN, 0.7, (0, 0, 0), 1,
                     cv2.LINE_AA)
     return np.hstack([bar, label])[: max(height, 1)]
 
 
-def write_results(image_path: Path, image: np.ndarray, prediction: Prediction, predictor: Predictor,
+def write_results(image_path: Path, image: ReducedImage, prediction: Prediction, predictor: Predictor,
                   options: PredictOptions, record: dict) -> int:
+    """The label file, in the photo's pixels; the map picture at the size the image was decoded at."""
     suggestions = suggestions_for(prediction, predictor, options, record)
     label_path = label_path_for(image_path, options.out_dir)
-    written = update_label_file(label_path, image_path, image.shape[0], image.shape[1], suggestions,
+    height, width = image.shape
+    written = update_label_file(label_path, image_path, height, width, suggestions,
                                 run_record={**record, "image_score": round(prediction.image_score, 4)})
     if options.maps_dir is not None:
         picture = heat_map_png(prediction.score_map) if options.bare_maps else \
-            heat_map_overlay(image, prediction.score_map)
+            heat_map_overlay(image.pixels, prediction.score_map)
         ok, encoded = cv2.imencode(".png", picture)
         if ok:
             write_atomically(options.maps_dir / f"{image_path.stem}_anomaly.png", encoded.tobytes())
@@ -274,16 +277,18 @@ def predict_paths(
     with bar if bar is not None else contextlib.nullcontext(), \
             ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode") as decoder, \
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as writer:
-        decoding: deque[tuple[Path, Future[np.ndarray]]] = deque()
+        decoding: deque[tuple[Path, Future[ReducedImage]]] = deque()
         pending_writes: deque[tuple[Path, Future]] = deque()
         queue = iter(todo)
+        # A large photo is decoded at a fraction of its size: enough for the model and the outlines.
+        decode_size = working_size(predictor.model.info.architecture.input_size)
 
         def top_up() -> None:
             while len(decoding) < DECODE_AHEAD + options.batch_size:
                 next_path = next(queue, None)
                 if next_path is None:
                     return
-                decoding.append((next_path, decoder.submit(read_image, next_path)))
+                decoding.append((next_path, decoder.submit(read_image_reduced, next_path, decode_size)))
 
         for image_path, problem in clashes:
             finish(image_path, problem)
@@ -292,7 +297,7 @@ def predict_paths(
             if cancelled is not None and cancelled():
                 summary.cancelled = True
                 break
-            batch: list[tuple[Path, np.ndarray]] = []
+            batch: list[tuple[Path, ReducedImage]] = []
             while decoding and len(batch) < options.batch_size:
                 image_path, future = decoding.popleft()
                 try:
@@ -306,7 +311,8 @@ def predict_paths(
             if not batch:
                 continue
             try:
-                predictions = predictor.predict_batch([image for _, image in batch])
+                predictions = [prediction.for_photo(image.shape) for (_, image), prediction
+                               in zip(batch, predictor.predict_batch([image.pixels for _, image in batch]))]
             except Exception as problem:  # noqa: BLE001 - e.g. out of memory on one large image
                 for image_path, _ in batch:
                     finish(image_path, problem)

@@ -6,9 +6,14 @@ in its own process the window stays usable, a cancel is a signal that works
 at any moment (the command unwinds and leaves the store as it was), and a
 crash there cannot take LabelMe and unsaved labels down with it. The process
 runs the same code as the command line, ``python -m labelme_dsarad.cli
-retrain ... --progress-json --keep-current``, and reports one JSON object per
-line on stdout; the new version is stored but only becomes the current model
-when the person says so in the dialog.
+retrain ... --progress-json``, and reports one JSON object per line on
+stdout; the new version is stored but only becomes the model in use when the
+person says so in the dialog (*Use vN*), as ``dsarad use`` does.
+
+Start waits until the labels can teach something (``retrain_checks``): a
+reviewed image with defects, at least ``MIN_REVIEWED_DEFECTS`` of them, and a
+defect-free image (reviewed, or in the *Defect-free images* folder); the
+dialog says which is missing.
 
 For the panel::
 
@@ -25,9 +30,11 @@ from pathlib import Path
 
 from qtpy import QtCore, QtWidgets
 
+from labelme_dsarad.model.model_file import ModelFileError
 from labelme_dsarad.model.store import ModelStore
 from labelme_dsarad.panel_view import plural
 from labelme_dsarad.train.metric_names import REPORTED_METRICS
+from labelme_dsarad.train.retrain_checks import MIN_REVIEWED_DEFECTS, unmeasured
 
 CANCEL_GRACE_MS = 5000  # after SIGTERM, how long the command may take to unwind before it is killed
 STDERR_KEEP_LINES = 20
@@ -37,7 +44,7 @@ def retrain_arguments(product: str, labels_dir, store_root=None, minutes: float 
                       steps: int | None = None, extra: tuple[str, ...] = ()) -> list[str]:
     """The command line after the Python executable."""
     arguments = ["-m", "labelme_dsarad.cli", "retrain", "--product", product, "--labels", str(labels_dir),
-                 "--progress-json", "--keep-current"]
+                 "--progress-json"]
     if store_root is not None:
         arguments += ["--store", str(store_root)]
     if steps is not None:
@@ -146,33 +153,38 @@ class RetrainDialog(QtWidgets.QDialog):
     """Progress, cancel, and the before/after numbers of one retrain; non-modal.
 
     ``switched(product, version, path)`` is emitted after the person chose
-    to use the new version (the store's current model has then changed).
+    to use the new version (the store's model in use has then changed).
     ``retrained(result)`` carries the command's "done" event.
+    ``minimum_defects``: the reviewed images with defects Start waits for.
     """
 
     switched = QtCore.Signal(str, int, str)
     retrained = QtCore.Signal(object)
 
     def __init__(self, parent: QtWidgets.QWidget | None, product: str, labels_dir, store_root=None,
-                 minutes: float = 10.0, steps: int | None = None, extra_arguments: tuple[str, ...] = ()):
+                 minutes: float = 10.0, steps: int | None = None, extra_arguments: tuple[str, ...] = (),
+                 minimum_defects: int = MIN_REVIEWED_DEFECTS):
         super().__init__(parent)
         self.product = product
         self.labels_dir = Path(labels_dir)
         self.store_root = Path(store_root) if store_root is not None else None
         self.steps = steps
         self.extra_arguments = tuple(extra_arguments)
+        self.minimum_defects = minimum_defects
         self.run: RetrainProcess | None = None
         self.result: dict | None = None
+        self.reviewed: tuple[int, int] | None = None  # (normal, with defects); None: the folder is unreadable
         self.setWindowTitle(f"Retrain {product} from labels")
         self.setModal(False)
         self._build(minutes)
+        self.read_labels()
 
     def _build(self, minutes: float) -> None:
         heading = QtWidgets.QLabel(
             f"Retrain <b>{self.product}</b> from the reviewed images (image flag <i>ok</i>) in {self.labels_dir}. "
-            "The current model stays in use until you switch.")
+            f"The model in use (<b>{self._in_use_name()}</b>) stays in use until you switch.")
         heading.setWordWrap(True)
-        self.found = QtWidgets.QLabel(self._found_text())
+        self.found = QtWidgets.QLabel()
         self.found.setWordWrap(True)
         self.minutes_box = QtWidgets.QDoubleSpinBox()
         self.minutes_box.setRange(0.5, 600.0)
@@ -183,21 +195,34 @@ class RetrainDialog(QtWidgets.QDialog):
         self.normals_box.setPlaceholderText("optional folder")
         self.normals_box.setToolTip("Defect-free images to learn from beside the reviewed ones, e.g. the folder "
                                     "the first training used")
+        self.normals_box.textChanged.connect(lambda text: self._update_start())
         self.normals_button = QtWidgets.QPushButton("Choose…")
         self.normals_button.clicked.connect(self._choose_normals)
+        self.blocked = QtWidgets.QLabel()  # why Start is off, in the dialog's own words
+        self.blocked.setWordWrap(True)
+        self.blocked.setStyleSheet("color: #b00020")
         self.progress_bar = QtWidgets.QProgressBar()
         self.progress_bar.setRange(0, 1000)
         self.progress_bar.setValue(0)
         self.status = QtWidgets.QLabel("Not started")
+        self.status.setWordWrap(True)
         self.log = QtWidgets.QPlainTextEdit()
         self.log.setReadOnly(True)
         self.log.setMaximumBlockCount(500)
-        self.log.setMaximumHeight(110)
+        self.log.setMaximumHeight(90)
+        self.log.hide()  # until a run writes to it
+        self.results_caption = QtWidgets.QLabel()
+        self.results_caption.setWordWrap(True)
+        self.results_caption.hide()
         self.results = QtWidgets.QTableWidget(len(REPORTED_METRICS), 2)
         self.results.setHorizontalHeaderLabels(["before", "after"])
         self.results.setVerticalHeaderLabels([title for _, title in REPORTED_METRICS])
         self.results.setEditTriggers(QtWidgets.QAbstractItemView.NoEditTriggers)
         self.results.horizontalHeader().setSectionResizeMode(QtWidgets.QHeaderView.Stretch)
+        # Every row in sight: the table is as tall as its rows, never a small scroll area.
+        self.results.setVerticalScrollBarPolicy(QtCore.Qt.ScrollBarAlwaysOff)
+        self.results.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarAlwaysOff)
+        self.results.setSizePolicy(QtWidgets.QSizePolicy.Expanding, QtWidgets.QSizePolicy.Fixed)
         self.results.hide()
         self.start_button = QtWidgets.QPushButton("Start")
         self.cancel_button = QtWidgets.QPushButton("Cancel")
@@ -225,28 +250,91 @@ class RetrainDialog(QtWidgets.QDialog):
         buttons.addWidget(self.use_button)
         buttons.addWidget(self.close_button)
         layout = QtWidgets.QVBoxLayout(self)
-        for widget in (heading, self.found, self.progress_bar, self.status, self.log, self.results):
+        layout.addWidget(heading)
+        layout.addWidget(self.found)
+        layout.addLayout(budget)
+        layout.addLayout(normals)
+        for widget in (self.blocked, self.progress_bar, self.status, self.log, self.results_caption, self.results):
             layout.addWidget(widget)
-        layout.insertLayout(2, budget)
-        layout.insertLayout(3, normals)
+        layout.addStretch(1)
         layout.addLayout(buttons)
+        self.setMinimumWidth(640)
 
-    def _found_text(self) -> str:
-        """How many reviewed images the retrain would learn from, read before it starts."""
+    def _in_use_name(self) -> str:
+        try:
+            return ModelStore(self.store_root).in_use(self.product)[0].name
+        except ModelFileError:  # no model for the product yet
+            return "none yet"
+
+    # -- what the labels allow ------------------------------------------------------
+
+    def read_labels(self) -> None:
+        """Count the reviewed images (again: the person may have reviewed more since) and say what they allow."""
         from labelme_dsarad.train.labels import read_label_folder
 
         try:
             folder = read_label_folder(self.labels_dir)
         except OSError as problem:
-            return f"Cannot read {self.labels_dir}: {problem}"
-        not_reviewed = len(folder.skipped)
-        text = (f"Found {plural(len(folder.images), 'reviewed image')}: {len(folder.normals)} normal, "
-                f"{len(folder.defects)} with defects a person drew or accepted.")
-        if not_reviewed:
-            text += f" {plural(not_reviewed, 'more image')} not reviewed yet, left out."
-        if not folder.images:
-            text += " Tick the image flag 'ok' on the images you reviewed first."
-        return text
+            self.reviewed = None
+            self.found.setText(f"Cannot read {self.labels_dir}: {problem}")
+        else:
+            self.reviewed = (len(folder.normals), len(folder.defects))
+            text = (f"Found {plural(len(folder.images), 'reviewed image')}: {len(folder.normals)} normal, "
+                    f"{len(folder.defects)} with defects a person drew or accepted.")
+            if folder.skipped:
+                text += f" {plural(len(folder.skipped), 'more image')} not reviewed yet, left out."
+            self.found.setText(text)
+        self._update_start()
+
+    def given_normals(self) -> int:
+        """The images in the *Defect-free images* folder (0: none named, or no such folder)."""
+        from labelme_dsarad.model.images import list_images
+
+        folder = Path(self.normals_box.text().strip())
+        if not self.normals_box.text().strip() or not folder.is_dir():
+            return 0
+        try:
+            return len(list_images([folder]))
+        except OSError:
+            return 0
+
+    def why_not_start(self) -> str | None:
+        """What keeps Start off, naming what to add (None: nothing does)."""
+        if self.reviewed is None:
+            return "The label folder cannot be read."
+        normals, defects = self.reviewed
+        reasons = []
+        if not defects:
+            reasons.append(f"No reviewed image with defects: outline the defects (or accept the suggestions) on at "
+                           f"least {self.minimum_defects} images and tick the image flag <i>ok</i> on them.")
+        elif defects < self.minimum_defects:
+            reasons.append(f"Only {plural(defects, 'reviewed image')} with defects: review at least "
+                           f"{self.minimum_defects}. From fewer, a retrain outlined defects worse than the model it "
+                           "started from (README, <i>Corrected images against quality</i>).")
+        if not normals and not self.given_normals():
+            named = self.normals_box.text().strip()
+            reasons.append("No defect-free image to learn from: " + (
+                f"{named} holds no images; " if named else "") + "choose a folder of images without defects in "
+                "<b>Defect-free images</b> (e.g. the one the first training used), or tick <i>ok</i> on reviewed "
+                "images without defects.")
+        return " ".join(reasons) or None
+
+    def _update_start(self) -> None:
+        reason = None if self.is_running() else self.why_not_start()
+        self.blocked.setText(reason or "")
+        self.blocked.setVisible(reason is not None)
+        self.start_button.setEnabled(not self.is_running() and reason is None)
+        self.start_button.setToolTip(reason.replace("<i>", "").replace("</i>", "").replace("<b>", "").replace("</b>", "")
+                                     if reason else "")
+        self._fit()
+
+    def _fit(self) -> None:
+        """Grow to show every line of the wrapped texts and the whole table. Neither adjustSize (it stops at two
+        thirds of the screen) nor the size hint (it ignores how labels wrap at this width) would."""
+        layout = self.layout()
+        height = layout.totalHeightForWidth(self.width()) if layout.hasHeightForWidth() else -1
+        wanted = self.sizeHint()
+        self.resize(max(self.width(), wanted.width()), max(self.height(), wanted.height(), height))
 
     def _choose_normals(self) -> None:
         folder = QtWidgets.QFileDialog.getExistingDirectory(self, "Defect-free images to learn from",
@@ -260,11 +348,13 @@ class RetrainDialog(QtWidgets.QDialog):
         return self.run is not None and self.run.is_running()
 
     def start(self) -> None:
-        if self.is_running():
+        if self.is_running() or self.why_not_start() is not None:
             return
         self.result = None
         self.results.hide()
+        self.results_caption.hide()
         self.use_button.hide()
+        self.log.show()
         self.log.clear()
         normals = self.normals_box.text().strip()
         arguments = retrain_arguments(self.product, self.labels_dir, self.store_root, self.minutes_box.value(),
@@ -286,9 +376,14 @@ class RetrainDialog(QtWidgets.QDialog):
             self.run.cancel()
 
     def _set_running(self, running: bool) -> None:
-        self.start_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
         self.minutes_box.setEnabled(not running and self.steps is None)
+        self.normals_box.setEnabled(not running)
+        self.normals_button.setEnabled(not running)
+        if running:
+            self.start_button.setEnabled(False)
+        else:
+            self._update_start()
 
     def _busy(self, text: str) -> None:
         # Stages of unknown length (reading, measuring): a busy bar, not a made-up percentage.
@@ -314,23 +409,41 @@ class RetrainDialog(QtWidgets.QDialog):
         self._set_running(False)
         self.progress_bar.setRange(0, 1000)
         self.progress_bar.setValue(1000)
-        previous = result.get("previous", {}).get("name", "the current model")
-        self.status.setText(f"Done: {self.product} v{result['version']} stored; still using {previous}.")
+        in_use = result.get("in_use") or self._in_use_name()
+        self.status.setText(f"Done: {self.product} v{result['version']} stored; still using {in_use}.")
         self._show_results(result)
         self.use_button.setText(f"Use v{result['version']}")
         self.use_button.show()
         self.retrained.emit(result)
 
     def _show_results(self, result: dict) -> None:
+        """The holdout's numbers before and after, every row in sight; or why there are none."""
+        held_out = result.get("counts", {}).get("holdout", {})
+        note = unmeasured(held_out)
+        self.results_caption.show()
+        self.log.hide()  # the stages it listed are over; the table needs the room
+        if note:
+            self.results_caption.setText(f"Before and after: {note}.")
+            self.results.hide()
+            self._fit()
+            return
+        before_name = result.get("previous", {}).get("name", "the model it started from")
+        self.results_caption.setText(
+            f"On {plural(held_out.get('defect', 0) + held_out.get('normal', 0), 'held-out reviewed image')} "
+            f"({held_out.get('defect', 0)} with defects, {held_out.get('normal', 0)} normal), never trained on: "
+            f"<b>before</b> {before_name}, <b>after</b> {self.product} v{result['version']}.")
         for row, (key, _) in enumerate(REPORTED_METRICS):
-            for column, side in enumerate(("before", "after")):
-                value = result.get(side, {}).get(key)
+            values = [result.get(side, {}).get(key) for side in ("before", "after")]
+            for column, value in enumerate(values):
                 text = "–" if value is None else f"{value:.3f}"
                 self.results.setItem(row, column, QtWidgets.QTableWidgetItem(text))
-        held_out = result.get("counts", {}).get("holdout", {})
-        self.results.setToolTip(f"on {held_out.get('defect', 0)} defect and {held_out.get('normal', 0)} normal "
-                                "held-out images, never trained on")
+            # A measure neither model has (e.g. "Kind right" where no kinds are named) is left out.
+            self.results.setRowHidden(row, all(value is None for value in values))
+        self.results.resizeRowsToContents()
+        self.results.setFixedHeight(self.results.horizontalHeader().height() + self.results.verticalHeader().length()
+                                    + 2 * self.results.frameWidth())
         self.results.show()
+        self._fit()
 
     def _on_failed(self, message: str) -> None:
         self._set_running(False)
@@ -349,12 +462,10 @@ class RetrainDialog(QtWidgets.QDialog):
         if self.result is None:
             return
         version = int(self.result["version"])
-        store = ModelStore(self.store_root)
-        store.set_current(self.product, version)
-        path = str(store.resolve(self.product, version).path)
+        stored = ModelStore(self.store_root).set_current(self.product, version)
         self.use_button.hide()
-        self.status.setText(f"Now using {self.product} v{version}.")
-        self.switched.emit(self.product, version, path)
+        self.status.setText(f"Now using {stored.name}.")
+        self.switched.emit(self.product, version, str(stored.path))
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
         # Closing while it runs means: stop it, do not leave an orphan process training.

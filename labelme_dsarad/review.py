@@ -126,9 +126,20 @@ def decisions(shapes: Iterable, file_record: dict) -> tuple[list[dict], list[dic
     return people, labelfile.remembered_rejections({RECORD_KEY: file_record, "shapes": dicts})
 
 
-def remember_suggested(file_record: dict, shapes: Iterable) -> None:
-    """Record what was just suggested, replacing what the record said before."""
+def remember_suggested(file_record: dict, shapes: Iterable, rejections: list[dict]) -> None:
+    """Record what was just suggested, replacing what the record said before, and every rejection
+    so far (``decisions``): a suggestion of the last run deleted in LabelMe is remembered only
+    through that run's list, which this replaces."""
+    file_record[labelfile.REJECTED_KEY] = list(rejections)
     file_record[labelfile.SUGGESTED_KEY] = [labelfile.suggestion_memory(shape_dict(shape)) for shape in shapes]
+
+
+def settle(file_record: dict, shapes: Iterable) -> None:
+    """Forget rejections of suggestions that are pending on the canvas (an undo brought them back):
+    a suggestion is never both pending and rejected."""
+    settled = labelfile.without_contradictions({RECORD_KEY: file_record, "shapes": [shape_dict(shape) for shape in shapes]})
+    if settled[RECORD_KEY] is not file_record:
+        file_record[labelfile.REJECTED_KEY] = settled[RECORD_KEY][labelfile.REJECTED_KEY]
 
 
 def remember_rejected(file_record: dict, shapes: Iterable) -> None:

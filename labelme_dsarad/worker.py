@@ -24,6 +24,7 @@ import numpy as np
 from qtpy import QtCore
 
 if TYPE_CHECKING:
+    from labelme_dsarad.model.images import ReducedImage
     from labelme_dsarad.model.inference import Prediction, Predictor
     from labelme_dsarad.model.model_file import ModelInfo
     from labelme_dsarad.pipeline import PredictOptions
@@ -56,9 +57,10 @@ class BatchJob:
 @dataclass
 class JobResult:
     job: Job
-    prediction: Prediction
-    image_shape: tuple[int, int]
+    prediction: Prediction  # its suggestions in the photo's pixels
+    image_shape: tuple[int, int]  # (height, width) of the photo as LabelMe shows it
     model_key: str
+    seconds: float = 0.0  # the job's time here: decoding, the model and its map
 
 
 @dataclass
@@ -93,12 +95,14 @@ def default_factory(model_path: Path) -> PredictorFactory:
     return build
 
 
-def decode_image(job: Job) -> np.ndarray:
-    """The image as LabelMe shows it: the file, else the bytes LabelMe loaded."""
-    from labelme_dsarad.model.images import read_image
+def decode_image(job: Job, at_least: int) -> ReducedImage:
+    """The image as LabelMe shows it, reduced to what the model needs (``working_size``): the
+    file, else the bytes LabelMe loaded. LabelMe decodes the file in full for its canvas; we decode
+    it again, in the worker, at a fraction of the size."""
+    from labelme_dsarad.model.images import read_image_reduced, reduce
 
     try:
-        return read_image(job.path)
+        return read_image_reduced(job.path, at_least)
     except Exception:
         if job.image_bytes is None:
             raise
@@ -107,7 +111,7 @@ def decode_image(job: Job) -> np.ndarray:
     from PIL import Image, ImageOps
 
     with Image.open(io.BytesIO(job.image_bytes)) as image:
-        return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+        return reduce(np.asarray(ImageOps.exif_transpose(image).convert("RGB")), at_least)
 
 
 class DetectionWorker(QtCore.QThread):
@@ -272,17 +276,20 @@ class DetectionWorker(QtCore.QThread):
         if self._predictor is None:
             self.job_failed.emit(job, self._model_error or "no model loaded")
             return
+        from labelme_dsarad.model.inference import working_size
+
+        started = time.perf_counter()
         try:
-            image = decode_image(job)
+            image = decode_image(job, working_size(self._predictor.model.info.architecture.input_size))
         except Exception as error:  # noqa: BLE001 - every decode failure is one message about this file
             self.job_failed.emit(job, f"{Path(job.path).name}: cannot read the image ({one_line(error)})")
             return
         try:
-            prediction = self._predict(image)
+            prediction = self._predict(image.pixels).for_photo(image.shape)
         except Exception as error:  # noqa: BLE001
             self.job_failed.emit(job, f"{Path(job.path).name}: inference failed ({one_line(error)})")
             return
-        self.result_ready.emit(JobResult(job, prediction, image.shape[:2], self._model_key))
+        self.result_ready.emit(JobResult(job, prediction, image.shape, self._model_key, time.perf_counter() - started))
 
     def _predict(self, image: np.ndarray):
         assert self._predictor is not None  # _run_job checked

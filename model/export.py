@@ -19,14 +19,14 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .atomic_write import write_atomically
-from .model_file import HEADER_KEY, LoadedModel
+from .metadata_keys import HEADER_KEY, SOURCE_SHA256_KEY
 from .networks import DSARAD, SIDE_MULTIPLE, SpatialAttention, check_input_size
 
 # 17 is the newest opset the TorchScript exporter covers fully and that every
@@ -35,9 +35,17 @@ ONNX_OPSET = 17
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("raw_map", "raw_image_score")
 KIND_OUTPUT_NAME = "kind_probabilities"  # a third output, of models that name defect kinds
-SOURCE_SHA256_KEY = "dsarad_source_sha256"
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+class LoadedModel(Protocol):
+    """What export needs of a ``model_file.LoadedModel`` (model_file writes graphs through this
+    module, so this one does not import it)."""
+
+    network: DSARAD
+    info: Any  # a ModelInfo
+    sha256: str
 
 
 def fuse_batch_norms(network: ModuleT) -> ModuleT:
@@ -72,9 +80,9 @@ def fused_attention_export():
     """Export SDPA as onnxruntime's fused MultiHeadAttention while the block runs.
 
     The standard ONNX lowering is MatMul, Softmax, MatMul: onnxruntime then
-    materialises the 16k x 4k attention matrix (256 MB at 256 px), and the
-    whole network ran 1.34x slower (bench/bench_inference.py); the contrib
-    op never holds the matrix whole.
+    materialises the 16k x 4k attention matrix (256 MB at 256 px) and the
+    whole network runs slower (docs/performance.md); the contrib op never
+    holds the matrix whole.
     """
     from torch.onnx import symbolic_helper
 

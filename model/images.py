@@ -27,6 +27,11 @@ importing LabelMe (which would pull in Qt and onnxruntime):
 The format is taken from the content, never the file name, and a truncated
 file is an error, never a partial image: this module does not touch PIL's
 ``LOAD_TRUNCATED_IMAGES``, which must stay False.
+
+A model that sees a few hundred pixels needs no 6000 x 4000 photo:
+``read_image_reduced`` lets a JPEG decoder scale by 1/2, 1/4 or 1/8 while it
+decodes (DCT scaling, PIL's ``draft``), which skips most of the work and the
+memory. Other formats are decoded in full and then shrunk by the same rule.
 """
 
 from __future__ import annotations
@@ -35,9 +40,11 @@ import os
 import stat
 import struct
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+import cv2
 import numpy as np
 import PIL.Image
 
@@ -80,26 +87,85 @@ _HIGH_DEPTH_GREY_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
 # and any other mode, if the file is a TIFF, with tifffile.
 _LABELME_PIL_MODES = {"1", "L", "P", "RGB", "RGBA", "LA", "PA"}
 
+# The factors a JPEG decoder can scale by while decoding, largest first.
+REDUCTIONS = (8, 4, 2)
+# PIL formats whose reader scales while decoding (``draft``); MPO is JPEG with extra frames.
+_DECODER_REDUCED_FORMATS = {"JPEG", "MPO"}
+
 
 class ImageReadError(FileProblem):
     """An image that cannot be used."""
 
 
+@dataclass(frozen=True)
+class ReducedImage:
+    """A picture at a fraction of its size, for a model that needs no more.
+
+    ``pixels`` covers the whole picture: each side is the picture's divided by
+    ``reduction`` and rounded up, so a pixel of ``pixels`` stands for
+    ``shape / pixels.shape`` pixels of the picture along each side.
+    """
+
+    pixels: np.ndarray  # (height, width, 3) uint8 RGB
+    shape: tuple[int, int]  # (height, width) of the picture as LabelMe shows it
+    reduction: int  # 1 (full size) or one of REDUCTIONS
+    reduced_while_decoding: bool  # the decoder scaled (JPEG); else decoded in full, then shrunk
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """The image as LabelMe shows it: (height, width, 3) uint8 RGB."""
+    return _read(path, at_least=None).pixels
+
+
+def read_image_reduced(path: str | os.PathLike, at_least: int) -> ReducedImage:
+    """The image as LabelMe shows it, reduced by the largest of REDUCTIONS that
+    leaves both sides at least ``at_least`` pixels (``reduction_for``)."""
+    return _read(path, at_least)
+
+
+def reduction_for(width: int, height: int, at_least: int) -> int:
+    """The largest of REDUCTIONS leaving both sides at least ``at_least`` pixels; 1 when none does.
+
+    The rule PIL's JPEG ``draft`` follows, so decoder and caller agree."""
+    return next((factor for factor in REDUCTIONS if min(width, height) // factor >= at_least), 1)
+
+
+def reduce(pixels: np.ndarray, at_least: int) -> ReducedImage:
+    """An image already decoded in full, area-averaged down as ``read_image_reduced`` would decode it."""
+    height, width = pixels.shape[:2]
+    factor = reduction_for(width, height, at_least)
+    if factor > 1:
+        size = (-(-width // factor), -(-height // factor))  # rounded up, as a JPEG decoder does
+        pixels = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
+    return ReducedImage(pixels, (height, width), factor, reduced_while_decoding=False)
+
+
+def _read(path: str | os.PathLike, at_least: int | None) -> ReducedImage:
+    """The picture LabelMe shows, reduced when ``at_least`` is given (see ``read_image_reduced``)."""
     with _open_file(path) as file:
         image = _open_image(path, file)
         _check_pixel_count(path, image)
         try:
             shown_orientation = _labelme_orientation(image)
             uses_tifffile = _labelme_uses_tifffile(image)
+            stored_width, stored_height = image.size
+            factor = 1
+            if at_least is not None and image.format in _DECODER_REDUCED_FORMATS:
+                factor = reduction_for(stored_width, stored_height, at_least)
+                if factor > 1 and image.draft(image.mode, (stored_width // factor, stored_height // factor)) is None:
+                    factor = 1  # a layout the decoder cannot scale: decoded in full, shrunk below
             image = _turn(_load(image), shown_orientation)
-            return _channels_stretched_like_tifffile_path(image) if uses_tifffile else _to_rgb(image)
+            pixels = _channels_stretched_like_tifffile_path(image) if uses_tifffile else _to_rgb(image)
         except MemoryError:
             raise
         except Exception as exc:
             # PIL reports corrupt data with many exception types.
             raise ImageReadError(path, f"truncated or corrupt image (cannot decode: {exc})") from exc
+    if factor > 1:
+        swapped = shown_orientation in _ORIENTATIONS_SWAPPING_AXES
+        shape = (stored_width, stored_height) if swapped else (stored_height, stored_width)
+        return ReducedImage(pixels, shape, factor, reduced_while_decoding=True)
+    return ReducedImage(pixels, pixels.shape[:2], 1, False) if at_least is None else reduce(pixels, at_least)
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:

@@ -18,16 +18,18 @@ CPU. PyTorch is imported inside what needs it.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeGuard
 
 import cv2
 import numpy as np
 
+from .metadata_keys import SOURCE_SHA256_KEY
 from .model_file import (
     MAX_FILE_BYTES,
     TRAIN_EXTRA_HINT,
@@ -92,13 +94,25 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+# An image is decoded at no fewer than this many pixels per pixel the model sees, along each side:
+# the model then sees an area average, and the map its suggestions are drawn from steps by half a
+# model pixel at most.
+MAP_PIXELS_PER_MODEL_PIXEL = 2
+
+
+def working_size(input_size: int) -> int:
+    """The fewest pixels per side a large photo is decoded at (``images.read_image_reduced``)
+    for a model of ``input_size``."""
+    return MAP_PIXELS_PER_MODEL_PIXEL * input_size
+
+
 # Below this probability a region keeps the model's generic label: no kind is better than a wrong one.
 KIND_MIN_PROBABILITY = 0.5
 
 
 @dataclass
 class Prediction:
-    score_map: np.ndarray  # float32 (H, W) at the image's own size, normalised: 0.5 = threshold
+    score_map: np.ndarray  # float32 (H, W) at the size of the image given, normalised: 0.5 = threshold
     image_score: float  # normalised
     raw_image_score: float
     seconds: float
@@ -107,12 +121,40 @@ class Prediction:
     kind_map: np.ndarray | None = None  # (kinds, S, S) their probabilities, at the model's input size
     extend_to_by_kind: dict[str, float] = field(default_factory=dict)  # the model's (``ScoreNormaliser``)
     min_peak: float = DEFAULT_MIN_PEAK  # the model's (``ScoreNormaliser``)
+    # (height, width) of the photo when the image given was a reduced copy of it (``for_photo``);
+    # None when the map is at the photo's own size.
+    photo_shape: tuple[int, int] | None = None
+
+    def for_photo(self, shape: tuple[int, int]) -> Prediction:
+        """This prediction, made from a reduced copy of a photo of ``shape`` (height, width), standing
+        for that photo: its suggestions come in the photo's pixels."""
+        return replace(self, photo_shape=None if tuple(shape) == self.score_map.shape else (shape[0], shape[1]))
+
+    def photo_scale(self) -> tuple[float, float]:
+        """Photo pixels per map pixel along x and y: (1, 1) unless made from a reduced copy."""
+        if self.photo_shape is None:
+            return 1.0, 1.0
+        (height, width), (map_height, map_width) = self.photo_shape, self.score_map.shape
+        return width / map_width, height / map_height
 
     def suggestions(self, settings: SuggestionSettings, generic: str) -> list[Suggestion]:
-        """The suggestions ``settings`` draw on this image, each named (``label_of``)."""
-        regions = settings.regions(self.score_map, self.extend_map() if settings.extend_to is None else None,
-                                   self.min_peak)
-        return [Suggestion(region, *self.label_of(region, generic)) for region in regions]
+        """The suggestions ``settings`` draw on this image, each named (``label_of``), in the photo's pixels."""
+        scale = self.photo_scale()
+        on_map = settings if scale == (1.0, 1.0) else settings_on_map(settings, scale)
+        regions = on_map.regions(self.score_map, self.extend_map() if settings.extend_to is None else None,
+                                 self.min_peak)
+        return [Suggestion(self._on_photo(region), *self.label_of(region, generic)) for region in regions]
+
+    def _on_photo(self, region: Region) -> Region:
+        """``region`` of the map in the photo's pixels: the map covers the photo edge to edge."""
+        if self.photo_shape is None:
+            return region
+        (scale_x, scale_y), (height, width) = self.photo_scale(), self.photo_shape
+        x0, y0, x1, y1 = region.bbox
+        points = [(min(x * scale_x, width), min(y * scale_y, height)) for x, y in region.points]
+        box = (math.floor(x0 * scale_x), math.floor(y0 * scale_y),
+               min(math.ceil(x1 * scale_x), width), min(math.ceil(y1 * scale_y), height))
+        return replace(region, points=points, area=round(region.area * scale_x * scale_y), bbox=box)
 
     def extend_map(self) -> np.ndarray | None:
         """The model's ``extend_to`` at each pixel of the image: that of the kind most likely
@@ -160,6 +202,15 @@ class Prediction:
         if kind is None or kind[1] < KIND_MIN_PROBABILITY:
             return generic, None
         return kind
+
+
+def settings_on_map(settings: SuggestionSettings, scale: tuple[float, float]) -> SuggestionSettings:
+    """``settings``, whose lengths and areas are photo pixels, for a map with ``scale`` photo pixels
+    per map pixel along x and y."""
+    area = scale[0] * scale[1]
+    side = math.sqrt(area)
+    return replace(settings, min_area=math.ceil(settings.min_area / area - 1e-9),
+                   opening=round(settings.opening / side), tolerance=settings.tolerance / side)
 
 
 @dataclass(frozen=True)
@@ -425,7 +476,8 @@ class Predictor:
             # No torch network behind an ONNX file; everything else of a
             # loaded model (header, path, hash) is there.
             return runner, LoadedModel(network=None, info=parse_header(path, runner.metadata()), path=path,  # type: ignore[arg-type]
-                                       sha256=file_sha256(path))
+                                       sha256=file_sha256(path),
+                                       source_sha256=runner.metadata().get(SOURCE_SHA256_KEY, ""))
         info, graph, sha256 = read_inference_graph(path)
         try:
             runner = OnnxBackend(graph, threads, device)

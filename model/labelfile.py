@@ -26,7 +26,11 @@ the last run wrote (fingerprint, outline, score, threshold, model), and
 ``rejected`` what people deleted of it, kept through every later run. A
 new suggestion mostly inside a shape a person drew or accepted, or inside a
 rejected one, is not added; a rejected one may come back only at a lower
-threshold than the one it was rejected at (the person asked for more).
+threshold than the one it was rejected at (the person asked for more), and
+its description then says so, which also keeps its fingerprint apart from the
+rejection's. A suggestion is never both pending and rejected: where a file
+says both (an undone rejection, in files of older versions), the pending
+shape wins, as it is what the person last saw.
 
 Both marks survive LabelMe's own open and save (labelme 6.3.1):
 ``_label_file.py`` ``_load_shape_json_obj`` puts unknown shape keys in
@@ -327,16 +331,33 @@ def area_outline(shape: dict) -> list[list[float]]:
 
 def new_suggestions(suggestions: list[dict], people_shapes: list[dict], rejections: list[dict]) -> list[dict]:
     """The pending suggestions that repeat no decision a person made: none mostly inside one of
-    ``people_shapes`` (drawn or accepted) or inside a rejection that holds at its threshold."""
+    ``people_shapes`` (drawn or accepted) or inside a rejection that holds at its threshold.
+
+    One mostly inside a rejection made at a higher threshold (shown again because the
+    person asked for more) comes back as a copy whose description names that threshold.
+    """
     people = [outline for outline in map(area_outline, people_shapes) if outline]
-
-    def repeats(shape: dict) -> bool:
+    kept = []
+    for shape in suggestions:
         if not is_pending_suggestion(shape):
-            return False
-        rejected = rejected_outlines(rejections, shape[RECORD_KEY]["threshold"])
-        return is_covered(shape["points"], people) or is_covered(shape["points"], rejected)
+            kept.append(shape)
+            continue
+        threshold = shape[RECORD_KEY]["threshold"]
+        if is_covered(shape["points"], people) or is_covered(shape["points"], rejected_outlines(rejections, threshold)):
+            continue
+        rejected_above = [entry["threshold"] for entry in rejections
+                          if entry["threshold"] > threshold and is_covered(shape["points"], [entry["points"]])]
+        kept.append(_noted_as_rejected(shape, min(rejected_above)) if rejected_above else shape)
+    return kept
 
-    return [shape for shape in suggestions if not repeats(shape)]
+
+def _noted_as_rejected(shape: dict, threshold: float) -> dict:
+    """A copy of a pending suggestion that tells it was rejected at ``threshold``; its new
+    fingerprint keeps it apart from the rejection (never both pending and rejected)."""
+    noted = copy.deepcopy(shape)
+    noted["description"] = f"{noted.get('description') or 'dsarad'}, rejected at {threshold:.2f}"
+    noted[RECORD_KEY]["fingerprint"] = shape_fingerprint(noted)
+    return noted
 
 
 def suggestion_memory(shape: dict) -> dict:
@@ -352,7 +373,9 @@ def remembered_rejections(data: dict) -> list[dict]:
     run = data.get(RECORD_KEY)
     if not isinstance(run, dict):
         return []
-    remembered = [entry for entry in run.get(REJECTED_KEY) or [] if _is_memory(entry)]
+    pending = pending_fingerprints(data)  # brought back by an undo: pending, not rejected
+    remembered = [entry for entry in run.get(REJECTED_KEY) or [] if _is_memory(entry)
+                  and entry["fingerprint"] not in pending]
     carried = {shape[RECORD_KEY].get("fingerprint") for shape in data.get("shapes", [])
                if isinstance(shape, dict) and isinstance(shape.get(RECORD_KEY), dict)}
     carried |= {_fingerprint_or_none(shape) for shape in data.get("shapes", []) if isinstance(shape, dict)}
@@ -362,6 +385,24 @@ def remembered_rejections(data: dict) -> list[dict]:
             remembered.append(entry)
             known.add(entry["fingerprint"])
     return remembered
+
+
+def pending_fingerprints(data: dict) -> set[str]:
+    """The fingerprints of the pending suggestions among a label file's shapes."""
+    return {shape[RECORD_KEY]["fingerprint"] for shape in data.get("shapes") or [] if is_pending_suggestion(shape)}
+
+
+def without_contradictions(data: dict) -> dict:
+    """``data`` with no rejection of a suggestion that is pending in it (the pending shape wins:
+    a person undid the rejection); a copy where anything is dropped, else ``data`` itself."""
+    run = data.get(RECORD_KEY)
+    if not isinstance(run, dict) or not isinstance(run.get(REJECTED_KEY), list):
+        return data
+    pending = pending_fingerprints(data)
+    rejected = [entry for entry in run[REJECTED_KEY] if not (isinstance(entry, dict) and entry.get("fingerprint") in pending)]
+    if len(rejected) == len(run[REJECTED_KEY]):
+        return data
+    return {**data, RECORD_KEY: {**run, REJECTED_KEY: rejected}}
 
 
 def rejected_outlines(rejections: list[dict], threshold: float) -> list[list]:
@@ -400,7 +441,10 @@ def _check_same_image(data: dict, image_path: str, image_height: int, image_widt
 
 def write_label_file(path: str | os.PathLike, data: dict) -> None:
     """Write ``data`` as LabelMe does (UTF-8, indent 2), atomically: a reader
-    sees the old file or the new one, never a mix, even after a crash."""
+    sees the old file or the new one, never a mix, even after a crash. A
+    rejection of a suggestion that ``data`` holds as pending is left out
+    (``without_contradictions``)."""
+    data = without_contradictions(data)
     try:
         payload = json.dumps(data, ensure_ascii=False, indent=2).encode("utf-8")
     except UnicodeEncodeError:

@@ -18,6 +18,7 @@ headers and graphs are read without it.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import os
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from .architecture import PRESETS, Architecture, check_input_size
 from .atomic_write import write_atomically
 from .errors import FileProblem
+from .metadata_keys import HEADER_KEY
 from .scoring import ScoreNormaliser
 
 if TYPE_CHECKING:
@@ -40,7 +42,6 @@ if TYPE_CHECKING:
 FORMAT_NAME = "dsarad-model"
 # 2: the file carries its ONNX graph (GRAPH_TENSOR); 1: weights only, still read.
 FORMAT_VERSION = 2
-HEADER_KEY = "dsarad"
 # Far above any real header or model, far below what would exhaust memory.
 MAX_HEADER_BYTES = 16 * 1024 * 1024
 MAX_FILE_BYTES = 2 * 1024**3
@@ -106,11 +107,24 @@ class LoadedModel:
     info: ModelInfo
     path: Path | None
     sha256: str
+    source_sha256: str = ""  # an ONNX export's: the model file it was exported from
     graph: bytes | None = None  # the ONNX graph the file carries (files of format version 2)
 
     @property
     def name(self) -> str:
-        return f"{self.info.product} v{self.info.version}"
+        """Product and version, as label files and the plugin name it: "magnetic_tile v2", or
+        "magnetic_tile bundled" for the model that comes with the program, whose header says
+        version 1 like a product's first stored version (its checksum tells them apart)."""
+        bundled = bundled_sha256()
+        is_bundled = bundled is not None and bundled in (self.sha256, self.source_sha256)
+        return f"{self.info.product} {'bundled' if is_bundled else f'v{self.info.version}'}"
+
+
+@functools.cache
+def bundled_sha256() -> str | None:
+    from labelme_dsarad.resources import DEFAULT_MODEL
+
+    return file_sha256(DEFAULT_MODEL) if DEFAULT_MODEL.is_file() else None
 
 
 STORAGES = ("fp32", "fp16", "int8")

@@ -34,6 +34,8 @@ import numpy as np
 import shapely
 from shapely.geometry import LineString, Point, Polygon
 
+from .scoring import DEFAULT_MIN_PEAK, MAX_MIN_PEAK, NORMALISED_THRESHOLD
+
 # Douglas-Peucker cuts up to ``tolerance`` pixels off every curve, which on a
 # small or thin region removes a large share of it. Capping the tolerance at
 # this fraction of the region's mean thickness (2 * area / perimeter) keeps
@@ -48,17 +50,8 @@ _MITRE_LIMIT = 1.5
 _NEGLIGIBLE = 1e-6  # pixels
 
 # How far a suggestion extends where neither the settings nor the model say: chosen on
-# retrains' held-out corrections of both data sets (README, Polygons).
+# retrains' held-out corrections of both data sets (docs/experiments.md).
 DEFAULT_EXTEND_TO = 0.7
-# How high a suggestion's peak must reach where neither the settings nor the model say: a
-# multiple of the threshold; 1 keeps every region that reaches the threshold.
-DEFAULT_MIN_PEAK = 1.0
-# The highest a peak can be asked to reach: twice the model's own threshold is the top of the
-# normalised scale.
-MAX_MIN_PEAK = 2.0
-# The highest a model's reach for a kind (``ScoreNormaliser.extend_to_by_kind``) can be: above 1
-# it cuts the kind's regions back to where that multiple of the threshold is reached.
-MAX_EXTEND_TO = MAX_MIN_PEAK
 
 
 @dataclass(frozen=True)
@@ -66,7 +59,7 @@ class SuggestionSettings:
     """How a normalised map becomes suggestions. The defaults are the CLI's,
     the plugin's and every evaluation's: the one place they are written."""
 
-    threshold: float = 0.5  # normalised score: 0.5 is the model's own threshold
+    threshold: float = NORMALISED_THRESHOLD  # normalised score
     min_area: int = 20  # pixels
     tolerance: float = 1.0  # Douglas-Peucker, pixels
     opening: int = 0  # radius of a morphological opening before labelling; 0: none
@@ -160,8 +153,8 @@ def mask_to_polygons(
     fraction or one per pixel (an array shaped as ``score_map``); where it is
     above 1, a region is cut back to where ``extend_to * threshold`` is reached.
 
-    ``score_map`` is a 2-D array of normalised scores (0.5 is the model's own
-    threshold), or a boolean mask, in which case ``threshold`` is ignored and
+    ``score_map`` is a 2-D array of normalised scores (``NORMALISED_THRESHOLD`` is
+    the model's own threshold), or a boolean mask, in which case ``threshold`` is ignored and
     the region scores are 1.0. ``opening`` is the radius in pixels of a
     morphological opening applied before labelling (0: none). Regions with
     fewer than ``min_area`` pixels reaching the threshold (after the opening)

@@ -1,4 +1,4 @@
-"""Normalised scores: the model's threshold sits at 0.5.
+"""Normalised scores: every model's threshold sits at ``NORMALISED_THRESHOLD`` (0.5).
 
 Raw scores are anomaly probabilities in [0, 1] whose useful range differs
 from model to model. Each model file carries, for the image score and the
@@ -15,7 +15,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .polygons import DEFAULT_MIN_PEAK, MAX_EXTEND_TO, MAX_MIN_PEAK
+# Every model's threshold on the normalised scale: the one number the CLI, the
+# panel's slider, the heat map and the evaluation report share (docs/design.md).
+NORMALISED_THRESHOLD = 0.5
+
+# How high a suggestion's peak must reach where neither the settings nor the model say: a
+# multiple of the threshold; 1 keeps every region that reaches the threshold.
+DEFAULT_MIN_PEAK = 1.0
+# The highest a peak can be asked to reach: the top of the normalised scale.
+MAX_MIN_PEAK = 1.0 / NORMALISED_THRESHOLD
+# The highest a model's reach for a kind (``extend_to_by_kind``) can be: above 1 it cuts the
+# kind's regions back to where that multiple of the threshold is reached.
+MAX_EXTEND_TO = MAX_MIN_PEAK
 
 # Raw thresholds are kept strictly inside (0, 1) so both linear pieces exist.
 THRESHOLD_EPSILON = 1e-6
@@ -79,9 +90,9 @@ def clamp_threshold(value: float) -> float:
 
 
 def normalise(raw, threshold: float):
-    """Map raw scores (array or tensor) so that ``threshold`` becomes 0.5."""
-    below = raw * (0.5 / threshold)
-    above = 0.5 + (raw - threshold) * (0.5 / (1.0 - threshold))
+    """Map raw scores (array or tensor) so that ``threshold`` becomes ``NORMALISED_THRESHOLD``."""
+    below = raw * (NORMALISED_THRESHOLD / threshold)
+    above = NORMALISED_THRESHOLD + (raw - threshold) * ((1.0 - NORMALISED_THRESHOLD) / (1.0 - threshold))
     is_below = raw < threshold
     if isinstance(raw, np.ndarray) or np.isscalar(raw):
         return np.where(is_below, below, above)

@@ -26,9 +26,9 @@ TORCH_INSTALLED = importlib.util.find_spec("torch") is not None
 # Modules that need the [train] extra throughout (PyTorch, kornia, scikit-learn): not collected where
 # it is not installed. A module not listed here must run without it.
 TRAINING_TEST_MODULES = [
-    "test_engine.py", "test_evaluation.py", "test_export.py", "test_inference_fast.py", "test_map_correction.py",
-    "test_metrics.py", "test_model_file.py", "test_networks.py", "test_retrain.py", "test_retrain_process.py",
-    "test_synthesis.py", "test_trainer.py",
+    "test_bench_smoke.py", "test_engine.py", "test_evaluation.py", "test_export.py", "test_inference_fast.py",
+    "test_map_correction.py", "test_metrics.py", "test_model_file.py", "test_model_store.py",
+    "test_networks.py", "test_retrain.py", "test_retrain_process.py", "test_synthesis.py", "test_trainer.py",
 ]
 collect_ignore = [] if TORCH_INSTALLED else TRAINING_TEST_MODULES
 
@@ -100,15 +100,17 @@ def tiny_model_path(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def ball_screw_root() -> Path:
     """The shared ball screw (BSData) folder; the test is skipped when it is absent."""
-    root = REPO.parent / "shared" / "datasets" / "ball_screw"
-    if not (root / "data").is_dir():
+    from dataset_splits import default_ball_screw_root
+
+    root = default_ball_screw_root()
+    if root is None:
         pytest.skip("the ball screw data set is not present")
     return root
 
 
 @pytest.fixture(scope="session")
 def mtd_root() -> Path:
-    from labelme_dsarad.train.datasets import default_mtd_root
+    from dataset_splits import default_mtd_root  # in bench/, which setup.cfg puts on the path
 
     root = default_mtd_root()
     if root is None:
@@ -170,13 +172,16 @@ def make_window(qtbot, qsettings_sandbox, no_dialogs):
 
     built = []
 
-    def build(models, open_path=None, **config):
-        window = MainWindow(config_file=None, config_overrides={"auto_save": True, **config})
+    def build(models, open_path=None, *, opened_by_labelme=False, **config):
+        # opened_by_labelme: LabelMe opens the path itself before the panel is attached, as
+        # 'labelme-dsarad PATH' does; otherwise the panel is there first and sees the open.
+        window = MainWindow(config_file=None, config_overrides={"auto_save": True, **config},
+                            file_or_dir=str(open_path) if opened_by_labelme else None)
         window.resize(900, 600)
         panel = attach_panel(window, models)
         qtbot.addWidget(window)
         built.append(panel)
-        if open_path is not None:
+        if open_path is not None and not opened_by_labelme:
             panel.adapter.open_folder(str(open_path)) if Path(open_path).is_dir() else panel.adapter.open_file(str(open_path))
         return window, panel
 

@@ -1,4 +1,4 @@
-"""Data set listings and the MTD split of DATASET.md."""
+"""Data set listings, the splits of each DATASET.md, and the experiments' halves (bench/dataset_splits.py)."""
 
 from __future__ import annotations
 
@@ -7,20 +7,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from dataset_splits import ball_screw_retrain_halves, ball_screw_sequence, default_mtd_root, mtd_retrain_halves
 
 from labelme_dsarad.train.datasets import (
     MTD_DEFECT_FOLDERS,
-    ball_screw_retrain_halves,
-    ball_screw_sequence,
     ball_screw_test_samples,
     ball_screw_train_images,
-    default_mtd_root,
     folder_test_samples,
     load_samples,
-    mtd_retrain_halves,
     mtd_test_samples,
     mtd_train_images,
-    mtd_validation_split,
     mvtec_test_samples,
     mvtec_train_images,
     read_mask,
@@ -91,19 +87,6 @@ def test_mtd_defect_without_mask_is_an_error(tmp_path):
         mtd_test_samples(root)
 
 
-def test_validation_split_is_deterministic_and_from_train_only():
-    images = [Path(f"img{i:03d}.jpg") for i in range(50)]
-    train, val = mtd_validation_split(images, fraction=0.1, seed=0)
-    assert len(val) == 5 and len(train) == 45
-    assert set(train) | set(val) == set(images) and not set(train) & set(val)
-    assert mtd_validation_split(images[::-1], fraction=0.1, seed=0) == (train, val)
-    assert mtd_validation_split(images, fraction=0.1, seed=1)[1] != val
-    with pytest.raises(ValueError, match="fraction"):
-        mtd_validation_split(images, fraction=1.0)
-    with pytest.raises(ValueError, match="at least 2"):
-        mtd_validation_split(images[:1])
-
-
 def test_default_mtd_root_prefers_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("DSARAD_MTD_ROOT", str(tmp_path))
     assert default_mtd_root() == tmp_path
@@ -125,9 +108,6 @@ def test_real_mtd_split_counts(mtd_root):  # mtd_root: conftest.py, skips withou
     corrections, measurement = mtd_retrain_halves(mtd_root)
     assert len(corrections) == 58 + 43 + 29 + 16 + 52 == 198
     assert len(measurement) == 191 + 57 + 42 + 28 + 16 + 51 == 385
-
-    fit, val = mtd_validation_split(train)
-    assert (len(fit), len(val)) == (685, 76)
 
 
 def test_real_ball_screw_split_follows_dataset_md(ball_screw_root):

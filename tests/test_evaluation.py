@@ -13,7 +13,8 @@ from labelme_dsarad.model.inference import Prediction
 from labelme_dsarad.model.polygons import SuggestionSettings
 from labelme_dsarad.train import evaluation
 from labelme_dsarad.train.datasets import Sample, folder_test_samples
-from labelme_dsarad.train.evaluation import Evaluated, evaluate
+from labelme_dsarad.train.evaluated import Evaluated
+from labelme_dsarad.train.evaluation import evaluate
 from labelme_dsarad.train.metrics import downsample_for_metrics
 from labelme_dsarad.train.report import _grid_rows
 from labelme_dsarad.train.suggestion_metrics import best_region_ious, defect_overlaps, labelled_defects

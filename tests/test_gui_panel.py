@@ -10,10 +10,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from qtpy import QtCore, QtWidgets
+from qtpy import QtCore, QtGui, QtWidgets
 
 from labelme_dsarad import review
-from labelme_dsarad._labelme_adapter import PENDING_COLOUR, move_vertex
+from labelme_dsarad._labelme_adapter import PENDING_COLOUR, move_vertex, wait_for_saves
 from labelme_dsarad.model.model_file import read_header
 from labelme_dsarad.model.polygons import SuggestionSettings
 from labelme_dsarad.panel import ModelOption, describe_model
@@ -24,6 +24,7 @@ from .conftest import TORCH_INSTALLED, make_tiny_model
 from .test_gui_support import FakePredictor, fake_factory, inside_squares, write_sample_images
 
 WAIT = 20000  # ms; generous, the machine is shared
+DURATION = r"(\d+ ms|\d+\.\d s)"  # as the status line writes a time
 
 
 def test_the_model_line_shows_scores_not_counts(tmp_path):
@@ -66,6 +67,7 @@ def write_person_labels(image: Path, shapes: list[dict]) -> Path:
 def test_detect_with_tiny_model_and_slider_rederives_without_inference(qtbot, tmp_path, make_window, tiny_model_path):
     images = write_sample_images(tmp_path / "images", 2)
     window, panel = make_window([ModelOption("tiny", tiny_model_path)], open_path=tmp_path / "images")
+    panel.view.detect_on_open_box.setChecked(False)  # one model run, the one Detect asks for
     ready(qtbot, panel)
     assert "widget v1" in panel.view.model_info.text() and "tiny, 64 px" in panel.view.model_info.text()
 
@@ -78,7 +80,8 @@ def test_detect_with_tiny_model_and_slider_rederives_without_inference(qtbot, tm
         assert shape.flags == {"dsarad_pending": True}
         assert panel.adapter.colours(shape)[0].getRgb()[:3] == PENDING_COLOUR
         assert shape.other_data["dsarad"]["model_sha256"] == panel.model.key
-    assert re.fullmatch(r"\d+ suggestions?, \d+ ms on cpu", window.statusBar().currentMessage())
+    assert re.fullmatch(rf"\d+ suggestions? in {DURATION} \(decoding and model {DURATION} on cpu\)",
+                        window.statusBar().currentMessage())
     assert panel.inference_runs == 1
 
     score_map = panel.current_map().prediction.score_map
@@ -163,7 +166,7 @@ def test_editing_a_suggestion_accepts_it_and_reject_all_keeps_it(qtbot, tmp_path
 
     panel.view.reject_all_action.trigger()
     assert adapter.shapes() == [moved]
-    adapter.wait_for_saves()
+    wait_for_saves()
     saved = json.loads((tmp_path / "image_00.json").read_text())  # autosave
     assert [shape["dsarad"]["state"] for shape in saved["shapes"]] == ["accepted"]
 
@@ -231,6 +234,31 @@ def test_heat_map_overlay_toggles_and_is_drawn_under_the_shapes(qtbot, tmp_path,
     assert with_map != without_map
     panel.view.heat_map_action.setChecked(True)
     assert panel.adapter.overlay() is not None
+
+
+def test_a_large_photos_heat_map_made_at_a_fraction_of_its_size_covers_the_whole_picture(qtbot, tmp_path, make_window):
+    from PIL import Image
+
+    photo = np.full((800, 1200, 3), 40, dtype=np.uint8)
+    photo[500:600, 900:1100] = 240  # the defect, near the bottom right corner
+    Image.fromarray(photo).save(tmp_path / "photo.jpg", quality=95)
+    window, panel = make_window([fake_option(FakePredictor())], open_path=tmp_path)
+    window.show()
+    ready(qtbot, panel)
+    assert detect(qtbot, panel) == 1
+    overlay = panel.adapter.overlay()
+    assert overlay is not None and overlay.width() < 1200, "the map of a reduced copy of the photo"
+    canvas = panel.adapter.canvas
+    origin = panel.adapter.image_origin()
+
+    def at_the_defect() -> QtGui.QColor:
+        qtbot.wait(50)
+        return canvas.grab().toImage().pixelColor(int((1000 + origin.x()) * canvas.scale),
+                                                  int((550 + origin.y()) * canvas.scale))
+
+    with_map = at_the_defect()
+    panel.view.heat_map_box.setChecked(False)
+    assert with_map != at_the_defect(), "the heat map is drawn where its defect is in the photo"
 
 
 def test_hundred_fast_switches_never_put_a_shape_on_the_wrong_image(qtbot, tmp_path, make_window, no_dialogs):
@@ -319,6 +347,7 @@ def test_look_ahead_shows_the_next_image_without_waiting(qtbot, tmp_path, make_w
     images = [str(path) for path in write_sample_images(tmp_path, 3)]
     predictor = FakePredictor(delay=0.2)
     window, panel = make_window([fake_option(predictor)], open_path=tmp_path)
+    panel.view.detect_on_open_box.setChecked(False)  # before the model is ready: nothing detected yet
     ready(qtbot, panel)
     with qtbot.waitSignal(panel.suggestions_shown, timeout=WAIT):
         panel.view.detect_on_open_box.setChecked(True)
@@ -328,9 +357,25 @@ def test_look_ahead_shows_the_next_image_without_waiting(qtbot, tmp_path, make_w
     panel.adapter.open_file(images[1])
     assert shown == [images[1]], "shown during the open, no inference to wait for"
     assert panel.last_open_to_shown_ms < 200
-    assert window.statusBar().currentMessage().endswith("(computed ahead)")
+    assert re.fullmatch(rf"1 suggestion in \d+ ms \(computed ahead: {DURATION} on cpu\)",
+                        window.statusBar().currentMessage())
     qtbot.waitUntil(lambda: panel.cache.get(images[2], panel.model.key) is not None, timeout=WAIT)
     assert len(predictor.calls) == 3
+
+
+def test_a_look_ahead_still_running_when_the_image_opens_reports_the_wait_not_computed_ahead(
+        qtbot, tmp_path, make_window):
+    images = [str(path) for path in write_sample_images(tmp_path, 2)]
+    predictor = FakePredictor(delay=0.6)
+    window, panel = make_window([fake_option(predictor)], open_path=tmp_path)
+    ready(qtbot, panel)  # On open: the first image, then the second one ahead
+    qtbot.waitUntil(lambda: len(predictor.calls) == 2, timeout=WAIT)  # the second one's model is running
+    with qtbot.waitSignal(panel.suggestions_shown, timeout=WAIT):
+        panel.adapter.open_file(images[1])
+    message = window.statusBar().currentMessage()
+    assert "computed ahead" not in message
+    assert re.fullmatch(rf"1 suggestion in {DURATION} \(decoding and model {DURATION} on cpu\)", message)
+    assert 100 < panel.last_open_to_shown_ms < 0.6 * 1000 + WAIT, "the time the person waited for it"
 
 
 def test_failures_are_messages_and_no_label_is_lost(qtbot, tmp_path, make_window, no_dialogs):
@@ -368,7 +413,7 @@ def test_detect_all_writes_label_files_and_keeps_people_shapes(qtbot, tmp_path, 
     ready(qtbot, panel)
     panel.view.detect_all_action.trigger()
     qtbot.waitUntil(lambda: not panel.batch.running, timeout=WAIT)
-    assert "3 images: 3 predicted" in panel.view.message_label.text()
+    assert "3 images: 3 predicted" in panel.view.summary_label.text()
     for index, image in enumerate(images):
         shapes = json.loads(image.with_suffix(".json").read_text())["shapes"]
         labels = sorted(shape["label"] for shape in shapes)
@@ -387,7 +432,7 @@ def test_detect_all_can_be_cancelled(qtbot, tmp_path, make_window):
     qtbot.waitUntil(lambda: dialog.value() >= 1, timeout=WAIT)
     dialog.findChild(QtWidgets.QPushButton).click()  # the dialog's Cancel button
     qtbot.waitUntil(lambda: not panel.batch.running, timeout=WAIT)
-    assert "(cancelled)" in panel.view.message_label.text()
+    assert "(cancelled)" in panel.view.summary_label.text()
     assert sum(image.with_suffix(".json").exists() for image in images) < 8
 
 
@@ -437,14 +482,14 @@ def test_detect_all_undoes_no_decision_a_person_made(qtbot, tmp_path, make_windo
 
     panel.view.detect_all_action.trigger()
     qtbot.waitUntil(lambda: not panel.batch.running, timeout=WAIT)
-    assert "2 reviewed (left alone)" in panel.view.message_label.text()
+    assert "2 reviewed (left alone)" in panel.view.summary_label.text()
     assert {image: json.loads(image.with_suffix(".json").read_text())["shapes"] for image in images} == reviewed
 
     # Asked to include reviewed images: the rejected ones stay rejected and the accepted ones get no twin.
     panel.view.include_reviewed_box.setChecked(True)
     panel.view.detect_all_action.trigger()
     qtbot.waitUntil(lambda: not panel.batch.running, timeout=WAIT)
-    assert "2 predicted" in panel.view.message_label.text()
+    assert "2 predicted" in panel.view.summary_label.text()
     assert {image: json.loads(image.with_suffix(".json").read_text())["shapes"] for image in images} == reviewed
     groups, problems = suggestion_stats(tmp_path)
     assert not problems and sum(counts["rejected"] for counts in groups.values()) == 2
@@ -463,7 +508,7 @@ def test_a_batch_that_ends_while_its_progress_is_shown_is_no_failure(qtbot, tmp_
     panel.batch._on_progress(1, 2, str(tmp_path / "a.png"))
     assert panel.batch.dialog is None
     assert "progress failed" not in panel.view.message_label.text()
-    assert "2 predicted" in panel.view.message_label.text()
+    assert "2 predicted" in panel.view.summary_label.text()
 
 
 def test_a_click_inside_a_small_suggestion_selects_it_instead_of_grabbing_a_vertex(qtbot, tmp_path, make_window):

@@ -22,7 +22,6 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from labelme_dsarad.model.architecture import PRESETS  # noqa: E402
 from labelme_dsarad.model.inference import Prediction  # noqa: E402
-from labelme_dsarad.model.scoring import ScoreNormaliser  # noqa: E402
 
 # (x0, y0, size) of the bright squares drawn in sample image i: each image
 # has its own places, so a suggestion on the wrong image is detectable.
@@ -72,8 +71,7 @@ class FakePredictor:
     def __post_init__(self):
         info = SimpleNamespace(
             product="widget", labels=["defect"], architecture=PRESETS["tiny"], metrics={"image_auroc": 0.5},
-            created="2026-01-01T00:00:00+00:00", training={}, version=1,
-            normaliser=ScoreNormaliser(0.5, 0.5),
+            created="2026-01-01T00:00:00+00:00", training={}, version=1, normaliser=None,
         )
         self.model = SimpleNamespace(info=info, sha256="f" * 64, name="widget v1")
         self.name = "widget v1"

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
+import cv2
+
 from labelme_dsarad.model.model_file import ModelFileError
+from labelme_dsarad.model.polygons import SuggestionSettings
 from labelme_dsarad.worker import PRIORITY_LOOKAHEAD, DetectionWorker, Job
 
 from .test_gui_support import FakePredictor, fake_factory, write_sample_images
@@ -81,6 +86,30 @@ def test_broken_model_and_unreadable_image_are_messages(qtbot, tmp_path):
         assert worker.isRunning(), "the thread survives every failure"
         with qtbot.waitSignal(worker.result_ready, timeout=10000):
             worker.submit(Job(str(images[0])))
+    finally:
+        worker.stop()
+
+
+def test_large_photo_is_decoded_reduced_and_its_result_speaks_of_the_photo(qtbot, tmp_path):
+    from shapely.geometry import Polygon
+
+    from .test_large_photo import DEFECT, HEIGHT, WIDTH, assert_on_the_defect, photo_with_defect
+
+    path = tmp_path / "photo.jpg"
+    assert cv2.imwrite(str(path), photo_with_defect())
+    predictor = FakePredictor()
+    worker = started_worker(qtbot, fake_factory(predictor))
+    try:
+        submitted = time.perf_counter()
+        with qtbot.waitSignal(worker.result_ready, timeout=10000) as ready:
+            worker.submit(Job(str(path)))
+        result = ready.args[0]
+        assert predictor.calls == [(HEIGHT // 8, WIDTH // 8, 3)], "the model saw the reduced image"
+        assert result.image_shape == (HEIGHT, WIDTH), "the panel compares it with LabelMe's picture"
+        suggestion, = result.prediction.suggestions(SuggestionSettings(), "defect")
+        assert_on_the_defect(Polygon(suggestion.region.points), 8)
+        assert suggestion.region.bbox[0] >= DEFECT[0] - 8
+        assert 0 < result.seconds <= time.perf_counter() - submitted
     finally:
         worker.stop()
 

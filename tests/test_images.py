@@ -16,7 +16,15 @@ import PIL.ImageFile
 import pytest
 
 from labelme_dsarad.model import images
-from labelme_dsarad.model.images import ImageReadError, image_size, list_images, read_image
+from labelme_dsarad.model.images import (
+    ImageReadError,
+    image_size,
+    list_images,
+    read_image,
+    read_image_reduced,
+    reduce,
+    reduction_for,
+)
 
 # LabelMe's own loading steps, to compare against (private, but the same in 6.3 and 7).
 labelme_label_file = pytest.importorskip("labelme._label_file")
@@ -225,6 +233,64 @@ def test_image_size_does_not_decode_pixels(tmp_path, monkeypatch):
 
     monkeypatch.setattr(PIL.ImageFile.ImageFile, "load", refuse_to_decode)
     assert image_size(path) == (5, 9)
+
+
+# -- reduced decoding --------------------------------------------------------
+
+
+@pytest.mark.parametrize("width, height, at_least, expected", [
+    (6000, 4000, 256, 8), (6000, 4000, 512, 4), (2047, 4000, 256, 4), (2048, 4000, 256, 8),
+    (600, 400, 256, 1), (255, 10_000, 128, 1), (1024, 1024, 256, 4),
+])
+def test_reduction_is_the_largest_leaving_both_sides_at_least_the_size(width, height, at_least, expected):
+    assert reduction_for(width, height, at_least) == expected
+    assert reduction_for(height, width, at_least) == expected
+
+
+def smooth_rgb(width: int, height: int) -> np.ndarray:
+    """Smooth, so JPEG keeps it well at any scale; no symmetry, so a wrong turn shows."""
+    ys, xs = np.mgrid[0:height, 0:width] / max(width, height)
+    channels = [xs * 250, ys * 250, 128 + 100 * np.sin(3 * xs + 5 * ys * ys)]
+    return np.stack(channels, axis=2).astype(np.uint8)
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_large_jpeg_is_reduced_while_decoding_and_matches_the_shrunk_labelme_picture(tmp_path, orientation):
+    path = save(tmp_path / "large.jpg", PIL.Image.fromarray(smooth_rgb(1203, 805)), quality=95,
+                exif=with_exif_orientation(orientation))
+    full = labelme_picture(path)
+    reduced = read_image_reduced(path, 100)
+    assert reduced.reduced_while_decoding and reduced.reduction == 8
+    assert reduced.shape == full.shape[:2] == (image_size(path)[1], image_size(path)[0])
+    assert reduced.pixels.shape[:2] == (-(-full.shape[0] // 8), -(-full.shape[1] // 8))  # rounded up
+    shrunk = reduce(full, 100)
+    assert shrunk.pixels.shape == reduced.pixels.shape and not shrunk.reduced_while_decoding
+    difference = np.abs(reduced.pixels.astype(int) - shrunk.pixels.astype(int))
+    assert difference.mean() < 2 and difference.max() < 8
+
+
+def test_format_the_decoder_cannot_scale_is_decoded_in_full_then_shrunk(tmp_path):
+    rgb = smooth_rgb(1203, 805)
+    path = save(tmp_path / "large.png", PIL.Image.fromarray(rgb))
+    reduced = read_image_reduced(path, 200)
+    assert not reduced.reduced_while_decoding and reduced.reduction == 4 and reduced.shape == (805, 1203)
+    np.testing.assert_array_equal(reduced.pixels, reduce(rgb, 200).pixels)
+    assert reduced.pixels.shape == (202, 301, 3)
+
+
+def test_image_smaller_than_twice_the_size_is_not_reduced(tmp_path):
+    path = save(tmp_path / "small.jpg", PIL.Image.fromarray(smooth_rgb(300, 200)))
+    reduced = read_image_reduced(path, 101)
+    assert reduced.reduction == 1 and reduced.shape == (200, 300) and not reduced.reduced_while_decoding
+    np.testing.assert_array_equal(reduced.pixels, read_image(path))
+
+
+def test_reduced_decoding_refuses_a_truncated_jpeg(tmp_path):
+    data = encoded(smooth_rgb(1200, 800), "JPEG")
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageReadError, match="truncated or corrupt"):
+        read_image_reduced(path, 100)
 
 
 # -- refusals ----------------------------------------------------------------

@@ -234,11 +234,35 @@ def test_a_rejected_suggestion_stays_rejected_through_any_number_of_runs_unless_
     assert [entry["points"] for entry in second[RECORD_KEY][REJECTED_KEY]] == [suggestion(30, 20)["points"]]
     third = merge_suggestions(second, again, "part.png", HEIGHT, WIDTH, run)
     assert third["shapes"] == reviewed["shapes"] and len(third[RECORD_KEY][REJECTED_KEY]) == 1
-    # Asked for more (a lower threshold than it was rejected at), the finding may come back.
+    # Asked for more (a lower threshold than it was rejected at), the finding may come back, saying so.
     lower = suggestion_shape(region([(30.5, 20), (35.5, 20), (35.5, 24.5)]), "crack", {**PROVENANCE, "threshold": 0.3})
     fourth = merge_suggestions(third, [lower], "part.png", HEIGHT, WIDTH, {**run, "threshold": 0.3})
-    assert fourth["shapes"] == [*reviewed["shapes"], lower]
+    assert fourth["shapes"][:1] == reviewed["shapes"] and len(fourth["shapes"]) == 2
+    back = fourth["shapes"][1]
+    assert back["points"] == lower["points"] and back["description"] == "dsarad 0.87, rejected at 0.50"
+    assert is_pending_suggestion(back)
     assert len(fourth[RECORD_KEY][REJECTED_KEY]) == 1
+
+
+def test_a_suggestion_is_never_both_pending_and_rejected(tmp_path):
+    run = {"model": "m", "model_sha256": "ab", "threshold": 0.5}
+    first = merge_suggestions(None, [suggestion(10, 10), suggestion(30, 20)], "part.png", HEIGHT, WIDTH, run)
+    # Shown again at the very place and threshold it was rejected at, it has the rejection's fingerprint.
+    same = suggestion_shape(region([(30, 20), (35, 20), (35, 24.5)]), "crack", PROVENANCE)
+    # An older version left this after an undone rejection: pending, and rejected too.
+    contradictory = {**first, RECORD_KEY: {**first[RECORD_KEY],
+                                           REJECTED_KEY: [labelfile.suggestion_memory(first["shapes"][1])]}}
+    assert labelfile.remembered_rejections(contradictory) == []  # what the person last saw: pending
+    path = tmp_path / "part.json"
+    write_label_file(path, contradictory)
+    assert load_label_file(path)[RECORD_KEY][REJECTED_KEY] == []
+    assert labelfile.without_contradictions(first) is first  # nothing to repair: the same object
+    # A lower threshold shows it again with a fingerprint of its own, and the rejection stays.
+    rejected = labelfile.suggestion_memory(same)
+    lower = suggestion_shape(region([(30, 20), (35, 20), (35, 24.5)]), "crack", {**PROVENANCE, "threshold": 0.4})
+    (back,) = labelfile.new_suggestions([lower], [], [rejected])
+    assert back[RECORD_KEY]["fingerprint"] != rejected["fingerprint"] == lower[RECORD_KEY]["fingerprint"]
+    assert labelfile.new_suggestions([same], [], [rejected]) == []
 
 
 def test_new_file_has_labelmes_layout():

@@ -16,8 +16,8 @@ from labelme_dsarad.cli import main
 from labelme_dsarad.model.inference import Prediction
 from labelme_dsarad.model.model_file import LoadedModel, file_sha256, load_model, save_model
 from labelme_dsarad.model.networks import ANOMALY_LOGITS
-from labelme_dsarad.model.polygons import MAX_EXTEND_TO, SuggestionSettings
-from labelme_dsarad.model.scoring import ScoreNormaliser
+from labelme_dsarad.model.polygons import SuggestionSettings
+from labelme_dsarad.model.scoring import MAX_EXTEND_TO, ScoreNormaliser
 from labelme_dsarad.model.store import ModelStore
 from labelme_dsarad.train.calibration import (
     EXTEND_TO_CANDIDATES,
@@ -315,7 +315,7 @@ def test_thresholds_separate_defects_from_normals_at_the_best_f1():
     assert (nothing.image_threshold, nothing.pixel_threshold) == (0.5, 0.5)
 
 
-def test_tiny_retrain_end_to_end_stores_a_new_version_and_rolls_back(tmp_path, capsys):
+def test_tiny_retrain_end_to_end_stores_a_new_version_and_leaves_the_one_in_use(tmp_path, capsys):
     labels = write_tiny_labels(tmp_path / "labels")
     store = tiny_store(tmp_path / "store")
     v1 = store.resolve("widget", 1).path
@@ -329,13 +329,13 @@ def test_tiny_retrain_end_to_end_stores_a_new_version_and_rolls_back(tmp_path, c
     kinds = [event["event"] for event in events]
     assert kinds[-1] == "done" and "progress" in kinds and "stage" in kinds
     done = events[-1]
-    assert done["version"] == 2 and done["current"] is True and done["previous"]["version"] == 1
+    assert done["version"] == 2 and done["in_use"] == "widget v1" and done["previous"]["version"] == 1
     assert done["counts"]["holdout"] == {"normal": 1, "defect": 1}
     for side in ("before", "after"):
         for key in ("pixel_auroc", "image_best_f1", "pixel_best_f1", "suggestion_iou"):
             assert 0.0 <= done[side][key] <= 1.0 and math.isfinite(done[side][key]), (side, key)
     assert [stored.version for stored in store.versions("widget")] == [1, 2]
-    assert store.resolve("widget").version == 2 and file_sha256(v1) == v1_hash
+    assert store.resolve("widget").version == 1 and file_sha256(v1) == v1_hash
     new = load_model(store.resolve("widget", 2).path)
     assert new.info.training["base"]["sha256"] == v1_hash and new.info.version == 2
     # The new version maps over mirror images; the base it started from does not.
@@ -343,11 +343,13 @@ def test_tiny_retrain_end_to_end_stores_a_new_version_and_rolls_back(tmp_path, c
     assert "best F1" in new.info.normaliser.statistics["method"]
     assert new.info.metrics["before"] == done["before"]
 
-    assert main(["retrain", "--product", "widget", "--rollback", "1", "--store", str(store.root)]) == 0
+    assert main(["use", "widget", "v2", "--store", str(store.root)]) == 0
+    assert store.resolve("widget").version == 2
+    assert main(["use", "widget", "1", "--store", str(store.root)]) == 0
     assert store.resolve("widget").version == 1
-    assert main(["retrain", "--product", "widget", "--rollback", "7", "--store", str(store.root)]) == 2
+    assert main(["use", "widget", "v7", "--store", str(store.root)]) == 2
     error = capsys.readouterr().err.strip().splitlines()
-    assert len(error) == 1 and "no version 7" in error[0]
+    assert len(error) == 1 and "no version v7" in error[0]
 
 
 def test_defect_free_images_given_with_normals_join_the_reviewed_ones(tmp_path, capsys):
@@ -400,7 +402,7 @@ def test_retraining_learns_the_kinds_people_named_and_suggestions_carry_them(tmp
     store = tiny_store(tmp_path / "store")
     assert main(["retrain", "--product", "widget", "--labels", str(labels), "--store", str(store.root),
                  "--steps", "8", "--batch-size", "4", "--progress-json"]) == 0, capsys.readouterr().err
-    new = load_model(store.resolve("widget").path)
+    new = load_model(store.resolve("widget", 2).path)
     assert new.info.architecture.kinds == ("pit", "scratch") and new.info.labels == ["defect"]
     image = cv2.imread(str(labels / "tile_01.png"))[:, :, ::-1]
     for backend in ("torch", "onnx"):
@@ -508,8 +510,8 @@ def test_the_reach_of_a_large_photo_is_chosen_on_its_map_drawn_smaller():
 
 
 def test_the_retrain_summary_says_how_far_each_kind_reaches(tmp_path):
-    result = RetrainResult("widget", 2, tmp_path / "v2.safetensors", {"version": 1}, {}, {},
-                           {"holdout": {"defect": 1, "normal": 1}}, {"extend_to_by_kind": {"pit": 0.4}}, True)
+    result = RetrainResult("widget", 2, tmp_path / "v2.safetensors", {"name": "widget v1", "version": 1}, {}, {},
+                           {"holdout": {"defect": 1, "normal": 1}}, {"extend_to_by_kind": {"pit": 0.4}}, "widget v1")
     assert "suggestions reach, by kind: pit 0.40 (0.70 for the rest)" in format_retrain_result(result)
     cut_back = replace(result, thresholds={"extend_to_by_kind": {"hole": 1.4, "pit": 0.4}})
     assert "suggestions reach, by kind: hole 1.40 (cut back), pit 0.40 (0.70 for the rest)" in \
@@ -519,6 +521,17 @@ def test_the_retrain_summary_says_how_far_each_kind_reaches(tmp_path):
     peaked = replace(result, thresholds={"min_peak": 1.4})
     assert "suggestions peak at 1.40 times the threshold or higher (a normalised score of 0.70)" in \
         format_retrain_result(peaked)
+
+
+def test_the_retrain_summary_explains_a_holdout_too_small_to_measure_and_how_to_switch(tmp_path):
+    result = RetrainResult("magnetic_tile", 1, tmp_path / "v1.safetensors",
+                           {"name": "magnetic_tile bundled", "version": "bundled"}, {"images": 3}, {"images": 3},
+                           {"holdout": {"defect": 3, "normal": 0}}, {}, "magnetic_tile bundled", seconds=60.0)
+    lines = format_retrain_result(result).splitlines()
+    assert lines[0] == f"magnetic_tile v1 stored in {tmp_path / 'v1.safetensors'} (1.0 min); still using magnetic_tile bundled"
+    assert lines[1].startswith("before and after: 3 held-out images (3 with defects, 0 normal): too few to measure")
+    assert not any("AUROC" in line for line in lines)
+    assert lines[-1] == "use it with: dsarad use magnetic_tile v1"
 
 
 def test_retraining_thresholds_keep_the_normals_below_them():

@@ -58,9 +58,8 @@ NORMAL_FLOOR_MINIMUM = 20
 FALSE_SUGGESTIONS_PER_NORMAL = 0.5
 FLOOR_CANDIDATES = 64
 # The extents tried per defect kind (``choose_suggestion_levels``): from far below the threshold
-# to only where it is reached, and above it: on Magnetic Tile the blowholes' regions spread past
-# the holes, and four retrains cut them back to 1.4-1.6 on their calibration images, measured
-# blowhole IoU 0.57-0.70 -> 0.68-0.73 (README, "How far each kind's suggestions reach").
+# to only where it is reached, and above it, for a kind whose regions spread past its defects
+# (Magnetic Tile's blowholes: docs/experiments.md).
 EXTEND_TO_CANDIDATES = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2, 1.4, 1.6)
 # The peaks tried (``choose_suggestion_levels``), times the threshold (1 to nearly the top of the
 # normalised scale), and how much of the calibration defects' mean IoU a higher one may cost:
@@ -74,7 +73,7 @@ EXTEND_TO_MAX_SIDE = 1024
 # Image-score windows tried (odd sides, pixels at the model's input size).
 SCORE_WINDOWS = (1, 3, 5, 7, 9, 11, 15, 21)
 # The map correction: per-pixel statistics from at most MAX normal images; below
-# MIN they are too noisy (a spread from 32 maps is within about 12%).
+# MIN they are too noisy.
 MAP_CORRECTION_MIN_IMAGES = 32
 MAP_CORRECTION_MAX_IMAGES = 256
 MAP_CORRECTION_LOWEST_GAIN = 0.25

@@ -31,14 +31,12 @@ from .synthesis import synthesise
 # full size. Lower than a half so that hairline cracks survive the shrink.
 MASK_COVERAGE = 0.25
 # Plain cross-entropy beside the Dice term, not focal's gamma 2 of the first training, with every
-# labelled pixel counting alike: on Magnetic Tile the outlines got better (IoU 0.40-0.43 ->
-# 0.45-0.46) and more defects were found (84% -> 86-87%); the ball screw's stayed as good (IoU 0.48)
-# (README, "Cross-entropy, not focal loss").
+# labelled pixel counting alike: closer outlines and more defects found (docs/experiments.md).
 RETRAIN_FOCAL_GAMMA = 0.0
 # Steps' worth of synthetic images made at once (``CorrectionBatches.synthetic``).
 SYNTHETIC_POOL = 16
 # Each synthetic image serves this many steps (half a pool apart, flipped afresh each time): making
-# one took 0.03 s of a 0.22 s step on a 2-core EPYC, the student's reconstruction most of it.
+# one is a noticeable part of a step, the student's reconstruction most of it.
 SYNTHETIC_USES = 2
 
 
@@ -153,9 +151,8 @@ def reconstruct(student: torch.nn.Module, images: torch.Tensor,
     """The frozen student's reconstructions (float, [0, 1]) of uint8 or float images, (N, 3, S, S).
 
     Under ``autocast``, the training step's: the U-Net reads them at that precision anyway, and
-    with the student in channels-last too (``retrain.Retrainer``) they take under half the time
-    on a Zen 4 EPYC, where they were a quarter of a retraining step (README, "Reconstructions at
-    the step's precision").
+    with the student in channels-last too (``retrain.Retrainer``) they are much faster on CPUs
+    with bf16 units.
     """
     outputs = []
     for chunk in images.split(batch):
@@ -173,8 +170,7 @@ class CorrectionBatches:
     labelled yet stay found) and reviewed normals as they are. Whole images,
     not crops: an uneven zone fills much of a crop, which then looks like a
     plain bright surface, and a U-Net taught on such crops fired on whole
-    over-exposed normal images (Magnetic Tile, 10 minutes: pixel AUROC 0.85
-    on crops of half the side, 0.92 on whole images). The student is frozen,
+    over-exposed normal images. The student is frozen,
     so the reconstructions of the real images are made once, here.
     """
 
@@ -196,8 +192,6 @@ class CorrectionBatches:
         self.generator = generator
         self.device = device
         self.sources = AnomalySources(self.normals.shape[-1], None, self.normals)
-        self.pool_steps = SYNTHETIC_POOL
-        self.synthetic_uses = SYNTHETIC_USES
         self.synthetic_pool: list[torch.Tensor] = []  # images, reconstructions, masks
         self.synthetic_used = 0
 
@@ -214,16 +208,16 @@ class CorrectionBatches:
                              focal_gamma=RETRAIN_FOCAL_GAMMA)
 
     def synthetic(self) -> tuple[torch.Tensor, ...]:
-        """``synthetic_count`` images with a synthetic anomaly, each used ``synthetic_uses`` times, from
-        a pool made for ``pool_steps`` steps at a time: the student reconstructs many images in one
+        """``synthetic_count`` images with a synthetic anomaly, each used ``SYNTHETIC_USES`` times, from
+        a pool made for ``SYNTHETIC_POOL`` steps at a time: the student reconstructs many images in one
         pass far faster per image than one at a time."""
         if not self.synthetic_pool or self.synthetic_used + self.synthetic_count > len(self.synthetic_pool[0]):
-            count = max(self.synthetic_count * self.pool_steps // self.synthetic_uses, 1)
+            count = max(self.synthetic_count * SYNTHETIC_POOL // SYNTHETIC_USES, 1)
             normal = self.normals[self._draw(self.normals, count)].float() / 255.0
             drawn = self.sources.sample(count, self.generator, self.device)
             made = synthesise(normal, drawn, self.generator, self.sources.chroma, anomaly_probability=1.0)
             made_pool = [made.augmented, reconstruct(self.student, made.augmented, self.autocast), made.mask]
-            self.synthetic_pool = [torch.cat([part] * self.synthetic_uses) for part in made_pool]
+            self.synthetic_pool = [torch.cat([part] * SYNTHETIC_USES) for part in made_pool]
             self.synthetic_used = 0
         images, reconstructions, masks = (part[self.synthetic_used : self.synthetic_used + self.synthetic_count]
                                           for part in self.synthetic_pool)

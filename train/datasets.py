@@ -1,15 +1,15 @@
 """Test and training image lists for the data sets we evaluate on.
 
-Three layouts are understood: Magnetic Tile Defects (MTD, with the split rules
-of ``shared/datasets/magnetic_tile/DATASET.md``), MVTec AD (one category
-folder) and a plain folder layout for a user's own images. Every listing is
-sorted in plain byte order of the file names, so that a split is the same on
-every machine whatever its locale or file system.
+Four layouts are understood: Magnetic Tile Defects (MTD) and the ball screw
+drives (BSData), each with the split rules of its DATASET.md
+(``../shared/datasets/<name>/DATASET.md`` beside the checkout), MVTec AD (one
+category folder) and a plain folder layout for a user's own images. Every
+listing is sorted in plain byte order of the file names, so that a split is
+the same on every machine whatever its locale or file system.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,21 +68,6 @@ def _require_dir(path: Path, what: str) -> Path:
 # --- Magnetic Tile Defects ---------------------------------------------------
 
 
-def default_mtd_root() -> Path | None:
-    """The MTD folder to use: ``$DSARAD_MTD_ROOT``, else the shared copy, else None.
-
-    The shared copy is ``<repo>/../shared/datasets/magnetic_tile``, where
-    ``<repo>`` is the folder holding ``train/``. The first of the two that
-    exists wins.
-    """
-    candidates = []
-    if os.environ.get("DSARAD_MTD_ROOT"):
-        candidates.append(Path(os.environ["DSARAD_MTD_ROOT"]))
-    repo = Path(__file__).resolve().parents[1]
-    candidates.append(repo.parent / "shared" / "datasets" / "magnetic_tile")
-    return next((path for path in candidates if path.is_dir()), None)
-
-
 def _mtd_jpgs(root: Path, folder: str) -> list[Path]:
     imgs = _require_dir(Path(root) / folder / "Imgs", "MTD")
     return _images_in(imgs, suffixes={".jpg"})
@@ -121,48 +106,6 @@ def mtd_test_samples(root: Path) -> list[Sample]:
         for image in _mtd_jpgs(root, folder)
     ]
     return normals + defects
-
-
-def mtd_retrain_halves(root: Path) -> tuple[list[Sample], list[Sample]]:
-    """(corrections, measurement) for experiments that learn from real defects.
-
-    Within each defect folder, in byte order, even 0-based indices go to
-    corrections (198 images) and odd ones to measurement (194 images). The
-    measurement list also holds the 191 test-split MT_Free images (385 in
-    all), since DATASET.md reports such experiments on exactly that set; it
-    can be passed to ``evaluate`` as it is.
-    """
-    corrections: list[Sample] = []
-    measured_defects: list[Sample] = []
-    for folder in MTD_DEFECT_FOLDERS:
-        for i, image in enumerate(_mtd_jpgs(root, folder)):
-            half = corrections if i % 2 == 0 else measured_defects
-            half.append(_mtd_defect_sample(image, folder))
-    normals = [_mtd_normal_sample(p) for p in _mtd_free_split(root)[1]]
-    return corrections, normals + measured_defects
-
-
-def mtd_validation_split(
-    train_images: list[Path], fraction: float = 0.1, seed: int = 0
-) -> tuple[list[Path], list[Path]]:
-    """(train, val) carved out of the train split only, the same for a seed.
-
-    The draw is made on the byte-sorted list, so the input's order does not
-    matter; both lists come back in byte order. At least one image is left on
-    each side when there are two or more.
-    """
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
-    images = _byte_sorted(train_images)
-    n_val = min(max(round(fraction * len(images)), 1), len(images) - 1)
-    if n_val < 1:
-        raise ValueError(
-            f"need at least 2 train images to carve out a validation set, got {len(images)}"
-        )
-    val_index = set(np.random.default_rng(seed).permutation(len(images))[:n_val].tolist())
-    train = [p for i, p in enumerate(images) if i not in val_index]
-    val = [p for i, p in enumerate(images) if i in val_index]
-    return train, val
 
 
 # --- MVTec AD ----------------------------------------------------------------
@@ -208,11 +151,6 @@ def _ball_screw_defect_sample(root: Path, image: Path) -> Sample:
     return Sample(image, Path(root) / "label" / f"{image.stem}.json", "Pitting", True)
 
 
-def ball_screw_sequence(image: Path) -> str:
-    """A wear sequence: the 3rd and 4th name fields (``01_200907033001_332500_225_crop_2`` -> ``332500_225``)."""
-    return "_".join(image.stem.split("_")[2:4])
-
-
 def ball_screw_train_images(root: Path) -> list[Path]:
     """The train-split defect-free images (550 in the full data set)."""
     normals, _ = _ball_screw_images(root)
@@ -224,19 +162,6 @@ def ball_screw_test_samples(root: Path) -> list[Sample]:
     normals, pitted = _ball_screw_images(root)
     return ([Sample(p, None, "good", False) for i, p in enumerate(normals) if i % BALL_SCREW_TEST_EVERY == 0]
             + [_ball_screw_defect_sample(root, p) for p in pitted])
-
-
-def ball_screw_retrain_halves(root: Path) -> tuple[list[Sample], list[Sample]]:
-    """(corrections, measurement) by wear sequence (DATASET.md): the sequences with pitting,
-    sorted by name, even index to corrections, odd to measurement; the measurement list also
-    holds the test-split defect-free images."""
-    _, pitted = _ball_screw_images(root)
-    sequences = sorted({ball_screw_sequence(p) for p in pitted}, key=str.encode)
-    corrections = [p for p in pitted if sequences.index(ball_screw_sequence(p)) % 2 == 0]
-    measured = [p for p in pitted if sequences.index(ball_screw_sequence(p)) % 2 == 1]
-    normals = [s for s in ball_screw_test_samples(root) if not s.is_anomalous]
-    return ([_ball_screw_defect_sample(root, p) for p in corrections],
-            normals + [_ball_screw_defect_sample(root, p) for p in measured])
 
 
 # --- Plain folders -----------------------------------------------------------

@@ -164,8 +164,8 @@ def has_bf16_units() -> bool:
 
 def autocast_for(device: torch.device) -> Callable[[], AbstractContextManager]:
     """bf16 autocast on CUDA and on CPUs with bf16 units: AMX (Intel Xeon since Sapphire Rapids)
-    or AVX-512 BF16 (AMD EPYC since Zen 4); a retraining step's U-Net passes take about half the
-    time there (bench/bench_retrain_step.py). Full precision elsewhere, where bf16 has no fast path."""
+    or AVX-512 BF16 (AMD EPYC since Zen 4), where a retraining step's U-Net passes run much faster
+    (``bench/bench_retrain_step.py``). Full precision elsewhere, where bf16 has no fast path."""
     if device.type == "cuda":
         return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
     if device.type == "cpu" and has_bf16_units():

@@ -2,9 +2,9 @@
 
 The one evaluator: ``dsarad evaluate``, the retraining's before/after and the
 benchmarks all measure through ``evaluate``. ``predict(image) -> (score_map,
-image_score)`` gives normalised scores (0.5 is the model's threshold; they may
-leave [0, 1] and are not clipped, so rankings are those of the raw scores).
-With ``suggestions``, the polygons a person would see at those settings are
+image_score)`` gives normalised scores (``scoring.NORMALISED_THRESHOLD`` is the
+model's threshold; they may leave [0, 1] and are not clipped, so rankings are
+those of the raw scores). With ``suggestions``, the polygons a person would see at those settings are
 measured too (``suggestion_metrics``) and drawn in the report. The report,
 when asked for, holds ``metrics.json``, ``roc.png``, ``pro.png``, ``grid.png``
 and ``report.md`` (``report``).
@@ -13,53 +13,23 @@ and ``report.md`` (``report``).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
 
 from labelme_dsarad.model.polygons import SuggestionSettings
 
+from .evaluated import Evaluated, EvaluationSample
 from .metrics import compute_metrics, downsample_for_metrics
+from .report import write_report
 from .suggestion_metrics import SuggestionTally
 
 if TYPE_CHECKING:
     from labelme_dsarad.model.inference import Prediction, Predictor
 
 Predict = Callable[[np.ndarray], "Prediction"]
-
-MODEL_THRESHOLD = 0.5  # the model's threshold in normalised scores (DESIGN.md)
-class EvaluationSample(Protocol):
-    """A test image and what is known about it (``datasets.Sample``, ``labels.LabelledImage``)."""
-
-    @property
-    def image_path(self) -> Path: ...
-
-    @property
-    def defect_type(self) -> str: ...  # "good" for a normal image
-
-    @property
-    def is_anomalous(self) -> bool: ...
-
-    def read_image(self) -> np.ndarray: ...
-
-    def mask(self, height: int, width: int) -> np.ndarray: ...
-
-    def kinds(self, height: int, width: int) -> np.ndarray: ...  # the defect kind of each pixel, "" where none
-
-
-@dataclass
-class Evaluated:
-    """One sample after prediction, at the (downsampled) metric resolution."""
-
-    sample: EvaluationSample
-    score: float
-    score_map: np.ndarray
-    mask: np.ndarray
-    polygons: list | None  # point lists, LabelMe coordinates of the full-size map
-    map_shape: tuple[int, int]  # the full-size map's (height, width)
 
 
 def evaluate(
@@ -100,8 +70,6 @@ def evaluate(
     if tally is not None:
         metrics["overall"].update(tally.summary())
     if report_dir is not None:
-        from .report import write_report
-
         write_report(Path(report_dir), evaluated, metrics, suggestions is not None)
     return metrics
 

@@ -6,10 +6,9 @@ ground-truth bool mask of the same shape (all False for a normal image), plus
 one score and one label per image. Scores are compared in float32.
 
 Image-level metrics come straight from scikit-learn. Pixel-level metrics over
-hundreds of maps mean tens of millions of pixels, where scikit-learn takes
-tens of seconds per metric (input checks, an argsort each time), so all pixel
-metrics here come from one exact set of curve vertices (``PixelCurves``,
-about 1 s for 500 maps of 256x256); the tests check them against
+hundreds of maps mean tens of millions of pixels, where scikit-learn is slow
+(input checks, an argsort for each metric), so all pixel metrics here come
+from one exact set of curve vertices (``PixelCurves``); the tests check them against
 scikit-learn and against a slow, plain AUPRO of their own. Every pixel is
 used: nothing is subsampled. To bound memory, a caller may shrink maps and
 masks first with ``downsample_for_metrics``, as ``evaluation.evaluate`` does.
@@ -71,7 +70,7 @@ def best_f1(scores, labels) -> tuple[float, float]:
 # Defect pixels are few, normal pixels many. Every curve only changes shape at
 # the scores of defect pixels: between two of them the TPR and PRO stay put
 # while the FPR grows, a straight horizontal segment. So the normal pixels'
-# scores are sorted once (np.sort on float32 is fast; argsort is ~20x slower)
+# scores are sorted once (np.sort on float32 is fast, argsort far slower)
 # and only counted, by binary search, at the defect pixels' distinct scores.
 
 

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from labelme_dsarad.model.polygons import DEFAULT_EXTEND_TO, DEFAULT_MIN_PEAK, SuggestionSettings
 
 from .metric_names import REPORTED_METRICS
+from .retrain_checks import unmeasured
 
 if TYPE_CHECKING:
     from .retrain import RetrainResult
@@ -79,14 +80,22 @@ class TerminalProgress:
 
 
 def format_retrain_result(result: RetrainResult) -> str:
-    """What ``dsarad retrain`` prints at the end: where the version went, and the holdout before and after."""
-    lines = [f"{result.product} v{result.version} written to {result.path} ({result.seconds / 60:.1f} min)"
-             + ("; now the current model" if result.current else "; the current model is unchanged")]
+    """What ``dsarad retrain`` prints at the end: where the version went, the holdout before and
+    after, and the command that switches to it."""
+    lines = [f"{result.product} v{result.version} stored in {result.path} ({result.seconds / 60:.1f} min); "
+             f"still using {result.in_use}"]
     holdout = result.counts["holdout"]
-    lines.append(f"held-out corrected labels: {holdout['defect']} defect and {holdout['normal']} normal images")
-    lines.append(f"{'':<36}{'before':>10}{'after':>10}")
-    for key, title in REPORTED_METRICS:
-        lines.append(f"{title:<36}{_number(result.before.get(key)):>10}{_number(result.after.get(key)):>10}")
+    note = unmeasured(holdout)
+    if note:
+        lines.append(f"before and after: {note}")
+    else:
+        lines.append(f"on held-out reviewed images ({holdout['defect']} with defects, {holdout['normal']} normal), "
+                     f"never trained on: {result.previous['name']} before, v{result.version} after")
+        lines.append(f"{'':<36}{'before':>10}{'after':>10}")
+        for key, title in REPORTED_METRICS:
+            before, after = result.before.get(key), result.after.get(key)
+            if _number(before) != "-" or _number(after) != "-":  # e.g. "Kind right" of a model that names no kinds
+                lines.append(f"{title:<36}{_number(before):>10}{_number(after):>10}")
     by_kind = result.thresholds.get("extend_to_by_kind") or {}
     if by_kind:
         # A level above 1 cuts a kind's suggestions back to where that multiple of the threshold is reached.
@@ -98,8 +107,7 @@ def format_retrain_result(result: RetrainResult) -> str:
     if min_peak != DEFAULT_MIN_PEAK:
         lines.append(f"suggestions peak at {min_peak:.2f} times the threshold or higher "
                      f"(a normalised score of {min_peak * SuggestionSettings.threshold:.2f})")
-    lines.append(f"roll back with: dsarad retrain --product {result.product} --rollback "
-                 f"{result.previous['version'] if result.previous['version'] is not None else 'VERSION'}")
+    lines.append(f"use it with: dsarad use {result.product} v{result.version}")
     return "\n".join(lines)
 
 

@@ -13,8 +13,9 @@ from matplotlib.patches import Polygon
 from sklearn.metrics import roc_curve
 
 from labelme_dsarad.model.atomic_write import write_atomically
+from labelme_dsarad.model.scoring import NORMALISED_THRESHOLD
 
-from .evaluation import MODEL_THRESHOLD, Evaluated
+from .evaluated import Evaluated
 from .metrics import METRIC_KEYS, PixelCurves, pixel_curves
 
 GRID_ROWS_PER_KIND = 4  # worst and best normals and defects: 16 rows at most
@@ -81,7 +82,7 @@ def _roc_figure(evaluated: list[Evaluated], metrics: dict, curves: PixelCurves) 
     labels = np.array([e.sample.is_anomalous for e in evaluated])
     types = np.array([e.sample.defect_type for e in evaluated])
     overall = metrics["overall"]
-    threshold_label = f"model threshold ({MODEL_THRESHOLD})"
+    threshold_label = f"model threshold ({NORMALISED_THRESHOLD})"
     if overall["image_auroc"] is not None:
         fpr, tpr, _ = roc_curve(labels, scores)
         label = f"all defects (AUROC {_fmt(overall['image_auroc'])})"
@@ -93,8 +94,8 @@ def _roc_figure(evaluated: list[Evaluated], metrics: dict, curves: PixelCurves) 
                 fpr, tpr, _ = roc_curve(labels[chosen], scores[chosen])
                 label = f"{defect_type} (AUROC {_fmt(values['image_auroc'])})"
                 image_ax.plot(fpr, tpr, linewidth=1.2, label=label)
-        normal_rate = float(np.mean(scores[~labels] >= MODEL_THRESHOLD))
-        defect_rate = float(np.mean(scores[labels] >= MODEL_THRESHOLD))
+        normal_rate = float(np.mean(scores[~labels] >= NORMALISED_THRESHOLD))
+        defect_rate = float(np.mean(scores[labels] >= NORMALISED_THRESHOLD))
         image_ax.plot(normal_rate, defect_rate, "o", color="red", markersize=8, label=threshold_label)
     else:
         image_ax.text(0.5, 0.5, "needs normal and defective images", ha="center", transform=image_ax.transAxes)
@@ -103,7 +104,7 @@ def _roc_figure(evaluated: list[Evaluated], metrics: dict, curves: PixelCurves) 
     if _both_pixel_classes(curves):
         label = f"all pixels (AUROC {_fmt(overall['pixel_auroc'])})"
         pixel_ax.plot(*_thinned(*curves.roc()), color="black", linewidth=2.5, label=label)
-        rates = _pixel_rates_at(evaluated, MODEL_THRESHOLD)
+        rates = _pixel_rates_at(evaluated, NORMALISED_THRESHOLD)
         pixel_ax.plot(*rates, "o", color="red", markersize=8, label=threshold_label)
     else:
         pixel_ax.text(0.5, 0.5, "needs defect and normal pixels", ha="center", transform=pixel_ax.transAxes)
@@ -125,10 +126,10 @@ def _pro_figure(evaluated: list[Evaluated], metrics: dict, curves: PixelCurves) 
     if _both_pixel_classes(curves):
         label = f"all defects (AUPRO@{fpr_limit:g} {_fmt(metrics['overall']['aupro'])})"
         ax.plot(*_thinned(*curves.pro_curve(), x_max=fpr_limit), color="black", linewidth=2.5, label=label)
-        fpr_at_threshold, _ = _pixel_rates_at(evaluated, MODEL_THRESHOLD)
+        fpr_at_threshold, _ = _pixel_rates_at(evaluated, NORMALISED_THRESHOLD)
         if fpr_at_threshold <= fpr_limit:
-            pro = _pro_at(curves, MODEL_THRESHOLD)
-            ax.plot(fpr_at_threshold, pro, "o", color="red", markersize=8, label=f"model threshold ({MODEL_THRESHOLD})")
+            pro = _pro_at(curves, NORMALISED_THRESHOLD)
+            ax.plot(fpr_at_threshold, pro, "o", color="red", markersize=8, label=f"model threshold ({NORMALISED_THRESHOLD})")
         ax.plot([0, fpr_limit], [0, fpr_limit], linestyle="--", color="gray", linewidth=1, label="chance")
     else:
         ax.text(0.5, 0.5, "needs defect and normal pixels", ha="center", transform=ax.transAxes)
@@ -170,12 +171,12 @@ def _grid_figure(evaluated: list[Evaluated], has_polygons: bool) -> Figure:
     rows = _grid_rows(evaluated)
     figure = Figure(figsize=(12, 3.2 * len(rows) + 0.6), layout="constrained")
     figure.suptitle(
-        f"Worst cases first, then best  ·  green: our polygons  ·  cyan: score {MODEL_THRESHOLD} (model threshold)",
+        f"Worst cases first, then best  ·  green: our polygons  ·  cyan: score {NORMALISED_THRESHOLD} (model threshold)",
         fontsize=12,
     )
     for subfigure, (index, why) in zip(figure.subfigures(len(rows), 1, squeeze=False)[:, 0], rows):
         item = evaluated[index]
-        flagged = "flagged" if item.score >= MODEL_THRESHOLD else "passed"
+        flagged = "flagged" if item.score >= NORMALISED_THRESHOLD else "passed"
         name, defect_type = item.sample.image_path.name, item.sample.defect_type
         subfigure.suptitle(
             f"{name}  ·  {defect_type}  ·  score {item.score:.3f} ({flagged})  ·  {why}", fontsize=10, x=0.01, ha="left"
@@ -196,12 +197,12 @@ def _grid_figure(evaluated: list[Evaluated], has_polygons: bool) -> Figure:
         image_ax.set_title(polygons_title if has_polygons else "image (no suggestions asked for)", fontsize=9)
 
         heat = map_ax.imshow(item.score_map, cmap="inferno", vmin=0.0, vmax=1.0, extent=extent)
-        crosses = item.score_map.min() < MODEL_THRESHOLD <= item.score_map.max()
+        crosses = item.score_map.min() < NORMALISED_THRESHOLD <= item.score_map.max()
         if crosses and min(item.score_map.shape) >= 2:
             map_ax.contour(
-                item.score_map, levels=[MODEL_THRESHOLD], colors="cyan", linewidths=1, extent=extent, origin="upper"
+                item.score_map, levels=[NORMALISED_THRESHOLD], colors="cyan", linewidths=1, extent=extent, origin="upper"
             )
-        subfigure.colorbar(heat, ax=map_ax, fraction=0.046, pad=0.02, label=f"score ({MODEL_THRESHOLD} = threshold)")
+        subfigure.colorbar(heat, ax=map_ax, fraction=0.046, pad=0.02, label=f"score ({NORMALISED_THRESHOLD} = threshold)")
         map_ax.set_title("anomaly map", fontsize=9)
 
         truth_ax.imshow(image)
@@ -235,13 +236,13 @@ def _markdown(evaluated: list[Evaluated], metrics: dict) -> str:
     normal_count = int(np.count_nonzero(~labels))
     for defect_type, values in metrics["per_type"].items():
         table.append(_table_row(defect_type, values, metrics["num_images"][defect_type] + normal_count))
-    flagged_defects = int(np.count_nonzero(scores[labels] >= MODEL_THRESHOLD))
-    flagged_normals = int(np.count_nonzero(scores[~labels] >= MODEL_THRESHOLD))
+    flagged_defects = int(np.count_nonzero(scores[labels] >= NORMALISED_THRESHOLD))
+    flagged_normals = int(np.count_nonzero(scores[~labels] >= NORMALISED_THRESHOLD))
     lines = [
         "# Evaluation report",
         "",
         f"{len(evaluated)} images ({counts}).",
-        f"At the model's threshold ({MODEL_THRESHOLD}): {flagged_defects} of {int(labels.sum())} defective"
+        f"At the model's threshold ({NORMALISED_THRESHOLD}): {flagged_defects} of {int(labels.sum())} defective"
         f" images flagged, {flagged_normals} of {normal_count} normal images flagged.",
         "",
         "## Metrics",

@@ -3,62 +3,45 @@
 ``retrain`` reads a folder annotated in LabelMe (``labels.read_label_folder``:
 reviewed normal images and real defects), adds any defect-free images given
 (``RetrainConfig.normal_images``, e.g. the first training's) to the normals,
-splits them (``corrections``),
-continues training the product's current model for minutes, sets its
+refuses, before any training, labels with no reviewed defect or no
+defect-free image (``retrain_checks``), splits them (``corrections``),
+continues training the product's model in use for minutes, sets its
 thresholds (``calibration``) and measures it before and after on the holdout
 (``evaluation``), and writes the result as a new version into the model
-store, keeping the old ones (``rollback`` goes back).
+store, keeping the old ones. The model in use stays as it was: a person
+switches with ``dsarad use`` (or the plugin's *Use vN*) after reading the
+before/after numbers.
 
-This is the engine's (``engine``) second configuration. **Warm start**: the
-student and U-Net start from the current model's weights. **The student is
-frozen**: it reconstructs as it will at inference (at the training step's
-precision: ``corrections.reconstruct``), and only the U-Net learns.
-Training the student too (distilled toward its starting encoder) took 66%
-of a step (``bench/bench_retrain_step.py``), and its features drifted under
-the U-Net that reads them (on Magnetic Tile the distillation loss doubled
-within 100 steps). **Batches** (``corrections.CorrectionBatches``): whole
-images at the model's size, seven eighths real defects and the rest
-reviewed normals with synthetic anomalies (whose untouched surroundings are
-the batch's normal pixels); the loss is cross-entropy (every labelled pixel
-alike, pending ones not at all) + Dice, so a defect of a few pixels counts
-as a whole (the first training's focal loss, with defect pixels weighing 4
-times more, outlined worse and found fewer: ``corrections.RETRAIN_FOCAL_GAMMA``).
-In 10 minutes the U-Net underfits even the corrections it trains on
-(Magnetic Tile, 3e-4 and half of each batch real: IoU 0.37 on the
-corrections half against 0.34 on the measurement half), so
-the rate is high (1e-3) and nearly every image is a real defect (IoU 0.44
-and 0.40; kind right 63-70% → 88%).
+It is the engine's (``engine``) second configuration:
 
-**Kinds**: when people's shapes carry labels other than the model's generic
-one ("blowhole", "Pitting"), the U-Net learns to name them too
-(``with_kinds`` widens its last layer; kinds it knew keep their weights; the
-kind loss is averaged per image, so small defects count), and every
-suggestion then carries its most likely kind and the probability.
+- **Warm start, frozen student**: the student and the U-Net start from the
+  model's weights, and only the U-Net learns, on the student's
+  reconstructions made as at inference (``corrections.reconstruct``).
+  Training the student too cost much of a step and its features drifted
+  under the U-Net that reads them.
+- **Batches** (``corrections.CorrectionBatches``): whole images at the
+  model's size, nearly all real defects, the rest reviewed normals with
+  synthetic anomalies; cross-entropy with every labelled pixel alike
+  (pending ones not at all) plus Dice, so that a defect of a few pixels
+  counts as a whole. A run of minutes underfits even the corrections it
+  trains on, hence the first training's high learning rate.
+- **Kinds**: shapes labelled other than the model's generic label
+  ("blowhole", "Pitting") teach the U-Net to name them (``with_kinds``);
+  every suggestion then carries its most likely kind and its probability.
+- **Mirror images at inference** (``Architecture.flip_average``): the new
+  model's map is the U-Net's mean over the four mirror images of its input,
+  in calibration and at inference alike: closer outlines for three more
+  passes of the U-Net.
+- **Map correction** (``calibration.choose_map_correction``): refitted on
+  the training normals, kept only if the calibration defects' pixels rank
+  at least as well with it.
+- **Thresholds** (``calibration.f1_thresholds``): where F1 is best on the
+  calibration images, never below what the reviewed normals need, and
+  never on the training images, which the U-Net scores too confidently;
+  then, on the same images, how far each kind's suggestions reach and how
+  high a suggestion must peak (``calibration.choose_suggestion_levels``).
 
-**Mirror images at inference** (``Architecture.flip_average``): the new
-model's map is the U-Net's mean over the four mirror images of its input,
-each flipped back, in calibration and at inference alike; training runs the
-U-Net once per image (flipped at random). Two Magnetic Tile retrains, each
-calibrated with and without it on the same weights: IoU of each defect's
-best suggestion 0.393 -> 0.422 and 0.393 -> 0.404, defects touched 81% ->
-86% and 86% -> 90%, false suggestions per normal image 0.62 -> 0.61 and
-0.57 -> 0.60 (README, "Maps over mirror images"); for three more passes of
-the U-Net at inference.
-
-**Map correction** (``calibration.choose_map_correction``): refitted on the
-training normals for the new U-Net, and kept only if the calibration images'
-defect pixels rank at least as well with it (pixel AP); with too few
-normals, the base model's stays.
-
-**Thresholds** (``calibration.f1_thresholds``): where F1 is best on the
-calibration images (real defects and normals), never below what the reviewed
-normals need (the pixel threshold: at most half a suggestion per normal
-image), and not on the training images, where the U-Net has seen the very
-masks and would score them too confidently. On the same calibration images
-then (``calibration.choose_suggestion_levels``): how far each kind's
-suggestions reach below the threshold (or are cut back above it), and how
-high a suggestion must peak (the suggestions a review rejects peak lower
-than the defects found).
+The measurements behind these choices: docs/retraining.md and docs/experiments.md.
 """
 
 from __future__ import annotations
@@ -79,13 +62,14 @@ from labelme_dsarad.model.model_file import LoadedModel, ModelInfo, load_model, 
 from labelme_dsarad.model.networks import ANOMALY_LOGITS, DSARAD
 from labelme_dsarad.model.polygons import SuggestionSettings
 from labelme_dsarad.model.scoring import ScoreNormaliser
-from labelme_dsarad.model.store import ModelStore, StoredModel, check_product_name
+from labelme_dsarad.model.store import BUNDLED, ModelStore, StoredModel, Version, check_product_name
 
 from .calibration import choose_map_correction, choose_suggestion_levels, f1_thresholds
 from .corrections import CorrectionBatches, defect_kinds, load_examples, split_labels
 from .engine import Budget, LoopState, Progress, StudentTraining, autocast_for, run_steps
 from .evaluation import evaluate_predictor
 from .labels import LabelledImage, read_label_folder
+from .retrain_checks import few_defects_warning, missing_images
 
 DEFAULT_MINUTES = 10.0
 
@@ -95,7 +79,7 @@ class RetrainConfig:
     product: str
     labels_dir: str
     store_root: str | None = None
-    base_model: str | None = None  # default: the product's current model in the store
+    base_model: str | None = None  # default: the product's model in use in the store
     normal_images: tuple[str, ...] = ()  # defect-free images beside the reviewed ones (the first training's)
     minutes: float | None = None
     steps: int | None = None
@@ -109,7 +93,6 @@ class RetrainConfig:
     synthetic_share: float = 0.125  # reviewed normals with synthetic anomalies; the rest: normals as they are
     device: str = "auto"
     seed: int = 0
-    set_current: bool = True
 
     def __post_init__(self):
         if self.minutes is not None and self.steps is not None:
@@ -132,12 +115,12 @@ class RetrainResult:
     product: str
     version: int
     path: Path
-    previous: dict  # the starting model: name, version (None: a file outside the store), path, sha256
+    previous: dict  # the starting model: name, version ("bundled", N, or None: a file outside the store), path, sha256
     before: dict  # holdout metrics of the starting model
     after: dict  # and of the new one
     counts: dict
     thresholds: dict
-    current: bool
+    in_use: str  # the name of the product's model in use, which the retrain left as it was
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -245,12 +228,12 @@ def measure(model_path: Path, samples: list[LabelledImage], device: str) -> dict
 # -- the whole retrain ------------------------------------------------------------------
 
 
-def base_model(config: RetrainConfig, store: ModelStore) -> tuple[Path, int | None]:
+def base_model(config: RetrainConfig, store: ModelStore) -> tuple[Path, Version | None]:
     """The model to start from and its store version (None: a file given directly)."""
     if config.base_model is not None:
         return Path(config.base_model), None
     stored: StoredModel = store.resolve(config.product)
-    return stored.path, (None if stored.bundled else stored.version)
+    return stored.path, (BUNDLED if stored.bundled else stored.version)
 
 
 def retrain(config: RetrainConfig, progress: Progress | None = None) -> RetrainResult:
@@ -264,7 +247,6 @@ def retrain(config: RetrainConfig, progress: Progress | None = None) -> RetrainR
     def stage(name: str, message: str) -> None:
         progress({"event": "stage", "stage": name, "message": message})
 
-    stage("reading", f"reading labels in {config.labels_dir}")
     folder = read_label_folder(config.labels_dir)
     for problem in folder.problems:
         progress({"event": "problem", "message": problem})
@@ -274,6 +256,12 @@ def retrain(config: RetrainConfig, progress: Progress | None = None) -> RetrainR
     if not folder.images:
         raise ValueError(f"{config.labels_dir}: no reviewed images (set the image flag 'ok' on the images "
                          f"you reviewed); {len(folder.skipped)} skipped, {len(folder.problems)} unreadable")
+    refusal = missing_images(config.labels_dir, len(folder.defects), len(folder.normals) + len(given_normals))
+    if refusal:
+        raise ValueError(refusal)
+    warning = few_defects_warning(len(folder.defects))
+    if warning:
+        progress({"event": "problem", "message": warning})
     split = split_labels(folder.images + given_normals, config.holdout, config.calibration, config.seed)
     counts = {**split.counts(), "given_normals": len(given_normals), "skipped": len(folder.skipped),
               "unreadable": len(folder.problems)}
@@ -364,17 +352,9 @@ def retrain(config: RetrainConfig, progress: Progress | None = None) -> RetrainR
         os.replace(temporary, final_path)
     finally:
         temporary.unlink(missing_ok=True)
-    if config.set_current:
-        store.set_current(config.product, version)
     thresholds = {"image": normaliser.image_threshold, "pixel": normaliser.pixel_threshold,
                   "extend_to_by_kind": normaliser.extend_to_by_kind, "min_peak": normaliser.min_peak,
                   **normaliser.statistics}
     return RetrainResult(config.product, version, final_path, previous, before, after, counts, thresholds,
-                         config.set_current, list(folder.problems), round(time.monotonic() - started, 1))
-
-
-def rollback(product: str, version: int, store_root: os.PathLike | str | None = None) -> StoredModel:
-    """Make an older (or any stored) version the product's current model again."""
-    store = ModelStore(store_root)
-    store.set_current(product, version)  # ValueError when there is no such version
-    return store.resolve(product, version)
+                         store.in_use(config.product)[0].name, list(folder.problems),
+                         round(time.monotonic() - started, 1))

@@ -161,19 +161,26 @@ def _iou(first: dict, second: dict, height: int, width: int) -> float:
 
 def format_stats(groups: dict[str, dict]) -> str:
     """A table a person reads: one row per model version."""
-    headers = ["model", "images", "reviewed", "suggested", "accepted", "edited (IoU)", "rejected", "pending",
+    headers = ["model", "images", "reviewed", "suggested", "accepted", "edited", "edited IoU", "rejected", "pending",
                "drawn", "missed"]
     rows = []
     for name, counts in groups.items():
-        iou = counts["edited_mean_iou"]
-        edited = f"{counts['edited']}" + (f" ({iou:.2f}, {counts['edited_with_iou']} known)" if iou is not None else "")
         rejected = "not recorded" if counts["rejected"] is None else str(counts["rejected"])
         if counts["rejected"] is not None and counts["rejections_known_in_images"] < counts["images"]:
             rejected += f" (in {counts['rejections_known_in_images']} images)"
         rows.append([name, counts["images"], counts["reviewed_images"], counts["suggestions"],
-                     counts["accepted_unchanged"], edited, rejected, counts["pending"], counts["drawn_by_people"],
-                     counts["missed"]])
+                     counts["accepted_unchanged"], counts["edited"], _edited_iou(counts), rejected, counts["pending"],
+                     counts["drawn_by_people"], counts["missed"]])
     widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
     lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [headers, *rows]]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
+
+
+def _edited_iou(counts: dict) -> str:
+    """The mean IoU of the edited suggestions with their outlines as suggested: "-" where no edited
+    one recorded its outline, and how many did where only some did."""
+    iou, known = counts["edited_mean_iou"], counts["edited_with_iou"]
+    if iou is None:
+        return "-"
+    return f"{iou:.2f}" if known == counts["edited"] else f"{iou:.2f} ({known} of {counts['edited']})"

@@ -130,7 +130,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.device = resolve_device(config.device)
         # Low-contrast product images drive activations and gradients into
-        # denormal floats, which run about 50x slower on x86 CPUs.
+        # denormal floats, which run many times slower on x86 CPUs.
         torch.set_flush_denormal(True)
         self.distributed = dist.is_available() and dist.is_initialized()
         self.rank = dist.get_rank() if self.distributed else 0
