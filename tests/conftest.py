@@ -19,18 +19,21 @@ from typing import Any
 
 import pytest
 
+from labelme_dsarad.model.model_file import TRAINING_MODULES
+
 REPO = Path(__file__).resolve().parents[1]
 # make_tiny_model() with its default arguments, for runs without PyTorch.
 STORED_TINY_MODEL = REPO / "tests" / "data" / "tiny_widget.safetensors"
 TORCH_INSTALLED = importlib.util.find_spec("torch") is not None
-# Modules that need the [train] extra throughout (PyTorch, kornia, scikit-learn): not collected where
-# it is not installed. A module not listed here must run without it.
+# Modules that need the [train] extra throughout (TRAINING_MODULES): not collected where it is not
+# installed. A module not listed here must run without it.
 TRAINING_TEST_MODULES = [
     "test_bench_smoke.py", "test_engine.py", "test_evaluation.py", "test_export.py", "test_inference_fast.py",
     "test_map_correction.py", "test_metrics.py", "test_model_file.py", "test_model_store.py",
     "test_networks.py", "test_retrain.py", "test_retrain_process.py", "test_synthesis.py", "test_trainer.py",
 ]
-collect_ignore = [] if TORCH_INSTALLED else TRAINING_TEST_MODULES
+TRAINING_INSTALLED = all(importlib.util.find_spec(name) for name in TRAINING_MODULES)
+collect_ignore = [] if TRAINING_INSTALLED else TRAINING_TEST_MODULES
 
 # A shape a person drew: merges and reruns must leave it exactly as it is.
 PERSON_SHAPE: dict[str, Any] = {
@@ -56,12 +59,12 @@ def make_tiny_model(path: Path, seed: int = 0, product: str = "widget", input_si
     """
     arguments = (seed, product, input_size, image_threshold, pixel_threshold)
     if arguments not in _made_models:
-        if TORCH_INSTALLED:
+        if TRAINING_INSTALLED:  # saving exports the ONNX graph: PyTorch and onnx
             _made_models[arguments] = build_tiny_model(path, *arguments)
         elif arguments == (0, "widget", 64, 0.5, 0.5):
             _made_models[arguments] = STORED_TINY_MODEL.read_bytes()
         else:
-            pytest.skip("making a model needs PyTorch")
+            pytest.skip("making a model needs the [train] extra")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(_made_models[arguments])
     return path
