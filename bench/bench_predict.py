@@ -179,8 +179,8 @@ os.environ["QT_QPA_PLATFORM"] = "offscreen"
 from pathlib import Path
 from qtpy import QtWidgets
 app = QtWidgets.QApplication([])
-from labelme.app import MainWindow
-from labelme_dsarad._labelme_adapter import install_qsettings_sandbox
+from labelme_dsarad._labelme_adapter import install_qsettings_sandbox, main_window_class
+MainWindow = main_window_class()
 from labelme_dsarad.panel import ModelOption, attach_panel
 import labelme_dsarad.model.inference as inference
 model, sample, large, scratch, variant, rounds = sys.argv[1:7]

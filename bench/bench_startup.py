@@ -1,12 +1,12 @@
 """The plugin's start: from launching the process to the first suggestions on screen.
 
-    .venv/bin/python bench/bench_startup.py [--model FILE] [--rounds 3]
+    .venv/bin/python bench/bench_startup.py [--model FILE] [--rounds 3] [--python OTHER_PYTHON ...]
 
-Each round starts two fresh processes that build LabelMe's window with the
-panel (offscreen), open a bundled sample and press Detect: one with an empty
-export cache (a model's first start: export it to ONNX, then run it) and one
-with the export the first round's first start left in its cache. They take
-turns, and the table reports medians and their ratio.
+Each round starts a fresh process per Python (this one first, then each
+``--python``, e.g. a review station's venv without PyTorch) that builds
+LabelMe's window with the panel (offscreen), opens a bundled sample and
+presses Detect, with an empty export cache; they take turns, and the table
+reports medians and their ratio to the first.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ import os, sys
 os.environ["QT_QPA_PLATFORM"] = "offscreen"
 from qtpy import QtWidgets
 app = QtWidgets.QApplication([])
-from labelme.app import MainWindow
-from labelme_dsarad._labelme_adapter import install_qsettings_sandbox
+from labelme_dsarad._labelme_adapter import install_qsettings_sandbox, main_window_class
+MainWindow = main_window_class()
 from labelme_dsarad.panel import ModelOption, attach_panel
 install_qsettings_sandbox(sys.argv[3])
 window = MainWindow(config_file=None, config_overrides={"auto_save": False})
@@ -46,11 +46,20 @@ panel.shutdown()
 """
 
 
-def one_start(model: Path, image: Path, cache: Path, scratch: Path) -> float:
+def one_start(python: str, model: Path, image: Path, cache: Path, scratch: Path) -> float:
     environment = {**os.environ, "DSARAD_CACHE_DIR": str(cache)}
-    result = subprocess.run([sys.executable, "-c", CHILD, str(model), str(image), str(scratch / "qsettings")],
+    result = subprocess.run([python, "-c", CHILD, str(model), str(image), str(scratch / "qsettings")],
                             env=environment, capture_output=True, text=True, check=True)
     return float(result.stdout.strip().splitlines()[-1])
+
+
+DESCRIBE = ("import importlib.util, platform; from importlib.metadata import version; "
+            "print(f'Python {platform.python_version()}, LabelMe {version(\"labelme\")}, ' + "
+            "(f'torch {version(\"torch\")}' if importlib.util.find_spec('torch') else 'no torch'))")
+
+
+def describe(python: str) -> str:
+    return subprocess.run([python, "-c", DESCRIBE], capture_output=True, text=True, check=True).stdout.strip()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,19 +67,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=REPO / "resources" / "models" / "magnetic_tile_compact.safetensors")
     parser.add_argument("--image", type=Path, default=REPO / "resources" / "samples" / "blowhole_exp1_num_108719.jpg")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--python", nargs="*", default=[], help="other interpreters to start the plugin with")
     args = parser.parse_args(argv)
     stderr(machine_line())
-    cold, warm = [], []
+    pythons = [sys.executable, *args.python]
+    names = [describe(python) for python in pythons]
+    seconds: dict[str, list[float]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
-        warm_cache = folder / "cold0"  # the first start without a cache leaves the export there
         for index in range(args.rounds):
-            cold.append(one_start(args.model, args.image, folder / f"cold{index}", folder))
-            warm.append(one_start(args.model, args.image, warm_cache, folder))
-            stderr(f"round {index + 1}: no cache {cold[-1]:.2f} s, cached export {warm[-1]:.2f} s")
-    print_table(["start", "launch to first suggestions (median)", "ratio"],
-                [["export made at start (empty cache)", f"{median(cold):.2f} s", "1.00x"],
-                 ["export read from the cache", f"{median(warm):.2f} s", f"{median(cold) / median(warm):.2f}x"]])
+            for python, name in zip(pythons, names):
+                seconds[name].append(one_start(python, args.model, args.image, folder / f"cache{index}", folder))
+                stderr(f"round {index + 1}: {name}: {seconds[name][-1]:.2f} s")
+    first = median(seconds[names[0]])
+    print_table(["install", "launch to first suggestions (median)", "ratio"],
+                [[name, f"{median(values):.2f} s", f"{median(values) / first:.2f}x"] for name, values in seconds.items()])
     return 0
 
 

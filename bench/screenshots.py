@@ -199,16 +199,14 @@ def panel_screenshots(args: argparse.Namespace, model: Path, folder: Path, scrat
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
     app.setStyle("Fusion")  # as labelme's own main does
     app.setPalette(QtWidgets.QStyleFactory.create("Fusion").standardPalette())
-    from labelme.app import MainWindow
-
-    from labelme_dsarad._labelme_adapter import install_qsettings_sandbox
+    from labelme_dsarad._labelme_adapter import install_qsettings_sandbox, main_window_class
     from labelme_dsarad.model.labelfile import REVIEWED_FLAG
     from labelme_dsarad.panel import ModelOption, attach_panel
 
     install_qsettings_sandbox(scratch / "qsettings")  # leave the user's LabelMe layout alone
     # As 'labelme-dsarad' starts LabelMe: with the image flag 'ok' (reviewed), every dock in place.
-    window = MainWindow(config_file=None, config_overrides={"auto_save": True, "flags": [REVIEWED_FLAG]},
-                        file_or_dir=str(folder) if args.predicted else None)
+    window = main_window_class()(config_file=None, config_overrides={"auto_save": True, "flags": [REVIEWED_FLAG]},
+                                 file_or_dir=str(folder) if args.predicted else None)
     panel = attach_panel(window, [ModelOption(model.name, model)])
     # Ticking 'ok' with suggestions pending asks what to do with them; here the person accepts them.
     panel.review.ask_about_pending = lambda count: "accept"

@@ -1,10 +1,19 @@
 """Every touch of LabelMe's internals, in one place.
 
-LabelMe 6 has no plugin API, so the plugin reaches into ``MainWindow``, its
+LabelMe has no plugin API, so the plugin reaches into ``MainWindow``, its
 ``Canvas`` and ``Shape``. All of it goes through this module, and
 ``REQUIRED`` names each attribute we rely on: ``missing_attributes`` (and a
 test over it) reports by name what a LabelMe release no longer has, instead
-of a crash deep in a slot. Pinned to ``labelme>=6.3,<7``.
+of a crash deep in a slot.
+
+Two LabelMe lines, each with its own list: 6.3 on PyQt5 (``labelme>=6.3,<7``,
+Python 3.10-3.11) and 7 on PySide6 (``labelme>=7.1,<8``, Python 3.12+), both
+through qtpy. LabelMe 7 renamed its modules with underscores, takes keyword
+arguments only, made ``Shape`` a plain dataclass (points in a numpy array,
+colours chosen by the canvas at paint time), keeps a label file's other keys
+in ``_annotation`` and saves automatically in a thread; where the lines
+differ, ``LABELME_7`` says which is which. The methods LabelMe calls are
+called here with keywords, the parameters' names being the same in both.
 
 Hooks are instance attributes that wrap the window's own methods. LabelMe
 calls the wrapped ones through ``self.``, so the wrappers see every call,
@@ -13,8 +22,8 @@ could wrap it (shape moves, undo, image flags), we connect to the same signal.
 
 Undo: LabelMe's undo restores the canvas's shapes only. The label file's
 top-level entries (our review record among them) are tied here to each undo
-step, so an undo takes back a rejection as well as the shape. LabelMe 6.3
-has no redo.
+step, so an undo takes back a rejection as well as the shape. Neither LabelMe
+line has a redo.
 
 Why one module (and one class) of this size: the point of it is that
 nothing else reaches into LabelMe, so every private attribute we use is
@@ -27,14 +36,25 @@ import copy
 import os
 import traceback
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from qtpy import QtCore, QtGui, QtWidgets
 
+
+def _labelme_major_version() -> int:
+    from importlib.metadata import version
+
+    return int(version("labelme").split(".")[0])
+
+
+LABELME_7 = _labelme_major_version() >= 7
+APP_MODULE, WIDGETS_MODULE = ("labelme._app", "labelme._widgets") if LABELME_7 else ("labelme.app", "labelme.widgets")
+
 # "Owner.attribute[.attribute]": checked on a live window, because many
 # MainWindow attributes exist only on instances.
-REQUIRED = (
+REQUIRED_LABELME_6 = (
     "labelme.__main__.main",
     "labelme.__main__.MainWindow",
     "labelme._shape.Shape",
@@ -83,7 +103,6 @@ REQUIRED = (
     "Canvas._hovered_vertex",
     "Canvas._transform_point_widget_to_image",
     "Canvas._compute_image_origin_offset",
-    "labelme._shape.contains_point",
     "MainWindow._canvas_widgets.scroll_bars",
     "Canvas.hovered_shape",
     "Canvas.can_restore_shape",
@@ -106,6 +125,74 @@ REQUIRED = (
     "LabelList.clicked",
     "ToolsToolBar",
 )
+REQUIRED_LABELME_7 = (
+    "labelme.__main__.main",
+    "labelme.__main__.MainWindow",
+    "labelme._shape.Shape",
+    "labelme._widgets.format_shape_label",
+    "labelme._widgets.LabelListWidgetItem",
+    "labelme._widgets.Palette",
+    "Shape.label",
+    "Shape.points",
+    "Shape.flags",
+    "Shape.other_data",
+    "Shape.closed",
+    "MainWindow._canvas_widgets.canvas",
+    "MainWindow._docks.label_list",
+    "MainWindow._docks.file_list",
+    "MainWindow._docks.flag_list",
+    "MainWindow._actions.undo",
+    "MainWindow._actions.brightness_contrast",
+    "MainWindow._image",
+    "MainWindow._image_path",
+    "MainWindow._annotation",
+    "MainWindow._label_file_path",
+    "MainWindow._output_dir",
+    "MainWindow._is_changed",
+    "MainWindow._load_file",
+    "MainWindow._load_shapes",
+    "MainWindow._capture_save_request",
+    "MainWindow._wait_for_save",
+    "MainWindow._save_writer",
+    "MainWindow.add_label",
+    "MainWindow.remove_labels",
+    "MainWindow.reset_state",
+    "MainWindow.mark_dirty",
+    "MainWindow.mark_clean",
+    "MainWindow.save_labels",
+    "MainWindow.undo_shape_edit",
+    "MainWindow.has_no_shapes",
+    "MainWindow.image_list",
+    "MainWindow._load_from_file_or_dir",
+    "MainWindow._canvas_widgets.scroll_bars",
+    "Canvas.shapes",
+    "Canvas.mode",
+    "Canvas._hovered_vertex",
+    "Canvas.transform_widget_point_to_image",
+    "Canvas._compute_image_origin_offset",
+    "Canvas._render_context",
+    "Canvas.hovered_shape",
+    "Canvas.can_restore_shape",
+    "Canvas.selected_shapes",
+    "Canvas.shape_backups",
+    "Canvas.backup_shapes",
+    "Canvas.restore_last_shape",
+    "Canvas.deselect_shape",
+    "Canvas.select_shapes",
+    "Canvas.selection_changed",
+    "Canvas.shape_moved",
+    "Canvas.context_menu",
+    "Canvas.pixmap",
+    "Canvas.scale",
+    "Canvas._render_layers",
+    "Canvas._draw_pixmap_layer",
+    "LabelListItem.setText",
+    "LabelListItem.shape",
+    "LabelList.find_item_by_shape",
+    "LabelList.clicked",
+    "ToolsToolBar",
+)
+REQUIRED = REQUIRED_LABELME_7 if LABELME_7 else REQUIRED_LABELME_6
 
 PENDING_COLOUR = (255, 140, 0)  # amber: unlike LabelMe's label colours, reads as "not final"
 
@@ -124,9 +211,7 @@ def missing_attributes(window: QtWidgets.QMainWindow) -> list[str]:
     roots["Canvas"] = canvas
     label_list = getattr(getattr(window, "_docks", None), "label_list", None)
     roots["LabelList"] = label_list
-    from labelme.widgets import LabelListWidgetItem
-
-    roots["LabelListItem"] = LabelListWidgetItem()
+    roots["LabelListItem"] = importlib.import_module(WIDGETS_MODULE).LabelListWidgetItem()
     missing = []
     for name in REQUIRED:
         if name == "ToolsToolBar":
@@ -156,6 +241,13 @@ def missing_attributes(window: QtWidgets.QMainWindow) -> list[str]:
 
 def _declared(value: Any, attribute: str) -> bool:
     return any(attribute in getattr(klass, "__annotations__", {}) for klass in type(value).__mro__)
+
+
+def main_window_class() -> type:
+    """LabelMe's main window class (tests and benchmarks build it without ``run_labelme``)."""
+    import importlib
+
+    return importlib.import_module(APP_MODULE).MainWindow
 
 
 class LabelMeAdapter:
@@ -193,6 +285,9 @@ class LabelMeAdapter:
         return image.height(), image.width()
 
     def image_bytes(self) -> bytes | None:
+        if LABELME_7:
+            annotation = self.window._annotation
+            return annotation.image_data if annotation is not None else None
         return getattr(self.window, "_image_data", None)
 
     def image_list(self) -> list[str]:
@@ -224,45 +319,70 @@ class LabelMeAdapter:
 
         LabelMe keeps a label file's unknown top-level keys in ``_other_data``
         and writes them back on save, so what is put here is saved with the
-        shapes.
+        shapes (LabelMe 7 keeps them in the open file's ``_annotation``).
         """
-        if not isinstance(self.window._other_data, dict):
+        if not LABELME_7 and not isinstance(self.window._other_data, dict):
             self.window._other_data = {}
-        entry = self.window._other_data.get(key)
+        other_data = self._file_entries()
+        if other_data is None:
+            return {}  # no image open: nothing to save
+        entry = other_data.get(key)
         if not isinstance(entry, dict):
-            entry = self.window._other_data[key] = {}
+            entry = other_data[key] = {}
         return entry
+
+    def _file_entries(self) -> dict | None:
+        """The open label file's top-level entries LabelMe does not know, as LabelMe keeps them."""
+        if LABELME_7:
+            annotation = self.window._annotation
+            return annotation.other_data if annotation is not None else None
+        return self.window._other_data
+
+    def _set_file_entries(self, entries: dict | None) -> None:
+        if LABELME_7:
+            import dataclasses
+
+            annotation = self.window._annotation
+            if annotation is not None:  # a frozen dataclass: replaced, as LabelMe replaces it
+                self.window._annotation = dataclasses.replace(annotation, other_data=entries or {})
+            return
+        self.window._other_data = entries
 
     # --- opening and saving ---
 
     def open_file(self, path: str) -> None:
         """Open an image the way the file list does (also selects it there)."""
-        self.window._load_file(str(path))
+        if LABELME_7:  # its _load_file leaves the Image List's row where it was: choose the row
+            images, wanted = self.image_list(), os.path.normpath(str(path))
+            file_list = self.window._docks.file_list
+            if wanted in images and file_list.currentRow() != images.index(wanted):
+                file_list.setCurrentRow(images.index(wanted))  # loads it, as a click on the row does
+                return
+        self.window._load_file(image_or_label_path=str(path))
 
     def open_folder(self, folder: str) -> None:
-        self.window._load_from_file_or_dir(str(folder))
+        self.window._load_from_file_or_dir(file_or_dir=str(folder))
 
     def reload_current(self) -> None:
         path = self.image_path()
         if path is not None:
-            self.window._load_file(path)
+            self.window._load_file(image_or_label_path=path)
 
     def save(self) -> Path:
         """Save the open image's labels where LabelMe would, without a dialog."""
         image_path = self.image_path()
         assert image_path is not None, "save needs an open image"
         path = self.label_path(image_path)
-        if self.window.save_labels(str(path)):
+        if self.window.save_labels(label_path=str(path)):
             self.window.mark_clean()
         return path
 
     def refresh_file_checks(self) -> None:
         """Tick the file-list entries that now have a label file (after Detect all)."""
         file_list = self.window._docks.file_list
-        for row in range(file_list.count()):
-            item = file_list.item(row)
-            if self.label_path(item.text()).is_file():
-                item.setCheckState(QtCore.Qt.Checked)
+        for row, image_path in enumerate(self.image_list()):  # the list's rows, in its order
+            if self.label_path(image_path).is_file():
+                file_list.item(row).setCheckState(QtCore.Qt.Checked)
 
     def mark_dirty(self) -> None:
         self.window.mark_dirty()
@@ -293,15 +413,20 @@ class LabelMeAdapter:
         """A LabelMe polygon from a label-file shape dict; extra keys go to other_data."""
         from labelme._shape import Shape
 
-        shape = Shape(
-            label=shape_dict["label"],
-            shape_type=shape_dict.get("shape_type") or "polygon",
-            group_id=shape_dict.get("group_id"),
-            description=shape_dict.get("description") or "",
-        )
-        for x, y in shape_dict["points"]:
-            shape.add_point(QtCore.QPointF(float(x), float(y)))
-        shape.close()
+        points = [(float(x), float(y)) for x, y in shape_dict["points"]]
+        properties = {
+            "label": shape_dict["label"],
+            "shape_type": shape_dict.get("shape_type") or "polygon",
+            "group_id": shape_dict.get("group_id"),
+            "description": shape_dict.get("description") or "",
+        }
+        if LABELME_7:
+            shape = Shape(**properties, points=points, closed=True)
+        else:
+            shape = Shape(**properties)
+            for x, y in points:
+                shape.add_point(QtCore.QPointF(x, y))
+            shape.close()
         shape.flags = dict(shape_dict.get("flags") or {})
         known = {"label", "points", "group_id", "shape_type", "flags", "description", "mask"}
         shape.other_data = {key: value for key, value in shape_dict.items() if key not in known}
@@ -329,7 +454,7 @@ class LabelMeAdapter:
         remove = list(remove)
         if remove:
             gone = set(map(id, remove))
-            window.remove_labels(remove)
+            window.remove_labels(shapes=remove)
             canvas.shapes = [shape for shape in canvas.shapes if id(shape) not in gone]
             canvas.selected_shapes = [shape for shape in canvas.selected_shapes if id(shape) not in gone]
             if canvas.hovered_shape is not None and id(canvas.hovered_shape) in gone:
@@ -349,25 +474,28 @@ class LabelMeAdapter:
 
     def _after_shape_change(self) -> None:
         window = self.window
-        if window.has_no_shapes():
+        if window.has_no_shapes() and not LABELME_7:  # LabelMe 7 follows its list's rows itself
             for action in window._actions.on_shapes_present:
                 action.setEnabled(False)
         window._actions.undo.setEnabled(self.canvas.can_restore_shape)
         self.canvas.update()
 
     def select(self, shapes: list) -> None:
-        self.canvas.select_shapes(shapes)
+        self.canvas.select_shapes(shapes=shapes)
 
     def restyle(self, shape) -> None:
         """Colour a shape for its state and give its list entry LabelMe's text and our suffix."""
-        self.window._update_shape_color(shape)
+        import importlib
+
+        if LABELME_7:
+            self.canvas.update()  # the canvas chooses colours as it paints (_install_pending_style)
+        else:
+            self.window._update_shape_color(shape)
         try:
-            item = self.window._docks.label_list.find_item_by_shape(shape)
+            item = self.window._docks.label_list.find_item_by_shape(shape=shape)
         except ValueError:
             return
-        from labelme.widgets import format_shape_label
-
-        item.setText(format_shape_label(shape) + self._shape_suffix(shape))
+        item.setText(importlib.import_module(WIDGETS_MODULE).format_shape_label(shape=shape) + self._shape_suffix(shape))
 
     # --- hooks ---
 
@@ -391,27 +519,23 @@ class LabelMeAdapter:
         self._hooks_installed = True
         self._shape_suffix = shape_suffix
         window, canvas = self.window, self.canvas
-
-        update_shape_color = window._update_shape_color
-
-        def _update_shape_color(shape) -> None:
-            update_shape_color(shape)
-            if _safely(is_pending, shape):
-                paint_pending(shape)
-            else:
-                vars(shape).pop("point_size", None)  # back to LabelMe's class-wide size
+        self._install_pending_style(is_pending)
 
         add_label = window.add_label
 
         def _add_label(shape) -> None:
-            add_label(shape)
+            add_label(shape=shape)
             _safely(self._append_suffix, shape, shape_suffix)
 
-        save_labels = window.save_labels
+        # Edits to a suggestion accept it before it reaches the file. LabelMe 7
+        # also saves automatically, from a copy it takes on the spot and writes
+        # in a thread: taking the copy is where to hear both.
+        save_name = "_capture_save_request" if LABELME_7 else "save_labels"
+        save_labels = getattr(window, save_name)
 
-        def _save_labels(label_path: str) -> bool:
-            _safely(before_save)  # edits to a suggestion accept it before it reaches the file
-            return save_labels(label_path)
+        def _save_labels(label_path: str):
+            _safely(before_save)
+            return save_labels(label_path=label_path)
 
         mark_dirty = window.mark_dirty
 
@@ -427,13 +551,14 @@ class LabelMeAdapter:
 
         load_file = window._load_file
 
-        def _load_file(image_or_label_path: str) -> None:
+        def _load_file(image_or_label_path: str):
             self._loading = True  # LabelMe fills in the image's flags: no person ticks them
             try:
-                load_file(image_or_label_path)
+                loaded = load_file(image_or_label_path=image_or_label_path)
             finally:
                 self._loading = False
             _safely(image_opened, self.image_path())
+            return loaded
 
         backup_shapes = canvas.backup_shapes
 
@@ -459,9 +584,8 @@ class LabelMeAdapter:
             if not self._loading:
                 image_flag_changed(item.text(), item.checkState() == QtCore.Qt.Checked)
 
-        window._update_shape_color = _update_shape_color
         window.add_label = _add_label
-        window.save_labels = _save_labels
+        setattr(window, save_name, _save_labels)
         window.mark_dirty = _mark_dirty
         window.reset_state = _reset_state
         window._load_file = _load_file
@@ -484,43 +608,90 @@ class LabelMeAdapter:
         # its shapes were drawn without our colours, its undo steps recorded without us.
         for shape in self.shapes():
             _safely(self.restyle, shape)
-        self._file_record_steps = [(step, copy.deepcopy(window._other_data)) for step in canvas.shape_backups]
+        self._file_record_steps = [(step, copy.deepcopy(self._file_entries())) for step in canvas.shape_backups]
 
     def _remember_file_record(self) -> None:
         """Tie the label file's top-level entries, as they are now, to the undo step just pushed."""
         backups = self.canvas.shape_backups
         steps = [(step, record) for step, record in self._file_record_steps if any(step is kept for kept in backups)]
         if backups:
-            steps.append((backups[-1], copy.deepcopy(self.window._other_data)))
+            steps.append((backups[-1], copy.deepcopy(self._file_entries())))
         self._file_record_steps = steps
 
     def _restore_file_record(self, step: list) -> None:
         """An undo back to ``step``: the label file's top-level entries as they were then."""
         for known, record in self._file_record_steps:
             if known is step:
-                self.window._other_data = copy.deepcopy(record)
+                self._set_file_entries(copy.deepcopy(record))
                 return
 
     def _centre_on_list_selection(self) -> None:
         """A shape chosen in the annotation list is scrolled into the middle of the canvas."""
+        from labelme_dsarad.review import points_of
+
         shapes = self.selected_shapes()
-        if len(shapes) != 1 or not shapes[0].points:
+        points = points_of(shapes[0]) if len(shapes) == 1 else []
+        if not points:
             return
-        points = shapes[0].points
         canvas = self.canvas
-        origin = canvas._compute_image_origin_offset()
-        centre_x = (sum(point.x() for point in points) / len(points) + origin.x()) * canvas.scale
-        centre_y = (sum(point.y() for point in points) / len(points) + origin.y()) * canvas.scale
+        origin = self.image_origin()
+        centre_x = (sum(x for x, _ in points) / len(points) + origin.x()) * canvas.scale
+        centre_y = (sum(y for _, y in points) / len(points) + origin.y()) * canvas.scale
         bars = self.window._canvas_widgets.scroll_bars
         for orientation, centre in ((QtCore.Qt.Horizontal, centre_x), (QtCore.Qt.Vertical, centre_y)):
             bar = bars[orientation]
             bar.setValue(int(centre - bar.pageStep() / 2))
 
+    def image_origin(self) -> QtCore.QPointF:
+        """Where the image's corner is on the canvas, in image pixels (the canvas centres a small image)."""
+        canvas = self.canvas
+        return canvas._compute_image_origin_offset(area=None) if LABELME_7 else canvas._compute_image_origin_offset()
+
+    def colours(self, shape) -> tuple[QtGui.QColor, QtGui.QColor]:
+        """The outline and fill colours LabelMe paints ``shape`` with."""
+        if LABELME_7:
+            palette = self.canvas._render_context(shape=shape, highlighted=False).palette
+            return palette.line, palette.fill
+        return shape.line_color, shape.fill_color
+
     def _append_suffix(self, shape, shape_suffix: Callable[[Any], str]) -> None:
         suffix = shape_suffix(shape)
         if suffix:
-            item = self.window._docks.label_list.find_item_by_shape(shape)
+            item = self.window._docks.label_list.find_item_by_shape(shape=shape)
             item.setText(item.text() + suffix)
+
+    # --- how suggestions look ---
+
+    def _install_pending_style(self, is_pending: Callable[[Any], bool]) -> None:
+        """Suggestions in amber with small vertices, drafts not labels (``paint_pending``)."""
+        if not LABELME_7:
+            window = self.window
+            update_shape_color = window._update_shape_color
+
+            def _update_shape_color(shape) -> None:
+                update_shape_color(shape)
+                if _safely(is_pending, shape):
+                    paint_pending(shape)
+                else:
+                    vars(shape).pop("point_size", None)  # back to LabelMe's class-wide size
+
+            window._update_shape_color = _update_shape_color
+            return
+        # LabelMe 7 picks a shape's colours and vertex size as it paints it.
+        import dataclasses
+        import importlib
+
+        canvas = self.canvas
+        render_context = canvas._render_context
+        palette = pending_palette(importlib.import_module(WIDGETS_MODULE).Palette)
+
+        def _render_context(*, shape, highlighted: bool):
+            context = render_context(shape=shape, highlighted=highlighted)
+            if not _safely(is_pending, shape):
+                return context
+            return dataclasses.replace(context, palette=palette, point_size=max(2, context.point_size // 2))
+
+        canvas._render_context = _render_context
 
     # --- heat-map overlay: a canvas layer between the image and the shapes ---
 
@@ -594,8 +765,8 @@ class LabelMeAdapter:
                 toolbar.insertWidget(before, button)
 
     def add_canvas_menu_actions(self, actions: list[QtWidgets.QAction]) -> None:
-        """Right-click menu of the canvas; LabelMe rebuilds it, so keep them in its list."""
-        menu = self.canvas.menus[0]
+        """Right-click menu of the canvas."""
+        menu = self.canvas.context_menu if LABELME_7 else self.canvas.menus[0]
         menu.addSeparator()
         for action in actions:
             menu.addAction(action)
@@ -624,12 +795,14 @@ class _SuggestionClickFilter(QtCore.QObject):
         return False  # LabelMe handles the click itself
 
     def _prefer_the_shape(self, event) -> None:
-        from labelme._shape import contains_point
+        from labelme_dsarad.review import points_of
 
         canvas, shape = self.canvas, self.canvas.hovered_shape
         if canvas._hovered_vertex is None or shape is None or not self.is_pending(shape):
             return
-        if contains_point(shape=shape, point=canvas._transform_point_widget_to_image(event.localPos())):
+        to_image = canvas.transform_widget_point_to_image if LABELME_7 else canvas._transform_point_widget_to_image
+        outline = QtGui.QPolygonF([QtCore.QPointF(x, y) for x, y in points_of(shape)])
+        if outline.containsPoint(to_image(event.position()), QtCore.Qt.OddEvenFill):
             canvas._hovered_vertex = None
 
 
@@ -640,6 +813,14 @@ def _safely(callback: Callable, *args) -> Any:
     except Exception:  # noqa: BLE001 - printed; LabelMe's excepthook would close the app
         traceback.print_exc()
         return None
+
+
+def pending_palette(palette_class: type):
+    """LabelMe 7's colours of a suggestion: ``paint_pending``'s."""
+    r, g, b = PENDING_COLOUR
+    return palette_class(line=QtGui.QColor(r, g, b), fill=QtGui.QColor(r, g, b, 70),
+                         select_line=QtGui.QColor(255, 255, 255), select_fill=QtGui.QColor(r, g, b, 130),
+                         vertex_fill=QtGui.QColor(255, 230, 160), hvertex_fill=QtGui.QColor(255, 255, 255))
 
 
 def paint_pending(shape) -> None:
@@ -678,6 +859,99 @@ def run_labelme(attach: Callable[[QtWidgets.QMainWindow], Any], argv: list[str])
         labelme_main.main()
     finally:
         labelme_main.MainWindow = window_class
+
+
+@dataclass
+class LabelMeFile:
+    """What LabelMe's own reader makes of a label file."""
+
+    shapes: list[dict]  # each with LabelMe's "other_data" (the keys it does not know)
+    image_data: bytes | None
+    image_path: str
+
+
+def read_label_file(path: os.PathLike | str) -> LabelMeFile:
+    """Read a label file with LabelMe's own reader (tests: LabelMe opens what we write); raises what it raises."""
+    if LABELME_7:
+        from labelme._label_file import read_label_file as read
+
+        annotation = read(filename=str(path))
+        return LabelMeFile(list(annotation.shapes), annotation.image_data, annotation.image_path)
+    from labelme._label_file import LabelFile
+
+    label_file = LabelFile(str(path))
+    return LabelMeFile(list(label_file.shapes), label_file.image_data, label_file.image_path)
+
+
+def wait_for_saves() -> None:
+    """Wait until every LabelMe window's saves are on disk (tests read the files): LabelMe 7 writes
+    its automatic saves in a thread; LabelMe 6 has written them already."""
+    if not LABELME_7:
+        return
+    window_class = main_window_class()
+    windows: list[Any] = [widget for widget in QtWidgets.QApplication.topLevelWidgets() if isinstance(widget, window_class)]
+    # Events already queued (a finished write, a deferred edit) may start another write: until none does.
+    QtWidgets.QApplication.processEvents()
+    while any(window._save_writer.is_busy for window in windows):
+        for window in windows:
+            window._wait_for_save()
+        QtWidgets.QApplication.processEvents()
+
+
+def decoded_picture(path: os.PathLike | str):
+    """The picture LabelMe decodes and orients before handing it to Qt, as RGB uint8 (tests compare ours)."""
+    import numpy as np
+    from labelme import _label_file
+
+    if LABELME_7:
+        from labelme._utils import apply_exif_orientation
+
+        picture = apply_exif_orientation(_label_file._imread(str(path), max_decode_mb=None))
+    else:
+        from labelme.utils import apply_exif_orientation
+
+        picture = apply_exif_orientation(_label_file._imread(str(path)))
+    return np.asarray(picture.convert("RGB"))
+
+
+def move_vertex(shape, index: int, dx: float, dy: float) -> None:
+    """Move one vertex of a shape as a drag would (tests; on a canvas, it then says ``shape_moved``)."""
+    if LABELME_7:
+        shape.move_vertex(i=index, pos=shape.points[index] + (dx, dy))
+    else:
+        shape.points[index] = shape.points[index] + QtCore.QPointF(dx, dy)
+
+
+def resave_label_file(path: os.PathLike | str, image_size: tuple[int, int], edit: Callable[[list], None] | None = None,
+                      label_flags: dict[str, list[str]] | None = None) -> None:
+    """What LabelMe's window does to a label file on open then save, minus the window (tests):
+    its reader, its shapes from the file's dicts, ``edit`` on them as a person would, its dicts
+    from the shapes and its writer. ``image_size`` is (height, width)."""
+    import importlib
+
+    from labelme import _label_file
+
+    app = importlib.import_module(APP_MODULE)
+    height, width = image_size
+    if LABELME_7:
+        import dataclasses
+
+        annotation = _label_file.read_label_file(filename=str(path))
+        shapes = app._shapes_from_dicts(shape_dicts=annotation.shapes, label_flags=label_flags)
+        if edit is not None:
+            edit(shapes)
+        _label_file.write_label_file(
+            filename=str(path), annotation=dataclasses.replace(annotation, shapes=[app._shape_to_dict(s) for s in shapes]),
+            image_height=height, image_width=width, save_image_data=False)
+        return
+    label_data = _label_file.read_label_file(str(path))
+    shapes = app._shapes_from_dicts(shape_dicts=label_data.shapes, label_flags=label_flags)
+    if edit is not None:
+        edit(shapes)
+    _label_file.write_label_file(
+        str(path), shapes=[app._shape_to_dict(shape) for shape in shapes], image_path=label_data.image_path,
+        image_height=height, image_width=width, image_data=None, other_data=label_data.other_data,
+        flags=label_data.flags)
 
 
 def install_qsettings_sandbox(folder: os.PathLike | str) -> None:

@@ -410,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = named_command(argv)
     from labelme_dsarad.model.images import ImageReadError
-    from labelme_dsarad.model.model_file import ModelFileError
+    from labelme_dsarad.model.model_file import TRAIN_EXTRA_HINT, TRAINING_MODULES, ModelFileError
 
     try:
         # Within the try: a command's options load the modules their defaults live in.
@@ -424,6 +424,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"dsarad {command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except ModuleNotFoundError as missing:
+        if missing.name not in TRAINING_MODULES:
+            raise
+        print(f"dsarad {args.command}: error: this needs PyTorch, which a review station's install leaves out: "
+              f"{TRAIN_EXTRA_HINT}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

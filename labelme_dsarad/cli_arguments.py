@@ -120,8 +120,8 @@ def add_suggestion_arguments(predict: argparse.ArgumentParser) -> None:
 
 
 def add_train_arguments(train: argparse.ArgumentParser) -> None:
+    from labelme_dsarad.model.architecture import PRESETS
     from labelme_dsarad.model.model_file import STORAGES
-    from labelme_dsarad.model.networks import PRESETS
     from labelme_dsarad.train.datasets import TRAIN_IMAGES
     from labelme_dsarad.train.engine import TRAINED_STORAGE
     from labelme_dsarad.train.trainer import TrainConfig

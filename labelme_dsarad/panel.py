@@ -146,8 +146,13 @@ class DefectPanel(QtCore.QObject):
 
     def retrain_from_labels(self) -> QtWidgets.QDialog | None:
         """Open the retrain dialog for the model's product on the open image's folder."""
+        from labelme_dsarad.model.inference import torch_installed
+        from labelme_dsarad.model.model_file import TRAIN_EXTRA_HINT
         from labelme_dsarad.retrain_process import RetrainDialog
 
+        if not torch_installed():
+            self.show_message(f"Retraining needs PyTorch, which a review station's install leaves out: {TRAIN_EXTRA_HINT}")
+            return None
         info = self.model.info if self.model is not None else None
         image = self.adapter.image_path()
         if info is None or image is None:

@@ -215,7 +215,7 @@ def predict_paths(
         predictor = Predictor(model_path, device=device)
     record = run_record(predictor, options)
     plan = plan_run(images, options, record)
-    summary = Summary(images=len(images), skipped=plan.skipped, reviewed=plan.reviewed, device=predictor.device.type)
+    summary = Summary(images=len(images), skipped=plan.skipped, reviewed=plan.reviewed, device=predictor.device)
     prepare_label_folders(plan.todo, options.out_dir)
     # The bar closes last, also on Ctrl-C, so nothing is drawn after a final message.
     with Tally(summary, progress, show_progress_bar) as tally:

@@ -81,9 +81,11 @@ def one_line(error: BaseException) -> str:
 
 
 def is_out_of_memory(error: BaseException) -> bool:
-    import torch
+    import sys
 
-    return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower()
+    # PyTorch only where it is installed and in use; onnxruntime's CUDA provider says it in words.
+    torch_error = getattr(getattr(sys.modules.get("torch"), "cuda", None), "OutOfMemoryError", None)
+    return (torch_error is not None and isinstance(error, torch_error)) or "out of memory" in str(error).lower()
 
 
 def default_factory(model_path: Path) -> PredictorFactory:
@@ -265,11 +267,10 @@ class DetectionWorker(QtCore.QThread):
 
     def _describe(self) -> ModelDescription:
         model = getattr(self._predictor, "model", None)
-        device = getattr(self._predictor, "device", "cpu")
         return ModelDescription(
             key=self._model_key,
             name=str(getattr(self._predictor, "name", "model")),
-            device=getattr(device, "type", str(device)),
+            device=self._device_type(),
             info=getattr(model, "info", None),
         )
 
@@ -312,8 +313,7 @@ class DetectionWorker(QtCore.QThread):
         return prediction
 
     def _device_type(self) -> str:
-        device = getattr(self._predictor, "device", "cpu")
-        return getattr(device, "type", str(device))
+        return str(getattr(self._predictor, "device", "cpu"))
 
     def _release_gpu_memory(self) -> None:
         self._predictor = None

@@ -19,14 +19,14 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .atomic_write import write_atomically
-from .model_file import HEADER_KEY, MAX_FILE_BYTES, LoadedModel, ModelFileError
+from .metadata_keys import HEADER_KEY, SOURCE_SHA256_KEY
 from .networks import DSARAD, SIDE_MULTIPLE, SpatialAttention, check_input_size
 
 # 17 is the newest opset the TorchScript exporter covers fully and that every
@@ -35,9 +35,17 @@ ONNX_OPSET = 17
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("raw_map", "raw_image_score")
 KIND_OUTPUT_NAME = "kind_probabilities"  # a third output, of models that name defect kinds
-SOURCE_SHA256_KEY = "dsarad_source_sha256"
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+class LoadedModel(Protocol):
+    """What export needs of a ``model_file.LoadedModel`` (model_file writes graphs through this
+    module, so this one does not import it)."""
+
+    network: DSARAD
+    info: Any  # a ModelInfo
+    sha256: str
 
 
 def fuse_batch_norms(network: ModuleT) -> ModuleT:
@@ -142,7 +150,8 @@ def onnx_bytes(loaded: LoadedModel, input_size: int | None = None) -> bytes:
         # The header tells a reader what size to feed; a graph exported at
         # another size must say that size, or every run would fail.
         header["architecture"] = {**header["architecture"], "input_size": size}
-    set_metadata(proto, {HEADER_KEY: json.dumps(header), SOURCE_SHA256_KEY: loaded.sha256})
+    # A graph stored inside its own model file (model_file.GRAPH_TENSOR) has no source hash to name.
+    set_metadata(proto, {HEADER_KEY: json.dumps(header), **({SOURCE_SHA256_KEY: loaded.sha256} if loaded.sha256 else {})})
     proto.producer_name = "labelme-dsarad"
     return proto.SerializeToString()
 
@@ -162,18 +171,6 @@ def export_onnx(loaded: LoadedModel, path: os.PathLike | str, input_size: int | 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, onnx_bytes(loaded, input_size))
     return path
-
-
-def read_onnx_file(path: os.PathLike | str) -> bytes:
-    """The bytes of an ONNX model file, with the same size guard as model files."""
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise ModelFileError(path, "no such ONNX file") from None
-    if size > MAX_FILE_BYTES:
-        raise ModelFileError(path, f"file is {size} bytes, larger than any model file ({MAX_FILE_BYTES})")
-    return path.read_bytes()
 
 
 # Bumped whenever onnx_bytes would write another graph for the same weights,

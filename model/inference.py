@@ -7,8 +7,13 @@ Two backends run the networks. ``torch``: BatchNorm folded into the convs,
 channels-last activations (which also hand the attention contiguous
 queries, so SDPA takes its flash kernel instead of the slow generic one),
 bf16 autocast on CUDA. ``onnx``: the same fused graph exported to ONNX and
-run by onnxruntime on the CPU. ``auto`` picks by measurement (see
-``choose_backend``): onnxruntime on the CPU, torch on a GPU.
+run by onnxruntime. ``auto`` picks by measurement (see ``choose_backend``):
+onnxruntime on the CPU, torch on a GPU.
+
+Without PyTorch (a review station's install) only onnxruntime runs: the
+graph comes from the model file itself (``model_file.read_inference_graph``),
+on onnxruntime's CUDA provider where onnxruntime-gpu offers one, else on the
+CPU. PyTorch is imported inside what needs it.
 """
 
 from __future__ import annotations
@@ -19,16 +24,29 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TypeGuard
+from typing import TYPE_CHECKING, TypeGuard
 
 import cv2
 import numpy as np
-import torch
 
-from .export import SOURCE_SHA256_KEY, cached_onnx_bytes, fuse_batch_norms, inference_network, read_onnx_file
-from .model_file import LoadedModel, ModelFileError, file_sha256, load_model, parse_header
-from .networks import DSARAD
+from .metadata_keys import SOURCE_SHA256_KEY
+from .model_file import (
+    MAX_FILE_BYTES,
+    TRAIN_EXTRA_HINT,
+    LoadedModel,
+    ModelFileError,
+    ModelInfo,
+    file_sha256,
+    load_model,
+    parse_header,
+    read_inference_graph,
+)
 from .polygons import DEFAULT_EXTEND_TO, DEFAULT_MIN_PEAK, Region, SuggestionSettings
+
+if TYPE_CHECKING:
+    import torch
+
+    from .networks import DSARAD
 
 
 def resize_for_model(image: np.ndarray, size: int) -> np.ndarray:
@@ -44,11 +62,27 @@ def map_at_image_size(raw_map: np.ndarray, height: int, width: int) -> np.ndarra
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """(B, S, S, 3) uint8 -> (B, 3, S, S) float in [0, 1]: no mean/std normalisation."""
+    import torch
+
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def to_array(images: np.ndarray) -> np.ndarray:
+    """``to_tensor`` for onnxruntime, without PyTorch: the same float32 numbers, in NCHW order."""
+    return np.ascontiguousarray(images.transpose(0, 3, 1, 2)).astype(np.float32) / np.float32(255.0)
+
+
+def torch_installed() -> bool:
+    """Whether PyTorch is there: a review station's install runs without it."""
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
 
 
 def resolve_device(device: str = "auto") -> torch.device:
     """``auto`` picks CUDA, then Apple MPS, then the CPU."""
+    import torch
+
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -199,7 +233,7 @@ def physical_core_count() -> int:
     try:
         allowed = os.sched_getaffinity(0)
     except AttributeError:
-        return torch.get_num_threads()
+        return os.cpu_count() or 1
     cores = set()
     for cpu in allowed:
         topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
@@ -253,6 +287,8 @@ def denormals_flushed():
     """Flush denormal floats for one call: on dark images they make CPU
     inference many times slower. Scoped, because the mode belongs to the
     calling thread and would otherwise leak into the application."""
+    import torch
+
     torch.set_flush_denormal(True)
     try:
         yield
@@ -266,6 +302,10 @@ class TorchBackend:
     name = "torch"
 
     def __init__(self, network: DSARAD, device: torch.device):
+        import torch
+
+        from .export import fuse_batch_norms, inference_network
+
         self.device = device
         if device.type == "cpu":
             network = inference_network(network)
@@ -278,13 +318,16 @@ class TorchBackend:
         # Module.to(memory_format=...) is valid at runtime; the stubs only list it for Tensor.to.
         self.network = network.to(memory_format=torch.channels_last) if self.channels_last else network  # type: ignore[call-overload]
 
-    @torch.inference_mode()
     def __call__(self, tensor: torch.Tensor) -> tuple[np.ndarray, ...]:
-        with denormals_flushed():
+        import torch
+
+        with torch.inference_mode(), denormals_flushed():
             return self.run(tensor)
 
     def run(self, tensor: torch.Tensor) -> tuple[np.ndarray, ...]:
         """Raw maps (B, S, S), raw scores (B,) and, for a model that names kinds, their probabilities."""
+        import torch
+
         tensor = tensor.to(self.device)
         if self.channels_last:
             tensor = tensor.contiguous(memory_format=torch.channels_last)
@@ -296,12 +339,32 @@ class TorchBackend:
         return tuple(output.float().cpu().numpy() for output in outputs)
 
 
+CUDA_PROVIDER = "CUDAExecutionProvider"
+GPU_EXTRA_HINT = "pip install 'labelme-dsarad[gpu]'"
+
+
+def onnx_device(device: str) -> str:
+    """The device onnxruntime is to run on: ``auto`` takes its CUDA provider when
+    onnxruntime-gpu offers one, else the CPU."""
+    import onnxruntime
+
+    has_cuda = CUDA_PROVIDER in onnxruntime.get_available_providers()
+    if device == "auto":
+        return "cuda" if has_cuda else "cpu"
+    if device == "cuda" and not has_cuda:
+        raise ValueError(f"--device cuda asked for, but onnxruntime has no CUDA provider here ({GPU_EXTRA_HINT}, "
+                         f"or with PyTorch: {TRAIN_EXTRA_HINT})")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"--device {device} needs PyTorch, which this install lacks: {TRAIN_EXTRA_HINT}")
+    return device
+
+
 class OnnxBackend:
-    """The exported graph in onnxruntime on the CPU."""
+    """The exported graph in onnxruntime, on the CPU or on its CUDA provider."""
 
     name = "onnx"
 
-    def __init__(self, model: bytes, threads: int):
+    def __init__(self, model: bytes, threads: int, device: str = "cpu"):
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
@@ -310,24 +373,53 @@ class OnnxBackend:
         # Dark images drive activations into denormal floats, which x86 CPUs
         # process many times slower; flushing them changes nothing visible.
         options.add_session_config_entry("session.set_denormal_as_zero", "1")
-        self.session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        providers = [CUDA_PROVIDER, "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+        self.session = onnxruntime.InferenceSession(model, options, providers=providers)
         self.input_name = self.session.get_inputs()[0].name
+        # onnxruntime falls back to the CPU when its CUDA provider cannot start (no driver, no CUDA libraries).
+        self.device = "cuda" if CUDA_PROVIDER in self.session.get_providers() else "cpu"
 
     def metadata(self) -> dict[str, str]:
         return dict(self.session.get_modelmeta().custom_metadata_map)
 
-    def __call__(self, tensor: torch.Tensor) -> tuple[np.ndarray, ...]:
+    def __call__(self, batch: np.ndarray | torch.Tensor) -> tuple[np.ndarray, ...]:
+        """``batch``: (B, 3, S, S) float32, as ``to_array`` makes it (or a CPU tensor)."""
         # to_tensor's output is NHWC in memory; onnxruntime wants NCHW.
-        return tuple(self.session.run(None, {self.input_name: np.ascontiguousarray(tensor.numpy())}))
+        return tuple(self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)}))
 
     @classmethod
-    def from_file(cls, path: os.PathLike | str, threads: int) -> OnnxBackend:
+    def from_file(cls, path: os.PathLike | str, threads: int, device: str = "cpu") -> OnnxBackend:
         model = read_onnx_file(path)
         try:
-            return cls(model, threads)
+            return cls(model, threads, device)
         except Exception as error:  # noqa: BLE001 - onnxruntime raises its own types for every kind of broken file
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ModelFileError(path, f"not a usable ONNX model ({first_line})") from None
+            raise ModelFileError(path, f"not a usable ONNX model ({one_line(error)})") from None
+
+
+def read_onnx_file(path: os.PathLike | str) -> bytes:
+    """The bytes of an ONNX model file, with the same size guard as model files."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise ModelFileError(path, "no such ONNX file") from None
+    if size > MAX_FILE_BYTES:
+        raise ModelFileError(path, f"file is {size} bytes, larger than any model file ({MAX_FILE_BYTES})")
+    return path.read_bytes()
+
+
+def one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def graph_fits(runner: OnnxBackend, info: ModelInfo) -> bool:
+    """Whether a stored graph computes what the model file's header declares: the header
+    written into the graph when it was exported names the same architecture."""
+    try:
+        return parse_header("graph", runner.metadata()).architecture == info.architecture
+    except ModelFileError:
+        return False
 
 
 def is_onnx_path(model) -> TypeGuard[os.PathLike | str]:
@@ -338,42 +430,79 @@ class Predictor:
     """Owns a loaded model on one device and turns images into predictions.
 
     ``model`` is a loaded model, a ``.safetensors`` model file, or an ONNX
-    file written by ``dsarad export`` (which runs on the CPU only).
+    file written by ``dsarad export`` (which runs in onnxruntime only).
+    ``device`` is the name of the device it runs on: cpu, cuda or mps.
     """
 
     def __init__(self, model: LoadedModel | os.PathLike | str, device: str = "auto", backend: str = "auto"):
         threads = inference_threads()
-        torch.set_num_threads(threads)
         self.runner: OnnxBackend | TorchBackend
-        if is_onnx_path(model):
-            if device not in ("auto", "cpu") or backend == "torch":
-                raise ValueError(f"{model}: an ONNX model runs on the CPU with onnxruntime; "
-                                 f"for device {device!r} and backend {backend!r} use the .safetensors model")
-            self.device = torch.device("cpu")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if is_onnx_path(model) or not torch_installed():
+            if backend == "torch":
+                raise ValueError(f"{model}: the torch backend needs PyTorch and a .safetensors model "
+                                 f"({TRAIN_EXTRA_HINT})")
             self.backend = "onnx"
-            self.runner = OnnxBackend.from_file(model, threads)
-            info = parse_header(model, self.runner.metadata())
-            # No torch network behind an ONNX file; everything else of a
-            # loaded model (header, path, hash) is there.
-            self.model = LoadedModel(network=None, info=info, path=Path(model), sha256=file_sha256(model),  # type: ignore[arg-type]
-                                     source_sha256=self.runner.metadata().get(SOURCE_SHA256_KEY, ""))
+            self.runner, self.model = self._onnx_model(model, threads, onnx_device(device))
+            self.device = self.runner.device
         else:
-            self.device = resolve_device(device)
+            import torch
+
+            torch.set_num_threads(threads)
+            torch_device = resolve_device(device)
+            self.device = torch_device.type
             self.model = model if isinstance(model, LoadedModel) else load_model(Path(model))
-            self.backend = choose_backend(backend, self.device)
+            self.backend = choose_backend(backend, torch_device)
             if self.backend == "onnx":
-                try:
-                    self.runner = OnnxBackend(cached_onnx_bytes(self.model), threads)
-                except Exception:  # noqa: BLE001 - a damaged cached export: make it again
-                    self.runner = OnnxBackend(cached_onnx_bytes(self.model, rebuild=True), threads)
+                self.runner = self._onnx_runner(threads)
                 if not isinstance(model, LoadedModel):
                     # Nobody else holds these weights and onnxruntime has its
                     # own copy: at `paper` this frees 400 MB.
                     self.model.network = None  # type: ignore[assignment]  # as above: the ONNX runner has no torch network
             else:
-                self.runner = TorchBackend(self.model.network, self.device)
+                self.runner = TorchBackend(self.model.network, torch_device)
         self.input_size = self.model.info.architecture.input_size
         self.normaliser = self.model.info.normaliser
+
+    @staticmethod
+    def _onnx_model(model, threads: int, device: str) -> tuple[OnnxBackend, LoadedModel]:
+        """Without PyTorch: an ONNX file, or the graph a model file carries."""
+        if isinstance(model, LoadedModel):
+            raise ValueError(f"a loaded model needs PyTorch ({TRAIN_EXTRA_HINT}); pass its file")
+        path = Path(model)
+        if is_onnx_path(path):
+            runner = OnnxBackend.from_file(path, threads, device)
+            # No torch network behind an ONNX file; everything else of a
+            # loaded model (header, path, hash) is there.
+            return runner, LoadedModel(network=None, info=parse_header(path, runner.metadata()), path=path,  # type: ignore[arg-type]
+                                       sha256=file_sha256(path),
+                                       source_sha256=runner.metadata().get(SOURCE_SHA256_KEY, ""))
+        info, graph, sha256 = read_inference_graph(path)
+        try:
+            runner = OnnxBackend(graph, threads, device)
+        except Exception as error:  # noqa: BLE001 - onnxruntime raises its own types for every kind of broken graph
+            raise ModelFileError(path, f"its ONNX graph is not usable ({one_line(error)})") from None
+        if not graph_fits(runner, info):
+            raise ModelFileError(path, f"its ONNX graph was made for another architecture than its header declares; "
+                                       f"re-save it where PyTorch is installed ({TRAIN_EXTRA_HINT})")
+        return runner, LoadedModel(network=None, info=info, path=path, sha256=sha256, graph=graph)  # type: ignore[arg-type]
+
+    def _onnx_runner(self, threads: int) -> OnnxBackend:
+        """With PyTorch on the CPU: the graph the model file carries, else an export (cached between runs)."""
+        from .export import cached_onnx_bytes
+
+        if self.model.graph is not None:
+            try:
+                runner = OnnxBackend(self.model.graph, threads)
+                if graph_fits(runner, self.model.info):
+                    return runner
+            except Exception:  # noqa: BLE001 - a damaged graph: export the weights instead
+                pass
+        try:
+            return OnnxBackend(cached_onnx_bytes(self.model), threads)
+        except Exception:  # noqa: BLE001 - a damaged cached export: make it again
+            return OnnxBackend(cached_onnx_bytes(self.model, rebuild=True), threads)
 
     @property
     def name(self) -> str:
@@ -382,6 +511,8 @@ class Predictor:
     def raw_maps(self, batch: np.ndarray) -> tuple[np.ndarray, ...]:
         """(B, S, S, 3) uint8 at the model's size -> raw maps (B, S, S), raw scores (B,) and, for a
         model that names defect kinds, their probabilities (B, kinds, S, S)."""
+        if isinstance(self.runner, OnnxBackend):
+            return self.runner(to_array(batch))
         return self.runner(to_tensor(batch))
 
     def predict_batch(self, images: list[np.ndarray]) -> list[Prediction]:
@@ -399,7 +530,7 @@ class Predictor:
                     image_score=float(self.normaliser.image(float(raw_score))),
                     raw_image_score=float(raw_score),
                     seconds=elapsed,
-                    device=self.device.type,
+                    device=self.device,
                     kinds=self.model.info.architecture.kinds,
                     kind_map=kind_maps[0][index] if kind_maps else None,
                     extend_to_by_kind=self.normaliser.extend_to_by_kind,

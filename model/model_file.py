@@ -3,6 +3,16 @@
 Model files are data, not code: only safetensors is read, the header is JSON,
 and every tensor is checked against the architecture the header declares
 before any of it reaches a network. Pickle-based files are refused.
+
+Since format version 2 a model file also carries its inference graph: the
+ONNX export of its own weights as stored (``export.onnx_bytes``), zlib-
+compressed (fp32 weights, fused, take several times the stored ones; of the
+bundled int8 model's, compression saves more than half), as the uint8 tensor
+``GRAPH_TENSOR``. A review station without PyTorch runs that
+graph in onnxruntime (``read_inference_graph``); where PyTorch is installed
+the weights load as before, and files written before the graph existed keep
+loading. PyTorch is imported inside the functions that need it, so that
+headers and graphs are read without it.
 """
 
 from __future__ import annotations
@@ -13,22 +23,25 @@ import hashlib
 import json
 import os
 import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors.torch import load as load_safetensors_bytes
-from safetensors.torch import save as save_safetensors_bytes
-
+from .architecture import PRESETS, Architecture, check_input_size
 from .atomic_write import write_atomically
 from .errors import FileProblem
-from .networks import DSARAD, PRESETS, Architecture, check_input_size
+from .metadata_keys import HEADER_KEY
 from .scoring import ScoreNormaliser
 
+if TYPE_CHECKING:
+    import torch
+
+    from .networks import DSARAD
+
 FORMAT_NAME = "dsarad-model"
-FORMAT_VERSION = 1
-HEADER_KEY = "dsarad"
+# 2: the file carries its ONNX graph (GRAPH_TENSOR); 1: weights only, still read.
+FORMAT_VERSION = 2
 # Far above any real header or model, far below what would exhaust memory.
 MAX_HEADER_BYTES = 16 * 1024 * 1024
 MAX_FILE_BYTES = 2 * 1024**3
@@ -36,12 +49,18 @@ WIDTH_RANGE = (1, 512)
 INPUT_SIZE_RANGE = (32, 2048)
 SCORE_WINDOW_RANGE = (1, 255)
 MAX_KINDS = 64
-FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+FLOAT_DTYPE_NAMES = ("float32", "float16", "bfloat16")
 PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin"}
 
 
 class ModelFileError(FileProblem):
     """A model file that cannot be used."""
+
+
+GRAPH_TENSOR = "inference_graph.onnx.zlib"
+TRAIN_EXTRA_HINT = "pip install 'labelme-dsarad[train]'"
+# What the [train] extra adds (as imported): without one of them, training and evaluation cannot run.
+TRAINING_MODULES = frozenset({"torch", "kornia", "onnx", "sklearn", "matplotlib"})
 
 
 @dataclass
@@ -89,6 +108,7 @@ class LoadedModel:
     path: Path | None
     sha256: str
     source_sha256: str = ""  # an ONNX export's: the model file it was exported from
+    graph: bytes | None = None  # the ONNX graph the file carries (files of format version 2)
 
     @property
     def name(self) -> str:
@@ -113,6 +133,8 @@ INT8_SCALE_SUFFIX = ".int8_scale"
 
 def quantize_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric int8 with one fp32 scale per output channel."""
+    import torch
+
     scale = weight.detach().float().flatten(1).abs().amax(dim=1).clamp(min=1e-12) / 127.0
     quantized = torch.round(weight.float() / scale.view(-1, *[1] * (weight.dim() - 1))).clamp(-127, 127)
     return quantized.to(torch.int8), scale
@@ -127,12 +149,15 @@ def stored_tensor(value: torch.Tensor, storage: str) -> tuple[torch.Tensor, torc
     return value, None
 
 
-def save_model(path: os.PathLike | str, network: DSARAD, info: ModelInfo, storage: str = "fp32") -> str:
+def save_model(path: os.PathLike | str, network: DSARAD, info: ModelInfo, storage: str = "fp32",
+               graph: bool = True) -> str:
     """Write atomically; return the file's SHA-256.
 
     ``storage``: ``fp16`` halves the file; ``int8`` stores convolution weights
     as int8 with a per-output-channel scale (everything else fp16), a quarter
     of the size, for the bundled model. Inference always runs in fp32.
+    ``graph=False`` leaves the ONNX graph out (training snapshots, measured
+    with PyTorch): the export takes seconds.
     """
     if storage not in STORAGES:
         raise ValueError(f"storage must be one of {STORAGES}")
@@ -143,7 +168,7 @@ def save_model(path: os.PathLike | str, network: DSARAD, info: ModelInfo, storag
             tensors[name], scale = stored_tensor(value.detach().cpu().contiguous(), storage)
             if scale is not None:
                 tensors[name + INT8_SCALE_SUFFIX] = scale
-    return write_model_file(Path(path), tensors, info)
+    return write_model_file(Path(path), tensors, info, graph)
 
 
 def as_stored(network: DSARAD, storage: str) -> DSARAD:
@@ -151,6 +176,8 @@ def as_stored(network: DSARAD, storage: str) -> DSARAD:
     so that thresholds are set on the maps the stored model will give, not on finer weights."""
     if storage not in STORAGES:
         raise ValueError(f"storage must be one of {STORAGES}")
+    import torch
+
     stored = copy.deepcopy(network)
     with torch.no_grad():
         for _, module in stored_modules(stored):
@@ -162,25 +189,62 @@ def as_stored(network: DSARAD, storage: str) -> DSARAD:
 
 
 def rewrite_header(path: os.PathLike | str, info: ModelInfo) -> str:
-    """Replace a model file's header (new metrics, thresholds), keeping its tensors as stored."""
+    """Replace a model file's header (new metrics, thresholds), keeping its weights as stored.
+
+    The graph stays when the architecture does; a new score window or the
+    like is in the graph, which is then exported again (as it is for a file
+    written before graphs were stored).
+    """
     path = Path(path)
     metadata, tensors = read_safetensors(path)
-    parse_header(path, metadata)
+    if parse_header(path, metadata).architecture != info.architecture:
+        tensors.pop(GRAPH_TENSOR, None)
     return write_model_file(path, tensors, info)
 
 
-def write_model_file(path: Path, tensors: dict[str, torch.Tensor], info: ModelInfo) -> str:
-    """Tensors plus the header as one safetensors file, written atomically; returns its SHA-256."""
+def write_model_file(path: Path, tensors: dict[str, torch.Tensor], info: ModelInfo, graph: bool = True) -> str:
+    """Tensors plus the header as one safetensors file, written atomically; returns its SHA-256.
+
+    Without a ``GRAPH_TENSOR`` among ``tensors``, the graph of these weights is exported and added
+    (unless ``graph`` is false).
+    """
+    from safetensors.torch import save as save_safetensors_bytes
+
+    if graph and GRAPH_TENSOR not in tensors:
+        tensors = {**tensors, GRAPH_TENSOR: graph_tensor(path, tensors, info)}
     payload = save_safetensors_bytes(tensors, metadata={HEADER_KEY: json.dumps(info.to_header())})
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, payload)
     return hashlib.sha256(payload).hexdigest()
 
 
-def read_safetensors(path: os.PathLike | str) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Return (metadata, tensors) of a safetensors file, refusing anything else.
+def graph_tensor(path: Path, tensors: dict[str, torch.Tensor], info: ModelInfo) -> torch.Tensor:
+    """The ONNX graph of the network these tensors load into, as a uint8 tensor."""
+    import torch
 
-    Checks the 8-byte header length against the file size before the library
+    from .export import onnx_bytes
+
+    network = network_from_tensors(path, tensors, info)
+    graph = zlib.compress(onnx_bytes(LoadedModel(network=network, info=info, path=None, sha256="")), 9)
+    return torch.frombuffer(bytearray(graph), dtype=torch.uint8)
+
+
+def decompress_graph(path: os.PathLike | str, stored: bytes) -> bytes:
+    """The ONNX graph from ``GRAPH_TENSOR``'s bytes; no larger than any model file may be."""
+    inflate = zlib.decompressobj()
+    try:
+        graph = inflate.decompress(stored, MAX_FILE_BYTES)
+    except zlib.error:
+        raise ModelFileError(path, f"tensor '{GRAPH_TENSOR}' is not a compressed ONNX graph (corrupt file?)") from None
+    if inflate.unconsumed_tail or not inflate.eof:
+        raise ModelFileError(path, f"tensor '{GRAPH_TENSOR}' is truncated or larger than any model ({MAX_FILE_BYTES} bytes)")
+    return graph
+
+
+def read_model_bytes(path: os.PathLike | str) -> tuple[bytes, dict, dict]:
+    """A model file's bytes, its safetensors header and its metadata, refusing anything else.
+
+    Checks the 8-byte header length against the file size before anything
     parses it, so a header that declares absurd sizes is a message, not an
     allocation.
     """
@@ -214,6 +278,16 @@ def read_safetensors(path: os.PathLike | str) -> tuple[dict, dict[str, torch.Ten
     if not isinstance(raw_header, dict):
         raise ModelFileError(path, "safetensors header is not a JSON object")
     metadata = raw_header.get("__metadata__") or {}
+    if not isinstance(metadata, dict):
+        raise ModelFileError(path, "safetensors metadata is not a JSON object")
+    return payload, raw_header, metadata
+
+
+def read_safetensors(path: os.PathLike | str) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Return (metadata, tensors) of a safetensors file as PyTorch tensors, refusing anything else."""
+    from safetensors.torch import load as load_safetensors_bytes
+
+    payload, _, metadata = read_model_bytes(path)
     try:
         tensors = load_safetensors_bytes(payload)
     except Exception as error:  # noqa: BLE001 - the library's errors are many types; all mean a broken file
@@ -311,13 +385,63 @@ def _mapping(value, name: str) -> dict:
     return value
 
 
+def read_header(path: os.PathLike | str) -> ModelInfo:
+    """A model file's validated header, without reading its tensors (nor PyTorch)."""
+    _, _, metadata = read_model_bytes(path)
+    return parse_header(path, metadata)
+
+
+def read_inference_graph(path: os.PathLike | str) -> tuple[ModelInfo, bytes, str]:
+    """Header, ONNX graph and SHA-256 of a model file, without PyTorch.
+
+    The graph is cut from the file's bytes by the offsets its safetensors
+    header gives: the weights beside it are not needed to run it.
+    """
+    path = Path(path)
+    payload, raw_header, metadata = read_model_bytes(path)
+    info = parse_header(path, metadata)
+    entry = raw_header.get(GRAPH_TENSOR)
+    if entry is None:
+        raise ModelFileError(path, f"this model file carries no ONNX graph (files written before model files held one, and "
+                                   f"training snapshots, do not), "
+                                   f"so it runs only with PyTorch: {TRAIN_EXTRA_HINT}")
+    start = 8 + struct.unpack("<Q", payload[:8])[0]
+    try:
+        first, last = entry["data_offsets"]
+        valid = entry["dtype"] == "U8" and entry["shape"] == [last - first] and 0 <= first < last <= len(payload) - start
+    except (TypeError, KeyError, ValueError):
+        valid = False
+    if not valid:
+        raise ModelFileError(path, f"tensor '{GRAPH_TENSOR}' is not a byte string within the file (corrupt file?)")
+    return info, decompress_graph(path, payload[start + first : start + last]), hashlib.sha256(payload).hexdigest()
+
+
 def load_model(path: os.PathLike | str, map_location: str | torch.device = "cpu") -> LoadedModel:
     """Load and validate a model file; float weights come back as fp32."""
     path = Path(path)
     metadata, tensors = read_safetensors(path)
     info = parse_header(path, metadata)
+    network = network_from_tensors(path, tensors, info)
+    network.eval().to(map_location)
+    graph = tensors.get(GRAPH_TENSOR)
+    return LoadedModel(network=network, info=info, path=path, sha256=file_sha256(path),
+                       graph=None if graph is None else decompress_graph(path, graph.numpy().tobytes()))
+
+
+def network_from_tensors(path: os.PathLike | str, tensors: dict[str, torch.Tensor], info: ModelInfo) -> DSARAD:
+    """The network ``info`` declares with ``tensors`` as its weights, every one checked first."""
+    import torch
+
+    from .networks import DSARAD
+
     network = DSARAD(info.architecture)
+    float_dtypes = tuple(getattr(torch, name) for name in FLOAT_DTYPE_NAMES)
     expected_names: set[str] = set()
+    graph = tensors.get(GRAPH_TENSOR)
+    if graph is not None:
+        if graph.dtype != torch.uint8 or graph.dim() != 1:
+            raise ModelFileError(path, f"tensor '{GRAPH_TENSOR}' must be bytes (uint8, one dimension)")
+        expected_names.add(GRAPH_TENSOR)
     for prefix, module in stored_modules(network):
         expected = module.state_dict()
         expected_names.update(f"{prefix}.{key}" for key in expected)
@@ -337,7 +461,7 @@ def load_model(path: os.PathLike | str, map_location: str | torch.device = "cpu"
                     path, f"tensor '{name}' has shape {tuple(tensor.shape)}, expected {tuple(reference.shape)}"
                 )
             if reference.is_floating_point():
-                if tensor.dtype not in FLOAT_DTYPES:
+                if tensor.dtype not in float_dtypes:
                     raise ModelFileError(path, f"tensor '{name}' has dtype {tensor.dtype}, expected a float type")
                 if not torch.isfinite(tensor).all():
                     raise ModelFileError(path, f"tensor '{name}' contains NaN or infinite values")
@@ -349,8 +473,7 @@ def load_model(path: os.PathLike | str, map_location: str | torch.device = "cpu"
     unexpected = sorted(set(tensors) - expected_names)
     if unexpected:
         raise ModelFileError(path, f"unexpected tensor '{unexpected[0]}' ({len(unexpected)} in all)")
-    network.eval().to(map_location)
-    return LoadedModel(network=network, info=info, path=path, sha256=file_sha256(path))
+    return network
 
 
 # Files written before the map correction existed have none; their maps are used as they come.
@@ -366,7 +489,8 @@ def stored_modules(network: DSARAD) -> tuple[tuple[str, torch.nn.Module], ...]:
 def dequantize(path, name: str, quantized: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
     if scale is None:
         raise ModelFileError(path, f"int8 tensor '{name}' has no '{name}{INT8_SCALE_SUFFIX}'")
-    if quantized.dim() < 2 or tuple(scale.shape) != (quantized.shape[0],) or scale.dtype not in FLOAT_DTYPES:
+    if (quantized.dim() < 2 or tuple(scale.shape) != (quantized.shape[0],)
+            or str(scale.dtype).removeprefix("torch.") not in FLOAT_DTYPE_NAMES):
         raise ModelFileError(path, f"'{name}{INT8_SCALE_SUFFIX}' must be one float per output channel of '{name}'")
     return quantized.float() * scale.float().view(-1, *[1] * (quantized.dim() - 1))
 

@@ -23,7 +23,7 @@ from platformdirs import user_data_dir
 from labelme_dsarad.resources import DEFAULT_MODEL
 
 from .atomic_write import write_atomically
-from .model_file import ModelFileError, ModelInfo, parse_header, read_safetensors
+from .model_file import ModelFileError, ModelInfo, read_header
 
 VERSION_PATTERN = re.compile(r"^v(\d+)\.safetensors$")
 VERSION_ARGUMENT = re.compile(r"^[vV]?(\d+)$")
@@ -77,8 +77,7 @@ class StoredModel:
         return f"{self.product} {self.label}"
 
     def info(self) -> ModelInfo:
-        metadata, _ = read_safetensors(self.path)
-        return parse_header(self.path, metadata)
+        return read_header(self.path)
 
 
 class ModelStore:

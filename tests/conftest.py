@@ -1,4 +1,10 @@
-"""Shared fixtures: tiny models with weights set by the tests, the data set if present."""
+"""Shared fixtures: tiny models with weights set by the tests, the data set if present.
+
+Without PyTorch (a review station's install, CI's LabelMe 7 leg) models cannot
+be made: the tiny model of the default arguments is then the copy kept in
+tests/data (test_model_file checks it is still what make_tiny_model makes),
+and tests that need another model, or PyTorch itself, are skipped.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +12,28 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+import importlib.util
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
-from labelme_dsarad.model.model_file import ModelInfo, save_model
-from labelme_dsarad.model.networks import DSARAD, PRESETS
-from labelme_dsarad.model.scoring import ScoreNormaliser
+from labelme_dsarad.model.model_file import TRAINING_MODULES
 
 REPO = Path(__file__).resolve().parents[1]
+# make_tiny_model() with its default arguments, for runs without PyTorch.
+STORED_TINY_MODEL = REPO / "tests" / "data" / "tiny_widget.safetensors"
+TORCH_INSTALLED = importlib.util.find_spec("torch") is not None
+# Modules that need the [train] extra throughout (TRAINING_MODULES): not collected where it is not
+# installed. A module not listed here must run without it.
+TRAINING_TEST_MODULES = [
+    "test_bench_smoke.py", "test_engine.py", "test_evaluation.py", "test_export.py", "test_inference_fast.py",
+    "test_map_correction.py", "test_metrics.py", "test_model_file.py", "test_model_store.py",
+    "test_networks.py", "test_retrain.py", "test_retrain_process.py", "test_synthesis.py", "test_trainer.py",
+]
+TRAINING_INSTALLED = all(importlib.util.find_spec(name) for name in TRAINING_MODULES)
+collect_ignore = [] if TRAINING_INSTALLED else TRAINING_TEST_MODULES
 
 # A shape a person drew: merges and reruns must leave it exactly as it is.
 PERSON_SHAPE: dict[str, Any] = {
@@ -30,9 +47,37 @@ PERSON_SHAPE: dict[str, Any] = {
 }
 
 
+_made_models: dict[tuple, bytes] = {}
+
+
 def make_tiny_model(path: Path, seed: int = 0, product: str = "widget", input_size: int = 64,
                     image_threshold: float = 0.5, pixel_threshold: float = 0.5) -> Path:
-    """A tiny model with seeded random weights: enough to exercise every code path."""
+    """A tiny model with seeded random weights: enough to exercise every code path.
+
+    Saving exports the model's ONNX graph, which takes seconds: each set of
+    arguments is made once per session and copied after that.
+    """
+    arguments = (seed, product, input_size, image_threshold, pixel_threshold)
+    if arguments not in _made_models:
+        if TRAINING_INSTALLED:  # saving exports the ONNX graph: PyTorch and onnx
+            _made_models[arguments] = build_tiny_model(path, *arguments)
+        elif arguments == (0, "widget", 64, 0.5, 0.5):
+            _made_models[arguments] = STORED_TINY_MODEL.read_bytes()
+        else:
+            pytest.skip("making a model needs the [train] extra")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(_made_models[arguments])
+    return path
+
+
+def build_tiny_model(path: Path, seed: int, product: str, input_size: int, image_threshold: float,
+                     pixel_threshold: float) -> bytes:
+    import torch
+
+    from labelme_dsarad.model.model_file import ModelInfo, save_model
+    from labelme_dsarad.model.networks import DSARAD, PRESETS
+    from labelme_dsarad.model.scoring import ScoreNormaliser
+
     torch.manual_seed(seed)
     base = PRESETS["tiny"]
     architecture = type(base)(base.preset, base.reconstruction_width, base.segmentation_width, input_size)
@@ -47,7 +92,7 @@ def make_tiny_model(path: Path, seed: int = 0, product: str = "widget", input_si
         created="2026-01-01T00:00:00+00:00",
     )
     save_model(path, network, info)
-    return path
+    return path.read_bytes()
 
 
 @pytest.fixture
@@ -87,7 +132,8 @@ def denormals_restored():
     """Inference and training flush denormal floats for speed; hypothesis refuses
     to run in a process left in that mode, so every test ends with it off."""
     yield
-    torch.set_flush_denormal(False)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_flush_denormal(False)
 
 
 # GUI fixtures: the test_gui_* modules use them; LabelMe and Qt are imported
@@ -122,9 +168,10 @@ def no_dialogs(monkeypatch):
 @pytest.fixture
 def make_window(qtbot, qsettings_sandbox, no_dialogs):
     """Build a LabelMe window with the panel attached; shuts the worker down afterwards."""
-    from labelme.app import MainWindow
-
+    from labelme_dsarad._labelme_adapter import main_window_class
     from labelme_dsarad.panel import attach_panel
+
+    MainWindow = main_window_class()  # noqa: N806 - a class
 
     built = []
 
@@ -144,3 +191,18 @@ def make_window(qtbot, qsettings_sandbox, no_dialogs):
     yield build
     for panel in built:
         panel.shutdown()
+
+
+def without_graph(source: Path, path: Path) -> Path:
+    """A copy of a model file as written before model files carried their ONNX graph (format version 1)."""
+    import json
+
+    from safetensors.numpy import load_file, save_file
+
+    from labelme_dsarad.model.model_file import GRAPH_TENSOR, HEADER_KEY, read_model_bytes
+
+    _, _, metadata = read_model_bytes(source)
+    header = {**json.loads(metadata[HEADER_KEY]), "format_version": 1}
+    tensors = {name: tensor for name, tensor in load_file(source).items() if name != GRAPH_TENSOR}
+    save_file(tensors, path, metadata={HEADER_KEY: json.dumps(header)})
+    return path

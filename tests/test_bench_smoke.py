@@ -84,12 +84,12 @@ def test_bench_retrain_step_times_a_retraining_step(tmp_path, capsys):
     assert "8 images of 64 px" in capsys.readouterr().out
 
 
-def test_bench_startup_starts_the_plugin_without_and_with_the_cache(tmp_path, tiny_model_path, capsys):
+def test_bench_startup_starts_the_plugin(tmp_path, tiny_model_path, capsys):
     image = tmp_path / "sample.png"
     cv2.imwrite(str(image), np.full((48, 48, 3), 60, np.uint8))
     assert bench_startup.main(["--model", str(tiny_model_path), "--image", str(image), "--rounds", "1"]) == 0
     table = capsys.readouterr().out
-    assert "export made at start" in table and "export read from the cache" in table
+    assert "launch to first suggestions" in table and "LabelMe" in table and "1.00x" in table
 
 
 def test_quality_curve_evaluates_a_run_and_plots_it(tmp_path, tiny_mtd):

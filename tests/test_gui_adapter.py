@@ -10,12 +10,10 @@ from labelme_dsarad._labelme_adapter import REQUIRED, missing_attributes
 
 @pytest.fixture(scope="module")
 def labelme_missing(qapp, tmp_path_factory):
-    from labelme.app import MainWindow
-
-    from labelme_dsarad._labelme_adapter import install_qsettings_sandbox
+    from labelme_dsarad._labelme_adapter import install_qsettings_sandbox, main_window_class
 
     install_qsettings_sandbox(tmp_path_factory.mktemp("qsettings"))
-    window = MainWindow(config_file=None, config_overrides={})
+    window = main_window_class()(config_file=None, config_overrides={})
     try:
         yield set(missing_attributes(window))
     finally:

@@ -20,8 +20,8 @@ from PIL import Image
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+from labelme_dsarad.model.architecture import PRESETS  # noqa: E402
 from labelme_dsarad.model.inference import Prediction  # noqa: E402
-from labelme_dsarad.model.networks import PRESETS  # noqa: E402
 
 # (x0, y0, size) of the bright squares drawn in sample image i: each image
 # has its own places, so a suggestion on the wrong image is detectable.
@@ -75,7 +75,7 @@ class FakePredictor:
         )
         self.model = SimpleNamespace(info=info, sha256="f" * 64, name="widget v1")
         self.name = "widget v1"
-        self.device = SimpleNamespace(type=self.device_name)
+        self.device = self.device_name
 
     def predict(self, image: np.ndarray) -> Prediction:
         with self.lock:

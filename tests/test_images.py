@@ -26,9 +26,9 @@ from labelme_dsarad.model.images import (
     reduction_for,
 )
 
-# LabelMe's own loading steps, to compare against (private but stable in 6.3).
+# LabelMe's own loading steps, to compare against (private, but the same in 6.3 and 7).
 labelme_label_file = pytest.importorskip("labelme._label_file")
-labelme_utils = pytest.importorskip("labelme.utils")
+from labelme_dsarad._labelme_adapter import decoded_picture  # noqa: E402
 
 
 def gradient_rgb(width: int, height: int) -> np.ndarray:
@@ -44,9 +44,8 @@ def save(path: Path, image: PIL.Image.Image, format: str | None = None, **option
 
 
 def labelme_picture(path: Path) -> np.ndarray:
-    """What LabelMe 6.3 decodes and orients before handing it to Qt."""
-    pil = labelme_utils.apply_exif_orientation(labelme_label_file._imread(str(path)))
-    return np.asarray(pil.convert("RGB"))
+    """What LabelMe decodes and orients before handing it to Qt."""
+    return decoded_picture(path)
 
 
 def with_exif_orientation(orientation: int) -> PIL.Image.Exif:

@@ -38,9 +38,7 @@ from labelme_dsarad.model.labelfile import (
 from labelme_dsarad.model.polygons import Region
 
 labelme = pytest.importorskip("labelme")
-labelme_app = pytest.importorskip("labelme.app")  # the GUI's shape <-> dict code; needs no window
-from labelme._label_file import LabelFile, read_label_file  # noqa: E402
-from labelme._label_file import write_label_file as labelme_write_label_file  # noqa: E402
+from labelme_dsarad._labelme_adapter import move_vertex, read_label_file, resave_label_file  # noqa: E402 - LabelMe's own
 
 PROVENANCE = {"model": "magnetic_tile_compact", "model_sha256": "ab" * 32, "threshold": 0.5}
 WIDTH, HEIGHT = 64, 48
@@ -382,7 +380,7 @@ def test_fuzz_people_survive_and_labelme_reads_the_result(shapes, new, extra_top
         assert all(shape in new and is_pending_suggestion(shape) for shape in added)
         assert {k: v for k, v in reloaded.items() if k != "shapes"} == {k: v for k, v in existing.items() if k != "shapes"}
 
-        loaded_by_labelme = LabelFile(str(json_path))
+        loaded_by_labelme = read_label_file(json_path)
         assert len(loaded_by_labelme.shapes) == len(reloaded["shapes"])
         for ours, theirs in zip(reloaded["shapes"], loaded_by_labelme.shapes):
             assert theirs["flags"] == ours["flags"]
@@ -393,22 +391,9 @@ def test_fuzz_people_survive_and_labelme_reads_the_result(shapes, new, extra_top
 
 
 def open_and_save_in_labelme(json_path: Path, edit=None) -> None:
-    """What LabelMe 6.3.1's window does on open then save, minus the window:
-    app.py _load_file -> _shapes_from_dicts, then save_labels -> _shape_to_dict."""
-    label_data = read_label_file(str(json_path))
-    shapes = labelme_app._shapes_from_dicts(shape_dicts=label_data.shapes, label_flags={".*": ["occluded"]})
-    if edit is not None:
-        edit(shapes)
-    labelme_write_label_file(
-        str(json_path),
-        shapes=[labelme_app._shape_to_dict(shape) for shape in shapes],
-        image_path=label_data.image_path,
-        image_height=HEIGHT,
-        image_width=WIDTH,
-        image_data=None,
-        other_data=label_data.other_data,
-        flags=label_data.flags,
-    )
+    """What LabelMe's window does on open then save, minus the window: app.py _load_file ->
+    _shapes_from_dicts, then save_labels -> _shape_to_dict (``resave_label_file``)."""
+    resave_label_file(json_path, (HEIGHT, WIDTH), edit, label_flags={".*": ["occluded"]})
 
 
 def test_our_marks_survive_labelme_open_and_save(tmp_path):
@@ -437,7 +422,7 @@ def test_after_labelme_save_a_rerun_replaces_only_untouched_suggestions(tmp_path
 
     def review(shapes):
         shapes[0].flags[PENDING_FLAG] = False  # a person unticks the box
-        shapes[1].points[0].setX(shapes[1].points[0].x() + 2)  # a person moves a vertex
+        move_vertex(shapes[1], 0, 2.0, 0.0)  # a person moves a vertex
 
     open_and_save_in_labelme(json_path, edit=review)
     reviewed = load_label_file(json_path)["shapes"][:2]
@@ -527,7 +512,7 @@ def test_image_path_is_relative_to_the_label_folder(tmp_path):
     image = make_image(images, "Teil 1.png")
     written = update_label_file(labels / "Teil 1.json", image, HEIGHT, WIDTH, [])
     assert written["imagePath"] == os.path.join("..", "images", "Teil 1.png")
-    assert LabelFile(str(labels / "Teil 1.json")).image_path == "../images/Teil 1.png"
+    assert read_label_file(labels / "Teil 1.json").image_path == "../images/Teil 1.png"
 
 
 def test_permissions_are_kept_and_no_temporary_files_remain(tmp_path):

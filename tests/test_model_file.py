@@ -1,22 +1,30 @@
 import json
 import pickle
 import struct
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+import onnxruntime
 import pytest
 import torch
 from safetensors.torch import save_file
 
 from labelme_dsarad.model.model_file import (
     FORMAT_VERSION,
+    GRAPH_TENSOR,
     ModelFileError,
+    file_sha256,
     load_model,
     parse_header,
+    read_header,
+    read_inference_graph,
     read_safetensors,
+    rewrite_header,
     save_model,
 )
 from labelme_dsarad.model.networks import DSARAD
-from tests.conftest import make_tiny_model
+from tests.conftest import STORED_TINY_MODEL, make_tiny_model, without_graph
 
 
 def one_line(error: pytest.ExceptionInfo, path) -> str:
@@ -189,13 +197,19 @@ def test_save_is_atomic_and_leaves_no_temporary_files(tmp_path):
     load_model(path)
 
 
+def weight_bytes(path) -> int:
+    """The stored weights' bytes, without the inference graph beside them."""
+    _, tensors = read_safetensors(path)
+    return sum(tensor.numel() * tensor.element_size() for name, tensor in tensors.items() if name != GRAPH_TENSOR)
+
+
 def test_int8_storage_is_a_quarter_and_keeps_maps_close(tmp_path):
     full_path = make_tiny_model(tmp_path / "full.safetensors", seed=2)
     full = load_model(full_path)
     int8_path = tmp_path / "int8.safetensors"
     save_model(int8_path, full.network, full.info, storage="int8")
     quantized = load_model(int8_path)
-    assert int8_path.stat().st_size < 0.4 * full_path.stat().st_size
+    assert weight_bytes(int8_path) < 0.4 * weight_bytes(full_path)
     image = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         reference, _ = full.network(image)
@@ -237,3 +251,66 @@ def test_the_map_correction_round_trips_and_older_files_load_without_one(tmp_pat
     save_file(half, tmp_path / "half.safetensors", metadata=metadata)
     with pytest.raises(ModelFileError, match="'map_correction.offset' is missing"):
         load_model(tmp_path / "half.safetensors")
+
+
+def graph_outputs(graph: bytes, images: np.ndarray) -> list[np.ndarray]:
+    session = onnxruntime.InferenceSession(graph, providers=["CPUExecutionProvider"])
+    return session.run(None, {"image": images})
+
+
+def test_a_saved_model_carries_its_onnx_graph_which_gives_the_networks_maps(tmp_path):
+    path = make_tiny_model(tmp_path / "m.safetensors", seed=4)
+    info, graph, sha256 = read_inference_graph(path)
+    loaded = load_model(path)
+    assert info == read_header(path) == loaded.info and sha256 == file_sha256(path) and loaded.graph == graph
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        expected_map, expected_score = loaded.network(images)
+    raw_map, raw_score = graph_outputs(graph, images.numpy())
+    np.testing.assert_allclose(raw_map, expected_map.numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(raw_score, expected_score.numpy(), atol=1e-4, rtol=0)
+
+
+def test_a_file_from_before_the_graph_loads_with_torch_and_says_what_it_needs_without(tmp_path):
+    old = without_graph(make_tiny_model(tmp_path / "m.safetensors"), tmp_path / "old.safetensors")
+    loaded = load_model(old)
+    assert loaded.graph is None and loaded.info.to_header()["architecture"] == read_header(old).to_header()["architecture"]
+    with pytest.raises(ModelFileError, match=r"carries no ONNX graph.*labelme-dsarad\[train\]") as raised:
+        read_inference_graph(old)
+    one_line(raised, old)
+
+
+def test_a_header_rewrite_keeps_the_graph_unless_the_architecture_changes(tmp_path):
+    path = make_tiny_model(tmp_path / "m.safetensors")
+    info, graph, _ = read_inference_graph(path)
+    rewrite_header(path, replace(info, metrics={"image_auroc": 0.5}))
+    assert read_inference_graph(path)[1] == graph and read_header(path).metrics == {"image_auroc": 0.5}
+    wider = replace(info, architecture=replace(info.architecture, score_window=5))
+    rewrite_header(path, wider)
+    session = onnxruntime.InferenceSession(read_inference_graph(path)[1], providers=["CPUExecutionProvider"])
+    assert parse_header(path, session.get_modelmeta().custom_metadata_map).architecture == wider.architecture
+    old = without_graph(path, tmp_path / "old.safetensors")
+    rewrite_header(old, read_header(old))  # re-saving a file from before the graph adds one
+    assert read_header(old).to_header()["format_version"] == FORMAT_VERSION and read_inference_graph(old)[1]
+
+
+def test_a_damaged_graph_is_a_one_line_error(tmp_path):
+    path = make_tiny_model(tmp_path / "m.safetensors")
+    metadata, tensors = read_safetensors(path)
+    tensors[GRAPH_TENSOR] = torch.zeros(100, dtype=torch.uint8)
+    save_file(tensors, tmp_path / "damaged.safetensors", metadata=metadata)
+    with pytest.raises(ModelFileError, match="not a compressed ONNX graph") as raised:
+        read_inference_graph(tmp_path / "damaged.safetensors")
+    one_line(raised, tmp_path / "damaged.safetensors")
+    tensors[GRAPH_TENSOR] = torch.zeros(2, 2, dtype=torch.uint8)
+    save_file(tensors, tmp_path / "shaped.safetensors", metadata=metadata)
+    with pytest.raises(ModelFileError, match="byte string"):
+        read_inference_graph(tmp_path / "shaped.safetensors")
+    with pytest.raises(ModelFileError, match="must be bytes"):
+        load_model(tmp_path / "shaped.safetensors")
+
+
+def test_the_stored_tiny_model_is_what_make_tiny_model_makes(tmp_path):
+    made = make_tiny_model(tmp_path / "m.safetensors")
+    assert made.read_bytes() == STORED_TINY_MODEL.read_bytes(), (
+        "tests/data/tiny_widget.safetensors is out of date: copy make_tiny_model()'s file there")

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import pytest
-from labelme._label_file import LabelFile  # LabelMe's own reader, the one that matters
 
+from labelme_dsarad._labelme_adapter import read_label_file  # LabelMe's own reader, the one that matters
 from labelme_dsarad.cli import main
 from labelme_dsarad.model.inference import Predictor
 from labelme_dsarad.model.labelfile import load_label_file, shape_fingerprint
@@ -82,7 +82,7 @@ def counts(stderr: str) -> tuple[int, ...]:
 
 
 def assert_labelme_opens(json_path: Path) -> dict:
-    LabelFile(str(json_path))  # raises on anything LabelMe could not open (also checks image size)
+    read_label_file(json_path)  # raises on anything LabelMe could not open (also checks image size)
     return load_label_file(json_path)
 
 

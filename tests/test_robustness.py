@@ -23,11 +23,11 @@ import PIL.Image
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from labelme._label_file import LabelFile  # LabelMe's own reader, the one that matters
 
+from labelme_dsarad._labelme_adapter import read_label_file  # LabelMe's own reader, the one that matters
 from labelme_dsarad.model.inference import Predictor
 from labelme_dsarad.model.labelfile import load_label_file
-from labelme_dsarad.model.model_file import ModelFileError, ModelInfo, parse_header, read_safetensors
+from labelme_dsarad.model.model_file import ModelFileError, ModelInfo, parse_header, read_header
 from labelme_dsarad.model.polygons import SuggestionSettings
 from labelme_dsarad.pipeline import PredictOptions, predict_paths
 from tests.conftest import PERSON_SHAPE, REPO, make_tiny_model
@@ -162,7 +162,7 @@ def test_file_name_that_is_not_utf8_is_labelled_and_labelme_reads_it(tmp_path, p
     assert summary.failures == [] and summary.predicted == 2
     label_path = tmp_path / os.fsdecode(b"caf\xe9 1.json")
     assert load_label_file(label_path)["imagePath"] == odd.name
-    assert LabelFile(str(label_path)).image_data == odd.read_bytes()  # LabelMe finds the image from imagePath
+    assert read_label_file(label_path).image_data == odd.read_bytes()  # LabelMe finds the image from imagePath
     assert predict_paths([odd], None, PredictOptions(), predictor=predictor).skipped == 1
 
 
@@ -302,5 +302,5 @@ def test_deeply_nested_safetensors_header_is_a_model_file_error(tmp_path):
     path = tmp_path / "nested.safetensors"
     path.write_bytes(struct.pack("<Q", len(nested)) + nested)
     with pytest.raises(ModelFileError) as error:
-        read_safetensors(path)
+        read_header(path)
     one_line(str(error.value), str(path))

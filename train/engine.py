@@ -306,12 +306,13 @@ def model_header(network: DSARAD, product: str, labels: list[str], normaliser: S
 
 
 def finish_model(path: Path, network: DSARAD, calibrate: Calibrate, header: Header, storage: str = TRAINED_STORAGE,
-                 refinements: Sequence[Refinement] = ()) -> ModelInfo:
+                 refinements: Sequence[Refinement] = (), graph: bool = True) -> ModelInfo:
     """The one way a trained network becomes a model file, first training and retraining alike.
 
     The weights as a file of ``storage`` gives them back, thresholds calibrated on those
     (``calibrate``, which may also fit the network's map correction), the header (``header``),
-    saved; then each of ``refinements``, which read the saved model, rewrites the header. Written
+    saved (with its ONNX graph unless ``graph`` is false: training snapshots leave it out); then
+    each of ``refinements``, which read the saved model, rewrites the header. Written
     under a hidden name and renamed once complete, so a cancel or a crash never leaves a half-made
     model where the store or a person would take it for a whole one. Returns the final header.
     """
@@ -320,7 +321,7 @@ def finish_model(path: Path, network: DSARAD, calibrate: Calibrate, header: Head
     path = Path(path)
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")  # as ``write_atomically`` names them
     try:
-        save_model(temporary, stored, info, storage=storage)
+        save_model(temporary, stored, info, storage=storage, graph=graph)
         for refine in refinements:
             info = refine(temporary, info)
             rewrite_header(temporary, info)

@@ -25,9 +25,10 @@ from tqdm import tqdm
 
 from labelme_dsarad.model.atomic_write import write_atomically
 from labelme_dsarad.model.devices import DEFAULT_DEVICE
+from labelme_dsarad.model.export import onnx_bytes
 from labelme_dsarad.model.images import read_image
 from labelme_dsarad.model.inference import denormals_flushed, resize_for_model, resolve_device
-from labelme_dsarad.model.model_file import ModelInfo, preset_architecture, read_safetensors
+from labelme_dsarad.model.model_file import LoadedModel, ModelInfo, preset_architecture, read_safetensors
 from labelme_dsarad.model.networks import DSARAD, ReconstructionNetwork, check_input_size
 from labelme_dsarad.model.scoring import ScoreNormaliser
 
@@ -219,8 +220,9 @@ class Trainer:
         minutes = self.further_minutes[-1] if self.further_minutes else self.config.minutes
         if minutes is None or self.training_seconds is not None:
             return  # a step budget, or a resumed run that planned already
+        writing = self.export_seconds()  # timed here, so counted in the setup below too
         setup = time.monotonic() - started
-        seconds = max(minutes * 60.0 - setup - self.export_seconds(), MINIMUM_TRAINING_SECONDS)
+        seconds = max(minutes * 60.0 - setup - writing, MINIMUM_TRAINING_SECONDS)
         if self.distributed:  # every process must plan the same budget, or they stop at different steps
             agreed = torch.tensor([seconds], dtype=torch.float64, device=self.device)
             dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
@@ -229,14 +231,19 @@ class Trainer:
 
     def export_seconds(self) -> float:
         """What ``export`` will take, timed on a batch: a pass over training images for the map
-        correction, and the calibration passes over the validation images."""
+        correction, the calibration passes over the validation images, and the ONNX graph the
+        model file carries (exported once here: its time depends little on the weights)."""
         images = self.validation_images if len(self.validation_images) else self.images.cpu()[:16]
         sample = images[:CALIBRATION_TIMING_IMAGES]
         began = time.monotonic()
         raw_outputs(self.network, sample, self.device)
         per_image = (time.monotonic() - began) / max(len(sample), 1)
         passes = CALIBRATION_PASSES * len(images) + min(len(self.images), MAP_CORRECTION_MAX_IMAGES)
-        return EXPORT_SAFETY * per_image * passes + EXPORT_WRITE_SECONDS
+        began = time.monotonic()
+        header = ModelInfo(self.architecture, self.config.product, list(self.config.labels), ScoreNormaliser(0.5, 0.5))
+        onnx_bytes(LoadedModel(network=self.network, info=header, path=None, sha256=""))  # exports a copy
+        graph = time.monotonic() - began
+        return EXPORT_SAFETY * (per_image * passes + graph) + EXPORT_WRITE_SECONDS
 
     def phase_budget(self, phase: str) -> Budget:
         if self.further_minutes:  # a further round is all student
@@ -371,9 +378,11 @@ class Trainer:
             ends[entry["phase"]] = entry
         return list(ends.values())
 
-    def export(self, path: Path, version: int = 1, storage: str = TRAINED_STORAGE, report: bool = True) -> Path:
+    def export(self, path: Path, version: int = 1, storage: str = TRAINED_STORAGE, report: bool = True,
+               graph: bool = True) -> Path:
         info = finish_model(path, self.student_training.result(), self.calibrate,
-                            lambda network, normaliser: self.model_info(network, normaliser, version), storage)
+                            lambda network, normaliser: self.model_info(network, normaliser, version), storage,
+                            graph=graph)
         if report:
             line, warning = describe_validation(info.normaliser)
             self.progress({"event": "stage", "stage": "calibrating", "message": line})
@@ -393,7 +402,7 @@ class Trainer:
         earlier = sum(entry["seconds"] for entry in self.phase_ends() if entry["phase"] != state.phase)
         seconds = int(earlier + state.elapsed)
         self.export(self.run_dir / "snapshots" / f"{state.phase}_{fraction:.2f}_step{state.step}_at_{seconds}s"
-                                                 ".safetensors", report=False)
+                                                 ".safetensors", report=False, graph=False)
         self.network.train()
 
     # ----- checkpoints -----
