@@ -427,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     except ModuleNotFoundError as missing:
         if missing.name not in TRAINING_MODULES:
             raise
-        print(f"dsarad {args.command}: error: this needs PyTorch, which a review station's install leaves out: "
+        print(f"dsarad {command}: error: this needs PyTorch, which a review station's install leaves out: "
               f"{TRAIN_EXTRA_HINT}", file=sys.stderr)
         return EXIT_ERROR
 
