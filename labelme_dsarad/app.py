@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from labelme_dsarad.model.labelfile import REVIEWED_FLAG
-from labelme_dsarad.panel import ModelOption
+from labelme_dsarad.panel import IN_USE_MARK, ModelOption
 
 EXIT_ERROR = 2
 
@@ -61,7 +61,7 @@ def model_options(model: Path | None, product: str | None, store_root: Path | No
 
 
 def title_of(stored) -> str:
-    return stored.name + (" (current)" if stored.current else "")
+    return stored.name + (IN_USE_MARK if stored.current else "")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,6 +49,9 @@ def settings() -> QtCore.QSettings:
     return QtCore.QSettings(*SETTINGS_SCOPE)
 
 
+IN_USE_MARK = " (current)"  # after the title of the model in use for its product
+
+
 @dataclass
 class ModelOption:
     """One entry of the model chooser."""
@@ -165,9 +168,21 @@ class DefectPanel(QtCore.QObject):
         return dialog
 
     def _use_retrained_model(self, product: str, version: int, path: str) -> None:
-        self.models.append(ModelOption(f"{product} v{version} (current)", Path(path)))
-        self.view.model_box.addItem(self.models[-1].title)
-        self.view.model_box.setCurrentIndex(len(self.models) - 1)
+        # One model of a product is in use: the one it replaces loses its mark, an entry already offered is reused.
+        for index, option in enumerate(self.models):
+            if option.title.startswith(f"{product} ") and option.title.endswith(IN_USE_MARK):
+                option.title = option.title.removesuffix(IN_USE_MARK)
+                self.view.model_box.setItemText(index, option.title)
+        title = f"{product} v{version}{IN_USE_MARK}"
+        offered = [index for index, option in enumerate(self.models)
+                   if option.path is not None and option.path.resolve() == Path(path).resolve()]
+        if offered:
+            self.models[offered[0]].title = title
+            self.view.model_box.setItemText(offered[0], title)
+        else:
+            self.models.append(ModelOption(title, Path(path)))
+            self.view.model_box.addItem(title)
+        self.view.model_box.setCurrentIndex(offered[0] if offered else len(self.models) - 1)
 
     # --- settings ---
 

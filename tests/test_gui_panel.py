@@ -454,6 +454,14 @@ def test_retrain_from_labels_opens_the_dialog_for_this_product_and_folder_and_sw
     dialog.switched.emit("widget", 2, str(retrained))
     assert panel.view.model_box.currentText() == "widget v2 (current)"
     assert panel.models[-1].path == retrained
+    # Switching again: one entry of the product is marked in use, and a version offered already is not added twice.
+    again = tmp_path / "v3.safetensors"
+    again.write_bytes(tiny_model_path.read_bytes())
+    dialog.switched.emit("widget", 3, str(again))
+    dialog.switched.emit("widget", 2, str(retrained))
+    titles = [panel.view.model_box.itemText(index) for index in range(panel.view.model_box.count())]
+    assert titles == ["tiny", "widget v2 (current)", "widget v3"]
+    assert panel.view.model_box.currentText() == "widget v2 (current)"
     qtbot.waitUntil(lambda: panel.model is not None and "widget" in panel.view.model_info.text(), timeout=WAIT)
 
 
