@@ -22,7 +22,7 @@ def labelme_missing(qapp, tmp_path_factory):
 
 @pytest.mark.parametrize("name", REQUIRED)
 def test_labelme_still_has(name, labelme_missing):
-    assert name not in labelme_missing, f"LabelMe no longer provides {name}; update labelme_dsarad/_labelme_adapter.py"
+    assert name not in labelme_missing, f"LabelMe no longer provides {name}; update labelme_dsarad/_labelme_adapter/_required.py"
 
 
 def test_a_missing_attribute_is_reported_by_name(qapp):

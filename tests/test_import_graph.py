@@ -16,11 +16,12 @@ LAYERS = ("labelme_dsarad.model", "labelme_dsarad.train", "labelme_dsarad")  # e
 
 
 def modules() -> dict[str, tuple[Path, str]]:
-    """Module name -> (file, the package its relative imports start from)."""
+    """Module name -> (file, the package its relative imports start from); subpackages too."""
     found = {}
     for folder, package in PACKAGES.items():
-        for path in sorted((REPO / folder).glob("*.py")):
-            found[package if path.stem == "__init__" else f"{package}.{path.stem}"] = (path, package)
+        for path in sorted((REPO / folder).rglob("*.py")):
+            home = ".".join((package, *path.parent.relative_to(REPO / folder).parts))
+            found[home if path.stem == "__init__" else f"{home}.{path.stem}"] = (path, home)
     return found
 
 
@@ -77,6 +78,7 @@ def test_the_graph_reads_the_package():
     graph = import_graph()
     assert "labelme_dsarad.train.report" in graph["labelme_dsarad.train.evaluation"]
     assert "labelme_dsarad.model.scoring" in graph["labelme_dsarad.model.polygons"]
+    assert "labelme_dsarad.model.labelfile" in graph["labelme_dsarad._labelme_adapter._files"]
 
 
 def test_no_module_imports_itself_back():
