@@ -309,7 +309,7 @@ def test_the_tolerance_control_has_the_cli_options_name_default_and_unit(qtbot, 
     texts = {label.text() for label in view.findChildren(QtWidgets.QLabel)}
     assert "Tolerance" in texts and "Detail" not in texts
     assert "--tolerance" in view.tolerance_slider.toolTip()
-    cli_default = build_parser().parse_args(["predict", "image.png"]).tolerance
+    cli_default = build_parser("predict").parse_args(["predict", "image.png"]).tolerance
     assert view.suggestion_settings().tolerance == cli_default == SuggestionSettings.tolerance
     assert view.tolerance_label.text() == f"{cli_default:g} px"
     view.tolerance_slider.setValue(view.tolerance_slider.minimum())
