@@ -64,9 +64,9 @@ class HeatMap:
     Colours put the threshold at the middle of the jet scale (red: well
     beyond it) and alpha ramps up to it, so the overlay shows what is near
     the cut being made whatever the slider says. Both come from 256-entry
-    lookup tables over the map's 8-bit levels: the alpha channel takes a few
-    ms for 2000 x 2000 and follows the slider live; the colours take a few
-    tens of ms and are redone when the slider rests (``recolour``). The
+    lookup tables over the map's 8-bit levels: the alpha channel is cheap
+    enough to follow the slider live; the colours cost more and are redone
+    when the slider rests (``recolour``). The
     QImage shares this object's pixels: keep the HeatMap alive while shown.
     """
 

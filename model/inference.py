@@ -253,19 +253,11 @@ def inference_threads() -> int:
 def choose_backend(backend: str, device: torch.device) -> str:
     """``auto``: onnxruntime on the CPU, PyTorch on a GPU.
 
-    Measured with bench/bench_inference.py (256x256, batch 1, medians of
-    interleaved runs, all cores as Predictor uses them) on the 2-core AMD
-    EPYC (AVX2) development machine:
-    - idle, with the attention exported as onnxruntime's fused op:
-      `compact` eager baseline 912 ms, our torch path 385 ms (2.37x),
-      onnxruntime 294 ms (3.10x); `paper` 4.5 s, 3.6 s, 3.2 s;
-    - loaded by a training job and tests (load average 4-8), with the
-      earlier MatMul-Softmax export: `compact` baseline 3.5 s, torch 1.8 s,
-      onnxruntime 0.65 s; `paper` 13.0 s, 6.9 s, 5.9 s.
-    onnxruntime keeps its speed when other work competes for the cores, as
-    decoding and writing do in ``dsarad predict``, where PyTorch's threads
-    stall. Both give the eager maps within 2e-7. The price is the export
-    when a Predictor starts: about 2 s at `compact` and 9 s at `paper`.
+    On the CPU onnxruntime is the faster of the two and keeps its speed when
+    other work competes for the cores, as decoding and writing do in
+    ``dsarad predict``, where PyTorch's threads stall; both give the eager
+    maps. The measurements are in docs/performance.md ("Why the CPU runs
+    onnxruntime").
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -458,7 +450,7 @@ class Predictor:
                 self.runner = self._onnx_runner(threads)
                 if not isinstance(model, LoadedModel):
                     # Nobody else holds these weights and onnxruntime has its
-                    # own copy: at `paper` this frees 400 MB.
+                    # own copy: dropping ours frees the weights' memory.
                     self.model.network = None  # type: ignore[assignment]  # as above: the ONNX runner has no torch network
             else:
                 self.runner = TorchBackend(self.model.network, torch_device)
