@@ -55,6 +55,15 @@ def is_drawn_pending(panel, shape) -> bool:
 # --- undo ---
 
 
+def detected_two_squares(qtbot, tmp_path, make_window) -> tuple[list[Path], object]:
+    """One image with two squares, opened (autosave on) and detected: two pending suggestions."""
+    images = write_sample_images(tmp_path, 1, squares=2)
+    _, panel = make_window([fake_option(FakePredictor())], open_path=tmp_path)
+    ready(qtbot, panel)
+    assert detect(qtbot, panel) == 2
+    return images, panel
+
+
 def test_undo_of_a_reject_takes_back_the_rejection_in_the_file(qtbot, tmp_path, make_window):
     images = write_sample_images(tmp_path, 2, squares=2)
     window, panel = make_window([fake_option(FakePredictor())], open_path=tmp_path, auto_save=False)
@@ -97,10 +106,7 @@ def test_undo_of_a_reject_then_another_edit_leaves_no_suggestion_both_pending_an
 
 
 def test_undo_of_an_accept_makes_it_pending_again_on_the_canvas_and_in_the_file(qtbot, tmp_path, make_window):
-    images = write_sample_images(tmp_path, 1, squares=2)
-    window, panel = make_window([fake_option(FakePredictor())], open_path=tmp_path)
-    ready(qtbot, panel)
-    assert detect(qtbot, panel) == 2
+    images, panel = detected_two_squares(qtbot, tmp_path, make_window)
     panel.adapter.select(pending_shapes(panel)[:1])
     panel.view.accept_action.trigger()
     assert [shape["dsarad"]["state"] for shape in saved(images[0])["shapes"]] == ["accepted", "pending"]
@@ -111,10 +117,7 @@ def test_undo_of_an_accept_makes_it_pending_again_on_the_canvas_and_in_the_file(
 
 
 def test_undo_of_a_detect_forgets_what_it_suggested(qtbot, tmp_path, make_window):
-    images = write_sample_images(tmp_path, 1, squares=2)
-    window, panel = make_window([fake_option(FakePredictor())], open_path=tmp_path)
-    ready(qtbot, panel)
-    assert detect(qtbot, panel) == 2
+    images, panel = detected_two_squares(qtbot, tmp_path, make_window)
     panel.adapter.undo()
     assert panel.adapter.shapes() == []
     data = saved(images[0])
@@ -123,10 +126,7 @@ def test_undo_of_a_detect_forgets_what_it_suggested(qtbot, tmp_path, make_window
 
 
 def test_a_reject_shown_again_at_a_lower_threshold_is_not_both_pending_and_rejected(qtbot, tmp_path, make_window):
-    images = write_sample_images(tmp_path, 1, squares=2)
-    window, panel = make_window([fake_option(FakePredictor())], open_path=tmp_path)
-    ready(qtbot, panel)
-    assert detect(qtbot, panel) == 2
+    images, panel = detected_two_squares(qtbot, tmp_path, make_window)
     panel.adapter.select(pending_shapes(panel)[:1])
     panel.view.reject_action.trigger()
     panel.view.threshold_slider.setValue(40)  # asked for more: the rejected one is shown again, and says so
