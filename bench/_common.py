@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -97,3 +98,82 @@ def random_model(preset: str, input_size: int = 256, seed: int = 0):
     info = ModelInfo(architecture=network.architecture, product="bench", labels=["defect"],
                      normaliser=ScoreNormaliser(0.5, 0.5, {"method": "benchmark"}))
     return LoadedModel(network=network, info=info, path=None, sha256="")
+
+
+CPU_FLAGS = ("avx2", "avx512_f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_bf16", "amx_int8")
+
+
+def cpu_flags_line() -> str:
+    """The CPU's vector units as PyTorch sees them (``ATEN_CPU_CAPABILITY`` and ``ONEDNN_MAX_CPU_ISA``
+    limit what PyTorch and oneDNN use, not what this line lists), and whether bf16 autocast is on."""
+    import torch
+
+    from labelme_dsarad.train.engine import has_bf16_units
+
+    capabilities = torch.cpu.get_capabilities()
+    present = [flag for flag in CPU_FLAGS if capabilities.get(flag)]
+    limits = ", ".join(f"{name}={os.environ[name]}" for name in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
+                       if name in os.environ)
+    return (f"CPU flags: {' '.join(present) or 'none of ' + ' '.join(CPU_FLAGS)}; "
+            f"ATen uses {torch.backends.cpu.get_cpu_capability()}{'; ' + limits if limits else ''}; "
+            f"bf16 autocast {'on' if has_bf16_units() else 'off'}")
+
+
+STEP_PARTS = ("batch: draw, synthesis, reconstructions", "forward and loss", "backward", "optimiser", "weight average")
+
+
+def step_part_seconds(training, draw_batch: Callable[[], Any], steps: int,
+                      forward_parts: dict[str, Any] | None = None) -> dict[str, float]:
+    """Seconds per step of each part of ``engine.StudentTraining.step`` (``STEP_PARTS``), taken apart
+    as the step takes them, over ``steps`` steps after as many warm-up steps. ``forward_parts``
+    (name: module) splits the forward pass further by the modules' own forward time."""
+    from labelme_dsarad.train.engine import objective
+
+    within: dict[str, float] = {name: 0.0 for name in forward_parts or {}}
+    handles = []
+    for name, module in (forward_parts or {}).items():
+        started: list[float] = []
+        handles.append(module.register_forward_pre_hook(lambda *_, s=started: s.append(time.perf_counter())))
+        handles.append(module.register_forward_hook(
+            lambda *_, s=started, n=name: within.__setitem__(n, within[n] + time.perf_counter() - s.pop())))
+    totals = dict.fromkeys(STEP_PARTS, 0.0)
+    try:
+        for index in range(2 * steps):
+            if index == steps:
+                totals = dict.fromkeys(STEP_PARTS, 0.0)
+                within.update(dict.fromkeys(within, 0.0))
+            marks = [time.perf_counter()]
+            batch = draw_batch()
+            marks.append(time.perf_counter())
+            with training.autocast():
+                loss, _ = objective(training.student, training.segmentation, training.target_encoder, batch)
+            marks.append(time.perf_counter())
+            training.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            marks.append(time.perf_counter())
+            training.optimizer.step()
+            marks.append(time.perf_counter())
+            training.average.update_parameters(training.averaged)
+            marks.append(time.perf_counter())
+            for name, begin, end in zip(STEP_PARTS, marks, marks[1:]):
+                totals[name] += end - begin
+            del loss
+    finally:
+        for handle in handles:
+            handle.remove()
+    parts = {name: value / steps for name, value in totals.items()}
+    return {**parts, **{f"  of which {name}": value / steps for name, value in within.items()}}
+
+
+def print_step_parts(columns: dict[str, dict[str, float]]) -> None:
+    """One row per part, one column per configuration: milliseconds and share of the step."""
+    names = list(next(iter(columns.values())))
+    rows = []
+    for name in [*names, "whole step"]:
+        row = [name]
+        for parts in columns.values():
+            whole = sum(value for key, value in parts.items() if not key.startswith("  of which"))
+            value = whole if name == "whole step" else parts[name]
+            row.append(f"{value * 1000:.0f} ms ({value / whole:.0%})")
+        rows.append(row)
+    print_table(["part of a step", *columns], rows)

@@ -6,7 +6,10 @@ Times ``Trainer.student_step`` (the networks, losses, optimizer and image
 draw of ``dsarad train``) in interleaved rounds, with ``--compile`` the same
 step under torch.compile beside it; then the synthesis alone, drawing from a
 pool of source images (what ``--anomaly-source`` gives) and from the
-built-in procedural sources. The images are Magnetic Tile train-split
+built-in procedural sources; then the student step taken apart
+(``_common.step_part_seconds``: the batch with its synthesis, the forward
+pass split by network, the backward pass, the optimiser, the weight
+average). The images are Magnetic Tile train-split
 normals (dark) when the data set is there, else dark noisy textures.
 """
 
@@ -20,7 +23,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from _common import interleaved, machine_line, magnetic_tile_images, median, print_table, stderr
+from _common import (
+    cpu_flags_line,
+    interleaved,
+    machine_line,
+    magnetic_tile_images,
+    median,
+    print_step_parts,
+    print_table,
+    stderr,
+    step_part_seconds,
+)
 
 from labelme_dsarad.train.sources import AnomalySources
 from labelme_dsarad.train.synthesis import synthesise
@@ -109,7 +122,14 @@ def main(argv: list[str] | None = None) -> None:
     rows = [[name, f"{median(values):.3f}", f"{1 / median(values):.3f}"]
             for name, values in {**step_seconds, **synthesis_seconds}.items()]
     print(f"\nTraining on {args.device}, {args.preset}, batch {args.batch_size}, {args.input_size}px; {machine_line()}")
+    print(cpu_flags_line())
     print_table(["what (batch of the student step)", "median s", "per second"], rows)
+    training = trainer.student_training
+    print()
+    print_step_parts({"Trainer.student_step": step_part_seconds(
+        training, trainer.synthetic_batch, args.steps,
+        {"the student": training.student, "the teacher's encoder": training.target_encoder,
+         "the U-Net": training.segmentation})})
 
 
 if __name__ == "__main__":

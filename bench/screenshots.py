@@ -8,7 +8,10 @@ opens the first in LabelMe with the panel, runs Detect, and saves:
 
 - ``0_opened.png`` (with ``--predicted``, the quick start: the copies
   pre-annotated by ``dsarad predict``, the folder opened as
-  ``labelme-dsarad FOLDER`` opens it): its first image as it opens
+  ``labelme-dsarad FOLDER`` opens it): its first image as it opens, the
+  file list showing each image's state and score; and
+  ``0_bulk_confirm.png``, the *Confirm defect-free* grid, where the model
+  has a cut for it (a retrained model)
 - ``1_suggestions_heat_map.png``: pending suggestions over the heat map
 - ``2_suggestions.png``: the same without the heat map
 - ``3_reviewed.png``: after accepting one suggestion and rejecting one
@@ -224,11 +227,23 @@ def panel_screenshots(args: argparse.Namespace, model: Path, folder: Path, scrat
             wait_until(app, lambda: panel.current_map() is not None)  # On open: the heat map of the file's suggestions
             wait_until(app, lambda: False, 0.3)
             save(window, args.out_dir / "0_opened.png")
+            queue_screenshot(app, panel, args.out_dir)
         review_screenshots(app, window, panel, args)
     finally:
         panel.shutdown()
         window.close()
     return 0
+
+
+def queue_screenshot(app, panel, out_dir: Path) -> None:
+    """The bulk confirmation's grid, when the model has a cut for it (a retrained model)."""
+    dialog = panel.queue.bulk_confirm()
+    if dialog is None:
+        print(f"no bulk confirmation: {panel.view.message_label.text()}", file=sys.stderr)
+        return
+    wait_until(app, lambda: False, 0.3)
+    dialog.grab().save(str(out_dir / "0_bulk_confirm.png"))
+    dialog.close()
 
 
 def review_screenshots(app, window, panel, args: argparse.Namespace) -> None:

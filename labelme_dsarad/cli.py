@@ -324,7 +324,26 @@ def run_predict(args) -> int:
         print("\ndsarad predict: interrupted; run the same command again to do the rest", file=sys.stderr)
         return EXIT_INTERRUPTED
     print(summary.describe(), file=sys.stderr)
+    print_review_queues(images, args.out)
     return EXIT_FAILURES if summary.failures else EXIT_OK
+
+
+def print_review_queues(images: list[Path], out_dir: Path | None) -> None:
+    """Write each label folder's review queue and say where, with how many images score above
+    the model's threshold."""
+    from labelme_dsarad.model.scoring import NORMALISED_THRESHOLD
+    from labelme_dsarad.review_queue import QUEUE_FILE, write_queues
+
+    try:
+        queues = write_queues(images, out_dir)
+    except OSError as problem:
+        print(f"{QUEUE_FILE}: not written ({problem.strerror or problem})", file=sys.stderr)
+        return
+    for path, entries in queues:
+        above = sum(entry.score is not None and entry.score >= NORMALISED_THRESHOLD for entry in entries)
+        waiting = sum(not entry.reviewed for entry in entries)
+        print(f"review queue: {path}: {above} of {len(entries)} images score above the model's threshold; "
+              f"{waiting} to review, most likely defective first", file=sys.stderr)
 
 
 def run_retrain(args) -> int:

@@ -28,8 +28,11 @@ from labelme_dsarad.guarded import guarded
 from labelme_dsarad.heat_map import CachedMap, HeatMap, MapCache
 from labelme_dsarad.model import labelfile
 from labelme_dsarad.model.polygons import DEFAULT_MIN_PEAK
+from labelme_dsarad.model.scoring import BULK_CONFIRM_BELOW
 from labelme_dsarad.panel_view import PanelView, plural
 from labelme_dsarad.review_actions import ReviewActions
+from labelme_dsarad.review_queue import IMAGE_SCORE_KEY
+from labelme_dsarad.review_queue_view import ReviewQueue
 from labelme_dsarad.worker import (
     PRIORITY_CURRENT,
     PRIORITY_LOOKAHEAD,
@@ -84,6 +87,7 @@ class DefectPanel(QtCore.QObject):
         self.look_ahead_enabled = True  # with Detect on open; off only to measure what it saves
         self._current: str | None = None
         self._last_opened: str | None = None
+        self._closed: str | None = None
         # When the person started waiting for an image's map: it opened with On open, or Detect was pressed.
         self._waiting_since: dict[str, float] = {}
         self._want_suggestions: set[str] = set()  # images whose map, when ready, becomes suggestions
@@ -105,6 +109,8 @@ class DefectPanel(QtCore.QObject):
         self.worker.notice.connect(lambda text: self.show_message(text))
         self.batch = BatchDetection(self.worker, adapter, self.show_message, self.view.show_summary, self.view)
         self.review = ReviewActions(adapter, self.view, self.show_message, self._forget_undo)
+        self.queue = ReviewQueue(adapter, self.show_message, self._bulk_confirm_cut, self)
+        self.worker.batch_finished.connect(lambda *_: self.queue.refresh())
 
         self.view.detect_on_open_action.setChecked(settings().value(DETECT_ON_OPEN_SETTING, True, type=bool))
         self._connect_view()
@@ -140,6 +146,8 @@ class DefectPanel(QtCore.QObject):
         view.accept_all_action.triggered.connect(lambda: self.review.accept_all())
         view.reject_all_action.triggered.connect(lambda: self.review.reject_all())
         view.retrain_action.triggered.connect(lambda: self.retrain_from_labels())
+        view.next_to_review_action.triggered.connect(lambda: self.queue.open_next())
+        view.bulk_confirm_action.triggered.connect(lambda: self.queue.bulk_confirm())
         view.model_box.currentIndexChanged.connect(lambda index: self.select_model(index))
         view.on_settings_changed(self._on_setting_changed)
         view.opacity_slider.valueChanged.connect(
@@ -249,10 +257,18 @@ class DefectPanel(QtCore.QObject):
         self.view.model_info.setText("No model in use.")
         self.show_message(f"Model: {message}", error=True)
 
+    def _bulk_confirm_cut(self) -> float | None:
+        """The model in use's score below which images may be confirmed in bulk; None: it has none."""
+        normaliser = self.model.info.normaliser if self.model is not None and self.model.info else None
+        cut = normaliser.statistics.get(BULK_CONFIRM_BELOW) if normaliser is not None else None
+        return float(cut) if isinstance(cut, (int, float)) else None
+
     # --- opening images ---
 
     @guarded
     def _on_image_closing(self) -> None:
+        if self._current is not None:
+            self._closed = self._current  # its label file may be saved as it closes: re-read on the next open
         self._current = None
         self._derived_for = None
         self._undo_token = None
@@ -267,6 +283,7 @@ class DefectPanel(QtCore.QObject):
             self.view.set_ready(self.model is not None, False)
             self.review.update()
             return
+        self.queue.refresh([image for image in (self._closed, path) if image])
         if path == self._current:
             return  # LabelMe's file list re-announcing the same load
         if path != self._last_opened:  # not a reload of the same image (after Detect all)
@@ -410,14 +427,19 @@ class DefectPanel(QtCore.QObject):
         kept = labelfile.new_suggestions(suggestions, people, rejections)
         new_shapes = [self.adapter.make_shape(suggestion) for suggestion in kept]
         old = review.pending(shapes)
+
+        def remember() -> None:
+            review.remember_suggested(record, new_shapes, rejections)
+            record[IMAGE_SCORE_KEY] = round(float(entry.prediction.image_score), 4)  # the review queue's order
+
         if old or new_shapes:
             self._undo_token = self.adapter.replace_shapes(
                 old, new_shapes, amend_top=self._undo_token if self._derived_for == entry.path else None,
-                change_file_record=lambda: review.remember_suggested(record, new_shapes, rejections),
+                change_file_record=remember,
             )
             self.adapter.mark_dirty()
         else:
-            review.remember_suggested(record, new_shapes, rejections)
+            remember()
         self._derived_for = entry.path
         found = plural(len(new_shapes), "suggestion") if new_shapes else "no suggestions"
         self.show_message(found + timing)
@@ -506,7 +528,8 @@ def attach_panel(window: QtWidgets.QMainWindow, models: list[ModelOption]) -> De
     adapter.add_toolbar_actions([panel.view.detect_action])
     view = panel.view
     actions = [view.detect_action, view.detect_on_open_action, view.detect_all_action, view.heat_map_action,
-               view.accept_action, view.reject_action, view.accept_all_action, view.reject_all_action]
+               view.accept_action, view.reject_action, view.accept_all_action, view.reject_all_action,
+               view.next_to_review_action, view.bulk_confirm_action]
     window.addActions(actions)  # shortcuts work wherever the focus is in the window
     adapter.add_canvas_menu_actions([panel.view.accept_action, panel.view.reject_action])
     adapter.add_view_menu_action(dock.toggleViewAction())

@@ -88,6 +88,12 @@ class PanelView(QtWidgets.QWidget):
             "Retrain this product's model from the reviewed images (image flag 'ok') of the open folder",
         )
         self.dismiss_summary_action = action("Dismiss", None, "Hide the summary of the last Detect all")
+        self.next_to_review_action = action(
+            "Next to review", "N", "Open the unreviewed image most likely to hold a defect (the file list shows "
+            "each image's state and score)")
+        self.bulk_confirm_action = action(
+            "Confirm defect-free…", None, "Thumbnails of the unreviewed images the model scores lowest: confirm "
+            "those with no defect in one go")
 
     def _build_widgets(self, model_titles: list[str]) -> None:
         self._build_model_box(model_titles)
@@ -200,6 +206,7 @@ class PanelView(QtWidgets.QWidget):
         layout.addWidget(self.review_label)
         layout.addLayout(_row(_button(self.accept_action), _button(self.reject_action)))
         layout.addLayout(_row(_button(self.accept_all_action), _button(self.reject_all_action)))
+        layout.addLayout(_row(_button(self.next_to_review_action), _button(self.bulk_confirm_action)))
         layout.addWidget(_button(self.retrain_action))
         layout.addWidget(self.message_label)
         summary = _row(self.summary_label, self.dismiss_summary_button)

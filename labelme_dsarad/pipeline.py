@@ -38,6 +38,7 @@ from labelme_dsarad.model.labelfile import (
 )
 from labelme_dsarad.model.polygons import SuggestionSettings
 from labelme_dsarad.model.scoring import NORMALISED_THRESHOLD
+from labelme_dsarad.review_queue import IMAGE_SCORE_KEY
 
 DECODE_AHEAD = 4
 
@@ -186,7 +187,7 @@ def write_results(image_path: Path, image: ReducedImage, prediction: Prediction,
     label_path = label_path_for(image_path, options.out_dir)
     height, width = image.shape
     written = update_label_file(label_path, image_path, height, width, suggestions,
-                                run_record={**record, "image_score": round(prediction.image_score, 4)})
+                                run_record={**record, IMAGE_SCORE_KEY: round(prediction.image_score, 4)})
     if options.maps_dir is not None:
         picture = heat_map_png(prediction.score_map) if options.bare_maps else \
             heat_map_overlay(image.pixels, prediction.score_map)

@@ -503,6 +503,29 @@ def update_label_file(
     return data
 
 
+def confirm_defect_free(json_path: str | os.PathLike) -> int | None:
+    """Mark an image reviewed with no defect: its pending suggestions are rejected (deleted and
+    remembered, as a person's rejection is) and the image flag ``REVIEWED_FLAG`` is ticked. An image
+    with a shape a person made (drawn, accepted or edited) is left as it is: None. Returns the
+    number of suggestions rejected. Under the folder lock, written atomically."""
+    json_path = Path(json_path)
+    with _exclusive_lock(json_path):
+        data = load_label_file(json_path)
+        shapes = data.get("shapes") or []
+        pending = [shape for shape in shapes if is_pending_suggestion(shape)]
+        if len(pending) != len(shapes):
+            return None
+        recorded, ticked = data.get(RECORD_KEY), data.get("flags")
+        run: dict = recorded if isinstance(recorded, dict) else {}
+        flags: dict = ticked if isinstance(ticked, dict) else {}
+        rejected = [entry for entry in run.get(REJECTED_KEY) or [] if _is_memory(entry)]
+        known = {entry["fingerprint"] for entry in rejected}
+        rejected += [suggestion_memory(shape) for shape in pending if shape[RECORD_KEY]["fingerprint"] not in known]
+        write_label_file(json_path, {**data, "shapes": [], "flags": {**flags, REVIEWED_FLAG: True},
+                                     RECORD_KEY: {**run, REJECTED_KEY: rejected}})
+    return len(pending)
+
+
 def remove_stale_temporaries(folder: str | os.PathLike[str]) -> int:
     """Delete the temporaries that label-file writers killed mid-write
     (kill -9, power loss) left in ``folder``; return how many.

@@ -49,6 +49,10 @@ _MITRE_LIMIT = 1.5
 
 _NEGLIGIBLE = 1e-6  # pixels
 
+# A suggestion's outline keeps the fewest vertices with which it still covers its traced region
+# at this IoU: a person drags a handful of vertices, not a pixel staircase (docs/quality.md).
+OUTLINE_FIT = 0.9
+
 # How far a suggestion extends where neither the settings nor the model say: chosen on
 # retrains' held-out corrections of both data sets (docs/experiments.md).
 DEFAULT_EXTEND_TO = 0.7
@@ -74,6 +78,9 @@ class SuggestionSettings:
     # on a retrained model the false suggestions peak lower than the defects it finds. None: the
     # model's own (``ScoreNormaliser.min_peak``).
     min_peak: float | None = None
+    # The fewest vertices whose outline keeps this IoU with the region's traced outline; 1: the trace
+    # as Douglas-Peucker at ``tolerance`` leaves it.
+    fit: float = OUTLINE_FIT
 
     def check(self) -> None:
         """ValueError for settings no run can use. A NaN would even end up in
@@ -87,6 +94,8 @@ class SuggestionSettings:
         if self.min_peak is not None and not (math.isfinite(self.min_peak)
                                               and 1.0 <= self.min_peak <= MAX_MIN_PEAK):
             raise ValueError(f"min_peak must be within [1, {MAX_MIN_PEAK:g}], got {self.min_peak}")
+        if not (math.isfinite(self.fit) and 0.5 <= self.fit <= 1.0):
+            raise ValueError(f"fit must be within [0.5, 1], got {self.fit}")
         for name in ("min_area", "opening"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
@@ -97,7 +106,7 @@ class SuggestionSettings:
         (``Prediction.extend_map``), and ``model_min_peak`` its own ``min_peak``, used when the
         settings give none."""
         return mask_to_polygons(score_map, self.threshold, self.min_area, self.tolerance, self.opening,
-                                self.extend_to_with(model_extend_to), self.min_peak_with(model_min_peak))
+                                self.extend_to_with(model_extend_to), self.min_peak_with(model_min_peak), self.fit)
 
     def extend_to_with(self, model_extend_to: np.ndarray | None = None) -> float | np.ndarray:
         """The settings' ``extend_to``, else the model's (per pixel), else DEFAULT_EXTEND_TO."""
@@ -146,6 +155,7 @@ def mask_to_polygons(
     opening: int = SuggestionSettings.opening,
     extend_to: float | np.ndarray = DEFAULT_EXTEND_TO,
     min_peak: float = DEFAULT_MIN_PEAK,
+    fit: float = 1.0,
 ) -> list[Region]:
     """One Region per 8-connected region of ``score_map >= threshold``, each
     extended over its 8-connected surroundings where ``score_map >= extend_to *
@@ -161,8 +171,10 @@ def mask_to_polygons(
     are skipped, and so are regions whose highest score stays below ``min_peak * threshold``
     (a boolean mask has no peaks: none is skipped for it).
     ``tolerance`` is the Douglas-Peucker tolerance in pixels, reduced for thin
-    or small regions (see ``TOLERANCE_PER_THICKNESS``). Regions come in raster
-    order of their first pixel.
+    or small regions (see ``TOLERANCE_PER_THICKNESS``); below 1, ``fit`` then
+    drops every vertex it can while the outline keeps that IoU with the
+    traced one (``_fewest_vertices``). Regions come in raster order of their
+    first pixel.
     """
     score_map = np.asarray(score_map)
     if score_map.ndim != 2:
@@ -181,7 +193,7 @@ def mask_to_polygons(
             region_scores = scores[y : y + h, x : x + w][inside]
             score_max = float(region_scores.max())
             score_mean = float(region_scores.mean(dtype=np.float64))
-        ring = _outline(inside, area, tolerance) + (x, y)
+        ring = _fewest_vertices(_outline(inside, area, tolerance), fit) + (x, y)
         points = list(map(tuple, ring.tolist()))
         regions.append(Region(points, area, score_max, score_mean, (x, y, x + w, y + h)))
     return regions
@@ -265,6 +277,32 @@ def _outline(inside: np.ndarray, area: int, tolerance: float) -> np.ndarray:
         # Not expected; a region must never vanish, so fall back to its box.
         return np.array([(0.0, 0.0), (width, 0.0), (width, height), (0.0, height)])
     return _without_redundant_vertices(ring)
+
+
+# Halvings of the simplification distance ``_fewest_vertices`` tries: the last one is about a
+# thousandth of the region's size.
+_FIT_SEARCH_STEPS = 10
+
+
+def _fewest_vertices(ring: np.ndarray, fit: float) -> np.ndarray:
+    """``ring`` with as few vertices as keep an IoU of ``fit`` with it: the largest Douglas-Peucker
+    distance that does, found by halving (vertices only go away, so the outline stays within the
+    region's box), never an invalid or empty polygon."""
+    if fit >= 1.0 or len(ring) <= 4:
+        return ring
+    traced = Polygon(ring)
+    low, high = 0.0, float(np.ptp(ring, axis=0).max())
+    best = ring
+    for _ in range(_FIT_SEARCH_STEPS):
+        distance = (low + high) / 2
+        simpler = shapely.simplify(traced, distance, preserve_topology=True)
+        if simpler.geom_type == "Polygon" and simpler.is_valid and simpler.area > 0 and \
+                simpler.intersection(traced).area >= fit * simpler.union(traced).area:
+            best = shapely.get_coordinates(simpler.exterior)[:-1]
+            low = distance
+        else:
+            high = distance
+    return best
 
 
 def _without_redundant_vertices(ring: np.ndarray) -> np.ndarray:

@@ -31,6 +31,11 @@ MAX_EXTEND_TO = MAX_MIN_PEAK
 # Raw thresholds are kept strictly inside (0, 1) so both linear pieces exist.
 THRESHOLD_EPSILON = 1e-6
 
+# In ``ScoreNormaliser.statistics``: the normalised image score below which the bulk confirmation
+# offers unreviewed images as likely defect-free; a retrain sets it to the lowest score of its
+# calibration images with defects (train/retrain.py). A model without it offers none.
+BULK_CONFIRM_BELOW = "bulk_confirm_below"
+
 
 @dataclass(frozen=True)
 class ScoreNormaliser:

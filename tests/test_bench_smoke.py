@@ -11,6 +11,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import annotation_effort
 import bench_inference
 import bench_polygons
 import bench_predict
@@ -118,6 +119,22 @@ def test_retrain_experiment_closes_the_loop_on_tiny_data(tmp_path, tiny_mtd, cap
     assert [row["model"] for row in record["rows"]] == ["before", "retrained_0.02min_all"]
     assert record["rows"][1]["corrections"] == len(MTD_DEFECT_FOLDERS)  # the even half: d0 of each kind
     assert (out / "curves.csv").is_file() and (out / "curves.png").stat().st_size > 0
+
+
+def test_annotation_effort_counts_the_clicks_on_tiny_data(tmp_path, tiny_mtd, capsys):
+    base = make_tiny_model(tmp_path / "base.safetensors", product="magnetic_tile")
+    out = tmp_path / "effort"
+    assert annotation_effort.main(["--root", str(tiny_mtd), "--model", f"base={base}", "--out", str(out),
+                                   "--device", "cpu"]) == 0
+    result = json.loads((out / "annotation_effort.json").read_text())["models"]["base"]
+    images = result["images_detail"]
+    assert result["defective_images"] == sum(image["defective"] for image in images) == len(MTD_DEFECT_FOLDERS)
+    assert result["clicks_by_hand"] == sum(image["by_hand"] for image in images)
+    assert result["tool_over_hand"] == pytest.approx(result["clicks_with_tool"] / result["clicks_by_hand"])
+    # Opening and ticking every image: no image costs less than two clicks either way.
+    assert all(image["by_hand"] >= 2 and image["with_tool"] >= 2 for image in images)
+    assert 0.0 <= result["queue_share_for_90pc_defective"] <= 1.0
+    assert "clicks, tool / by hand" in capsys.readouterr().out
 
 
 def test_screenshots_are_taken(tmp_path, tiny_model_path, qapp, qsettings_sandbox, monkeypatch):

@@ -127,13 +127,15 @@ def test_the_dice_term_counts_a_small_defect_as_much_as_a_large_one():
     assert float(dice_loss(missed_small, masks, weight=ignored)) < 0.01
 
 
-@pytest.mark.parametrize("capabilities, expected", [
-    ({"amx_bf16": True, "avx512_bf16": True}, torch.bfloat16),  # Intel Xeon since Sapphire Rapids
-    ({"amx_bf16": False, "avx512_bf16": True}, torch.bfloat16),  # AMD EPYC since Zen 4
-    ({"amx_bf16": False, "avx512_bf16": False}, None),  # AVX2 only: bf16 would be emulated, slower
+@pytest.mark.parametrize("capabilities, aten, expected", [
+    ({"amx_bf16": True, "avx512_bf16": True}, "AVX512", torch.bfloat16),  # Intel Xeon since Sapphire Rapids
+    ({"amx_bf16": False, "avx512_bf16": True}, "AVX512", torch.bfloat16),  # AMD EPYC since Zen 4
+    ({"amx_bf16": False, "avx512_bf16": False}, "AVX2", None),  # AVX2 only: bf16 would be emulated, slower
+    ({"amx_bf16": True, "avx512_bf16": True}, "AVX2", None),  # ATEN_CPU_CAPABILITY=avx2: the reference class
 ])
-def test_cpu_training_runs_in_bf16_only_where_the_cpu_has_bf16_units(monkeypatch, capabilities, expected):
+def test_cpu_training_runs_in_bf16_only_where_the_cpu_has_bf16_units(monkeypatch, capabilities, aten, expected):
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: capabilities)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: aten)
     layer = torch.nn.Linear(4, 4)
     with engine.autocast_for(torch.device("cpu"))():
         output = layer(torch.ones(1, 4))

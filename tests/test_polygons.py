@@ -335,3 +335,28 @@ def test_extending_a_speck_too_small_to_suggest_does_not_make_it_a_suggestion():
     score_map[14:16, 14:17] = 0.8  # 6 px: now a suggestion, drawn at its whole extent
     (region,) = settings.regions(score_map)
     assert region.area == 100 and settings.count(score_map, 0.5) == 1
+
+
+@pytest.mark.parametrize("fit", [0.97, 0.95, 0.9])
+def test_a_fit_below_one_keeps_few_vertices_and_that_iou_with_the_traced_outline(fit):
+    mask = np.zeros((120, 160), np.uint8)
+    cv2.ellipse(mask, (80, 60), (55, 22), 25, 0, 360, 1, -1)
+    cv2.circle(mask, (40, 40), 12, 1, -1)  # a bump: not a shape a few vertices fit exactly
+    (traced,) = mask_to_polygons(mask.astype(bool), min_area=1)
+    (fitted,) = mask_to_polygons(mask.astype(bool), min_area=1, fit=fit)
+    assert len(fitted.points) < len(traced.points) * 2 / 3
+    exact, simple = Polygon(traced.points), Polygon(fitted.points)
+    assert simple.is_valid
+    assert exact.intersection(simple).area / exact.union(simple).area >= fit
+    assert (fitted.area, fitted.bbox) == (traced.area, traced.bbox)
+
+
+def test_suggestions_fit_their_regions_with_few_vertices_and_a_fit_of_one_is_the_trace():
+    score_map = blob_map(512, 24, seed=3)
+    drawn = SuggestionSettings().regions(score_map)
+    traced = replace(SuggestionSettings(), fit=1.0).regions(score_map)
+    assert len(drawn) == len(traced) > 0
+    assert max(len(region.points) for region in drawn) <= max(len(region.points) for region in traced)
+    assert np.median([len(region.points) for region in drawn]) <= 12
+    with pytest.raises(ValueError, match="fit"):
+        replace(SuggestionSettings(), fit=0.2).check()

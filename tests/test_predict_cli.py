@@ -28,6 +28,7 @@ from labelme_dsarad.model.inference import Predictor
 from labelme_dsarad.model.labelfile import load_label_file, shape_fingerprint
 from labelme_dsarad.model.polygons import SuggestionSettings
 from labelme_dsarad.pipeline import PredictOptions, predict_paths
+from labelme_dsarad.review_queue import QUEUE_FILE
 from tests.conftest import PERSON_SHAPE, REPO, make_tiny_model
 
 SUMMARY = re.compile(r"(\d+) images: (\d+) predicted, (\d+) already done, (\d+) failed")
@@ -257,7 +258,7 @@ def test_ctrl_c_mid_batch_keeps_whole_files_and_says_how_to_finish(tmp_path, cap
 
 
 def our_files(folder: Path) -> set[str]:
-    return {path.name for path in folder.iterdir() if path.suffix in (".png", ".json")} | {".dsarad.lock"}
+    return {path.name for path in folder.iterdir() if path.suffix in (".png", ".json")} | {".dsarad.lock", QUEUE_FILE}
 
 
 def labelled_by_us(folder: Path) -> int:

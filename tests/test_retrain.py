@@ -17,7 +17,7 @@ from labelme_dsarad.model.inference import Prediction
 from labelme_dsarad.model.model_file import LoadedModel, file_sha256, load_model, save_model
 from labelme_dsarad.model.networks import ANOMALY_LOGITS
 from labelme_dsarad.model.polygons import SuggestionSettings
-from labelme_dsarad.model.scoring import MAX_EXTEND_TO, ScoreNormaliser
+from labelme_dsarad.model.scoring import BULK_CONFIRM_BELOW, MAX_EXTEND_TO, ScoreNormaliser
 from labelme_dsarad.model.store import ModelStore
 from labelme_dsarad.train.calibration import (
     EXTEND_TO_CANDIDATES,
@@ -30,10 +30,10 @@ from labelme_dsarad.train.calibration import (
 )
 from labelme_dsarad.train.corrections import SYNTHETIC_POOL, SYNTHETIC_USES, Examples, reconstruct, split_labels
 from labelme_dsarad.train.engine import Budget, objective
-from labelme_dsarad.train.labels import LabelledImage
+from labelme_dsarad.train.labels import LabelledImage, read_label_folder
 from labelme_dsarad.train.losses import focal_loss, kind_loss
 from labelme_dsarad.train.progress import format_retrain_result
-from labelme_dsarad.train.retrain import RetrainConfig, Retrainer, RetrainResult
+from labelme_dsarad.train.retrain import RetrainConfig, Retrainer, RetrainResult, halved
 
 from .conftest import make_tiny_model
 
@@ -419,6 +419,13 @@ def test_retraining_learns_the_kinds_people_named_and_suggestions_carry_them(tmp
     # So was the peak a suggestion must reach.
     assert new.info.normaliser.min_peak in (1.0, *MIN_PEAK_CANDIDATES)
     assert done["thresholds"]["min_peak"] == new.info.normaliser.min_peak
+    # And the bulk confirmation's cut: the lowest score of a calibration image with defects.
+    defaults = RetrainConfig("widget", str(labels))
+    calibration = split_labels(read_label_folder(labels).images, defaults.holdout, defaults.calibration,
+                               defaults.seed).calibration
+    scores = [Predictor(new, backend="torch").predict(item.read_image()).image_score
+              for item in calibration if item.is_defect]
+    assert scores and new.info.normaliser.statistics[BULK_CONFIRM_BELOW] == pytest.approx(min(scores), abs=1e-5)
 
 
 def kind_prediction(score_map: np.ndarray, kind: int | None, extend_to_by_kind: dict | None = None) -> Prediction:
@@ -563,3 +570,27 @@ def test_a_retrained_pixel_threshold_allows_half_a_suggestion_per_normal_image_a
     assert false_suggestions(maps, large, 0.1) == 1.0
     # Never below the best-F1 threshold it starts from.
     assert suggestion_floor(maps, np.full((4, 2), 64), 0.85) >= 0.85
+
+
+def test_coarse_steps_learn_from_batches_at_half_the_size(tmp_path):
+    """``RetrainConfig.coarse_share``: the first steps on halved batches, the rest at the model's size."""
+    base = load_model(make_tiny_model(tmp_path / "tiny.safetensors"))
+    size = base.info.architecture.input_size
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (4, 3, size, size), generator=generator, dtype=torch.uint8)
+    masks = torch.zeros(4, 1, size, size)
+    masks[:, :, 8:12, 8:13] = 1.0
+    defects = Examples(images, masks, torch.zeros_like(masks), torch.where(masks > 0, 0, -1), np.full((4, 2), size))
+    normals = Examples(images, torch.zeros_like(masks), torch.zeros_like(masks), torch.full_like(masks, -1).long(),
+                       np.full((4, 2), size))
+    trainer = Retrainer(base, RetrainConfig("widget", ".", steps=4, batch_size=4, coarse_share=0.5),
+                        torch.device("cpu"), kinds=("pit",))
+    trainer.set_data(normals, defects)
+    seen = []
+    step = trainer.training.step
+    trainer.training.step = lambda batch: seen.append(batch.inputs.shape[-1]) or step(batch)  # type: ignore[method-assign]
+    trainer.train(Budget(steps=4), lambda event: None)
+    assert seen == [size // 2, size // 2, size, size]
+    halved_batch = halved(trainer.batches())
+    assert halved_batch.masks.shape[-1] == size // 2 and halved_batch.masks.max() == 1.0
+    assert set(halved_batch.kinds.unique().tolist()) <= {-1, 0}

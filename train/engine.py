@@ -180,8 +180,11 @@ def has_fused_adam(device: torch.device) -> bool:
 
 
 def has_bf16_units() -> bool:
+    """AMX or AVX-512 BF16, and PyTorch allowed to use AVX-512: under ``ATEN_CPU_CAPABILITY=avx2``
+    (the reference class, two AVX2 cores, emulated on a newer CPU) the bf16 path is off too."""
     capabilities = torch.cpu.get_capabilities()
-    return bool(capabilities.get("amx_bf16") or capabilities.get("avx512_bf16"))
+    units = bool(capabilities.get("amx_bf16") or capabilities.get("avx512_bf16"))
+    return units and "AVX512" in torch.backends.cpu.get_cpu_capability()
 
 
 def autocast_for(device: torch.device) -> Callable[[], AbstractContextManager]:

@@ -46,6 +46,10 @@ class _LabelFileSide(_WindowPart):
     def image_list(self) -> list[str]:
         return list(self.window.image_list)
 
+    def file_list(self) -> QtWidgets.QListWidget:
+        """LabelMe's file list: one row per image of the folder, its text the image's path."""
+        return self.window._docks.file_list
+
     def next_image_path(self) -> str | None:
         images = self.image_list()
         current = self.image_path()
@@ -111,6 +115,15 @@ class _LabelFileSide(_WindowPart):
                 file_list.setCurrentRow(images.index(wanted))  # loads it, as a click on the row does
                 return
         self.window._load_file(image_or_label_path=str(path))
+
+    def open_from_file_list(self, path: str) -> None:
+        """Open an image of the folder as a click on its file-list row does: LabelMe first asks
+        whether to save unsaved changes (auto-save saves them)."""
+        images, wanted = self.image_list(), os.path.normpath(str(path))
+        if wanted not in images:
+            self.open_file(path)
+            return
+        self.window._docks.file_list.setCurrentRow(images.index(wanted))
 
     def open_folder(self, folder: str) -> None:
         self.window._load_from_file_or_dir(file_or_dir=str(folder))
