@@ -100,7 +100,6 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--real-share", type=float, default=RetrainConfig.real_share)
     parser.add_argument("--synthetic-share", type=float, default=RetrainConfig.synthetic_share)
     parser.add_argument("--batch-size", type=int, default=RetrainConfig.batch_size)
-    parser.add_argument("--coarse-share", type=float, default=RetrainConfig.coarse_share)
     parser.add_argument("--skip-before", action="store_true", help="do not measure the base model (done in another run)")
     parser.add_argument("--limit", type=int, help="smoke test only: at most this many measurement images per kind")
     parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
@@ -222,8 +221,7 @@ def retrained(args: argparse.Namespace, base, corrections: list[Sample], normals
     result = retrain(RetrainConfig(product=product, labels_dir=str(labels_dir), store_root=str(store_root),
                                    minutes=minutes, holdout=RETRAIN_HOLDOUT, device=args.device, seed=args.seed,
                                    learning_rate=args.learning_rate, real_share=args.real_share,
-                                   synthetic_share=args.synthetic_share, batch_size=args.batch_size,
-                                   coarse_share=args.coarse_share),
+                                   synthetic_share=args.synthetic_share, batch_size=args.batch_size),
                      TerminalProgress())
     return result.path, {"corrections": len(chosen) - len(left_out), "left_out_empty": left_out,
                          "steps": load_model(result.path).info.training["steps"], "seconds": result.seconds}

@@ -165,7 +165,7 @@ class BulkConfirmDialog(QtWidgets.QDialog):
         self.confirm = confirm
         self.page = 0
         self.heading = QtWidgets.QLabel(
-            f"Unreviewed images the model scores below {cut:.2f} (below every defective image it was calibrated "
+            f"Unreviewed images the model scores below {cut:.3f} (below every defective image it was calibrated "
             "on), with no shape of yours, lowest score first. Click an image with a defect to deselect it; "
             "confirming marks the selected ones reviewed with no defect and rejects their suggestions.")
         self.heading.setWordWrap(True)
@@ -209,7 +209,7 @@ class BulkConfirmDialog(QtWidgets.QDialog):
         self.page = min(max(page, 0), self.pages() - 1)
         self.grid.clear()
         for entry in self.shown():
-            item = QtWidgets.QListWidgetItem(QtGui.QIcon(thumbnail(entry.image)), f"{entry.score:.2f}  {entry.image.name}")
+            item = QtWidgets.QListWidgetItem(QtGui.QIcon(thumbnail(entry.image)), f"{entry.score:.3f}  {entry.image.name}")
             item.setToolTip(f"{entry.image}\nscore {entry.score:.3f}, {entry.state}")
             self.grid.addItem(item)
         self.grid.selectAll()

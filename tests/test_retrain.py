@@ -33,7 +33,7 @@ from labelme_dsarad.train.engine import Budget, objective
 from labelme_dsarad.train.labels import LabelledImage, read_label_folder
 from labelme_dsarad.train.losses import focal_loss, kind_loss
 from labelme_dsarad.train.progress import format_retrain_result
-from labelme_dsarad.train.retrain import RetrainConfig, Retrainer, RetrainResult, halved
+from labelme_dsarad.train.retrain import RetrainConfig, Retrainer, RetrainResult
 
 from .conftest import make_tiny_model
 
@@ -571,26 +571,3 @@ def test_a_retrained_pixel_threshold_allows_half_a_suggestion_per_normal_image_a
     # Never below the best-F1 threshold it starts from.
     assert suggestion_floor(maps, np.full((4, 2), 64), 0.85) >= 0.85
 
-
-def test_coarse_steps_learn_from_batches_at_half_the_size(tmp_path):
-    """``RetrainConfig.coarse_share``: the first steps on halved batches, the rest at the model's size."""
-    base = load_model(make_tiny_model(tmp_path / "tiny.safetensors"))
-    size = base.info.architecture.input_size
-    generator = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (4, 3, size, size), generator=generator, dtype=torch.uint8)
-    masks = torch.zeros(4, 1, size, size)
-    masks[:, :, 8:12, 8:13] = 1.0
-    defects = Examples(images, masks, torch.zeros_like(masks), torch.where(masks > 0, 0, -1), np.full((4, 2), size))
-    normals = Examples(images, torch.zeros_like(masks), torch.zeros_like(masks), torch.full_like(masks, -1).long(),
-                       np.full((4, 2), size))
-    trainer = Retrainer(base, RetrainConfig("widget", ".", steps=4, batch_size=4, coarse_share=0.5),
-                        torch.device("cpu"), kinds=("pit",))
-    trainer.set_data(normals, defects)
-    seen = []
-    step = trainer.training.step
-    trainer.training.step = lambda batch: seen.append(batch.inputs.shape[-1]) or step(batch)  # type: ignore[method-assign]
-    trainer.train(Budget(steps=4), lambda event: None)
-    assert seen == [size // 2, size // 2, size, size]
-    halved_batch = halved(trainer.batches())
-    assert halved_batch.masks.shape[-1] == size // 2 and halved_batch.masks.max() == 1.0
-    assert set(halved_batch.kinds.unique().tolist()) <= {-1, 0}

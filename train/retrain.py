@@ -54,7 +54,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from labelme_dsarad.model.inference import Prediction, Predictor, denormals_flushed, resolve_device
 from labelme_dsarad.model.model_file import LoadedModel, ModelInfo, load_model
@@ -72,7 +71,6 @@ from .engine import (
     Progress,
     Refinement,
     StudentTraining,
-    TrainingBatch,
     adam,
     autocast_for,
     finish_model,
@@ -124,10 +122,6 @@ class Retrainer:
         self.training = StudentTraining(self.network, None, self.optimizer, self.autocast)
         self.generator = torch.Generator(device=device).manual_seed(config.seed)
         self.size = base.info.architecture.input_size
-        # Steps on halved batches (``RetrainConfig.coarse_share``): until this step, or this clock time.
-        self.steps_taken = 0
-        self.coarse_steps: int | None = 0
-        self.coarse_until = 0.0
 
     def set_data(self, normals, defects) -> None:
         """``corrections.Examples`` of the training normals and defects."""
@@ -137,11 +131,7 @@ class Retrainer:
                                          self.device, self.autocast)
 
     def step(self) -> dict[str, float]:
-        batch = self.batches()
-        self.steps_taken += 1
-        coarse = (time.monotonic() < self.coarse_until if self.coarse_steps is None
-                  else self.steps_taken <= self.coarse_steps)
-        return self.training.step(halved(batch) if coarse else batch)
+        return self.training.step(self.batches())
 
     def training_mode(self) -> None:
         """The U-Net in training mode; the frozen student's BatchNorm keeps the statistics inference uses."""
@@ -150,23 +140,10 @@ class Retrainer:
 
     def train(self, budget: Budget, progress: Progress) -> dict:
         self.training_mode()
-        share = self.config.coarse_share
-        self.steps_taken = 0
-        self.coarse_steps = None if budget.steps is None else int(share * budget.steps)
-        self.coarse_until = time.monotonic() + share * (budget.seconds or 0.0)
         state = run_steps(self.step, self.optimizer, self.config.learning_rate, budget, LoopState("retraining"),
                           progress)
         self.network.eval()
         return {"steps": state.step, "seconds": round(state.elapsed, 1), "final_losses": state.running}
-
-
-def halved(batch: TrainingBatch) -> TrainingBatch:
-    """``batch`` at half the size: images averaged, a pixel defect (and its kind) where any of its
-    four was, ignored where any was."""
-    assert batch.reconstructions is not None and batch.weights is not None and batch.kinds is not None
-    return replace(batch, inputs=F.avg_pool2d(batch.inputs, 2), reconstructions=F.avg_pool2d(batch.reconstructions, 2),
-                   masks=F.max_pool2d(batch.masks, 2), weights=-F.max_pool2d(-batch.weights, 2),
-                   kinds=F.max_pool2d(batch.kinds.float(), 2).long(), clean=batch.clean[:, :, ::2, ::2])
 
 
 def with_kinds(network: DSARAD, kinds: tuple[str, ...]) -> DSARAD:

@@ -27,9 +27,6 @@ class RetrainConfig:
     learning_rate: float = 1e-3
     real_share: float = 0.875  # of each batch: real defect images
     synthetic_share: float = 0.125  # reviewed normals with synthetic anomalies; the rest: normals as they are
-    # The first part of the budget on batches at half the model's size: a quarter of the arithmetic a
-    # step (an experiment of 2026-12-07, docs/experiments.md).
-    coarse_share: float = 0.0
     device: str = DEFAULT_DEVICE
     seed: int = 0
 
@@ -42,7 +39,7 @@ class RetrainConfig:
             raise ValueError("the retraining budget must be positive")
         if self.batch_size < 1:
             raise ValueError(f"batch size must be 1 or more, got {self.batch_size}")
-        for name in ("holdout", "calibration", "real_share", "synthetic_share", "coarse_share"):
+        for name in ("holdout", "calibration", "real_share", "synthetic_share"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.real_share + self.synthetic_share > 1.0:
