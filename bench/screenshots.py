@@ -241,6 +241,7 @@ def queue_screenshot(app, panel, out_dir: Path) -> None:
     if dialog is None:
         print(f"no bulk confirmation: {panel.view.message_label.text()}", file=sys.stderr)
         return
+    wait_until(app, lambda: dialog.maps_shown >= len(dialog.shown()))  # each thumbnail under its heat map
     wait_until(app, lambda: False, 0.3)
     dialog.grab().save(str(out_dir / "0_bulk_confirm.png"))
     dialog.close()

@@ -109,7 +109,7 @@ class DefectPanel(QtCore.QObject):
         self.worker.notice.connect(lambda text: self.show_message(text))
         self.batch = BatchDetection(self.worker, adapter, self.show_message, self.view.show_summary, self.view)
         self.review = ReviewActions(adapter, self.view, self.show_message, self._forget_undo)
-        self.queue = ReviewQueue(adapter, self.show_message, self._bulk_confirm_cut, self)
+        self.queue = ReviewQueue(adapter, self.show_message, self._bulk_confirm_cut, self._request_maps, self)
         self.worker.batch_finished.connect(lambda *_: self.queue.refresh())
 
         self.view.detect_on_open_action.setChecked(settings().value(DETECT_ON_OPEN_SETTING, True, type=bool))
@@ -257,6 +257,18 @@ class DefectPanel(QtCore.QObject):
         self.view.model_info.setText("No model in use.")
         self.show_message(f"Model: {message}", error=True)
 
+    def _request_maps(self, paths: list[str]) -> None:
+        """Anomaly maps for the bulk confirmation's thumbnails: from the cache, else computed behind
+        the open image (a look-ahead's priority)."""
+        if self.model is None:
+            return
+        for path in paths:
+            entry = self.cache.get(path, self.model.key)
+            if entry is not None:
+                self.queue.map_ready(path, entry.prediction.score_map)
+            else:
+                self.worker.submit(Job(path, PRIORITY_LOOKAHEAD))
+
     def _bulk_confirm_cut(self) -> float | None:
         """The model in use's score below which images may be confirmed in bulk; None: it has none."""
         normaliser = self.model.info.normaliser if self.model is not None and self.model.info else None
@@ -360,6 +372,7 @@ class DefectPanel(QtCore.QObject):
         entry = CachedMap(result.job.path, result.model_key, result.prediction, (height, width),
                           ahead=result.job.path != self._current, seconds=result.seconds or result.prediction.seconds)
         self.cache.put(entry)
+        self.queue.map_ready(entry.path, entry.prediction.score_map)
         if entry.path != self._current:
             return  # stale or computed ahead: kept for later, never drawn on this image
         if self.batch.running and self.batch.includes_current:

@@ -158,11 +158,14 @@ OVERLAY_OPACITY = 0.6
 COLOUR_BAR_WIDTH = 18
 
 
-def heat_map_overlay(image: np.ndarray, score_map: np.ndarray) -> np.ndarray:
-    """BGR picture a person can read: the map over the photo, with a colour bar saying what the colours mean."""
+def heat_map_overlay(image: np.ndarray, score_map: np.ndarray, with_colour_bar: bool = True) -> np.ndarray:
+    """BGR picture a person can read: the map over the photo (both the same size), with a colour bar
+    saying what the colours mean."""
     photo = cv2.cvtColor(image, cv2.COLOR_RGB2BGR).astype(np.float32)
     alpha = np.clip((score_map - OVERLAY_CLEAR_BELOW) / (NORMALISED_THRESHOLD - OVERLAY_CLEAR_BELOW), 0.0, 1.0)[..., None]
     blended = photo * (1 - OVERLAY_OPACITY * alpha) + heat_map_png(score_map).astype(np.float32) * OVERLAY_OPACITY * alpha
+    if not with_colour_bar:
+        return blended.astype(np.uint8)
     return np.hstack([blended.astype(np.uint8), colour_bar(image.shape[0])])
 
 

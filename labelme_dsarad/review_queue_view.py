@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import cv2
 import numpy as np
 from qtpy import QtCore, QtGui, QtWidgets
 
@@ -15,6 +16,7 @@ from labelme_dsarad.model.images import ImageReadError, read_image_reduced
 from labelme_dsarad.model.labelfile import LabelFileError, confirm_defect_free
 from labelme_dsarad.model.scoring import NORMALISED_THRESHOLD
 from labelme_dsarad.panel_view import plural
+from labelme_dsarad.pipeline import heat_map_overlay
 from labelme_dsarad.review_queue import QueueEntry, bulk_confirmable, next_to_review, queue_entry
 
 GRID_PAGE = 30  # thumbnails a page: 6 x 5
@@ -53,11 +55,14 @@ class ReviewQueue(QtCore.QObject):
     """The open folder's queue, kept up to date as images are opened, saved and detected."""
 
     def __init__(self, adapter: LabelMeAdapter, show_message: Callable[[str], None],
-                 cut: Callable[[], float | None], parent: QtCore.QObject | None = None):
+                 cut: Callable[[], float | None], request_maps: Callable[[list[str]], None],
+                 parent: QtCore.QObject | None = None):
         super().__init__(parent)
         self.adapter = adapter
         self.show_message = show_message
         self.cut = cut  # the model in use's bulk confirmation cut, None when it has none
+        self.request_maps = request_maps
+        self.dialog: BulkConfirmDialog | None = None
         self.entries: dict[str, QueueEntry] = {}
         self.listed: list[str] = []  # the file list's images, row by row, at the last refresh
         self.file_list = adapter.file_list()
@@ -108,9 +113,15 @@ class ReviewQueue(QtCore.QObject):
         if not entries:
             self.show_message("No unreviewed image scores below the model's cut for bulk confirmation")
             return None
-        dialog = BulkConfirmDialog(entries, self._confirm, self.cut() or 0.0, self.adapter.window)
-        dialog.show()
-        return dialog
+        self.dialog = BulkConfirmDialog(entries, self._confirm, self.cut() or 0.0, self.request_maps,
+                                        self.adapter.window)
+        self.dialog.show()
+        return self.dialog
+
+    def map_ready(self, image: str, score_map: np.ndarray) -> None:
+        """An anomaly map arrived: onto its thumbnail, if the grid shows it."""
+        if self.dialog is not None and self.dialog.isVisible():
+            self.dialog.show_map(image, score_map)
 
     def _confirm(self, entries: list[QueueEntry]) -> list[QueueEntry]:
         """Confirm ``entries`` defect-free; the ones confirmed. The open image, if among them, is
@@ -139,8 +150,9 @@ class ReviewQueue(QtCore.QObject):
         return confirmed
 
 
-def thumbnail(path: Path) -> QtGui.QPixmap:
-    """The image small, as LabelMe shows it; a grey square when it cannot be read."""
+def thumbnail(path: Path, score_map: np.ndarray | None = None) -> QtGui.QPixmap:
+    """The image small, as LabelMe shows it, with its anomaly map over it where one is given (as the
+    heat map shows it); a grey square when it cannot be read."""
     try:
         pixels = np.ascontiguousarray(read_image_reduced(path, THUMBNAIL).pixels)
     except ImageReadError:
@@ -148,6 +160,9 @@ def thumbnail(path: Path) -> QtGui.QPixmap:
         blank.fill(QtGui.QColor("#cccccc"))
         return blank
     height, width = pixels.shape[:2]
+    if score_map is not None:
+        resized = cv2.resize(score_map, (width, height), interpolation=cv2.INTER_LINEAR)
+        pixels = np.ascontiguousarray(heat_map_overlay(pixels, resized, with_colour_bar=False)[..., ::-1])
     image = QtGui.QImage(pixels.data, width, height, 3 * width, QtGui.QImage.Format_RGB888).copy()
     return QtGui.QPixmap.fromImage(image).scaled(THUMBNAIL, THUMBNAIL, QtCore.Qt.KeepAspectRatio,
                                                  QtCore.Qt.SmoothTransformation)
@@ -158,12 +173,15 @@ class BulkConfirmDialog(QtWidgets.QDialog):
     person deselects any with a defect and confirms the rest reviewed with no defect."""
 
     def __init__(self, entries: list[QueueEntry], confirm: Callable[[list[QueueEntry]], list[QueueEntry]],
-                 cut: float, parent: QtWidgets.QWidget | None = None):
+                 cut: float, request_maps: Callable[[list[str]], None] = lambda paths: None,
+                 parent: QtWidgets.QWidget | None = None):
         super().__init__(parent)
+        self.request_maps = request_maps  # the page's anomaly maps, computed behind the dialog (``show_map``)
         self.setWindowTitle("Confirm defect-free images")
         self.entries = list(entries)
         self.confirm = confirm
         self.page = 0
+        self.maps_shown = 0  # thumbnails that show their heat map (tests)
         self.heading = QtWidgets.QLabel(
             f"Unreviewed images the model scores below {cut:.3f} (below every defective image it was calibrated "
             "on), with no shape of yours, lowest score first. Click an image with a defect to deselect it; "
@@ -213,8 +231,16 @@ class BulkConfirmDialog(QtWidgets.QDialog):
             item.setToolTip(f"{entry.image}\nscore {entry.score:.3f}, {entry.state}")
             self.grid.addItem(item)
         self.grid.selectAll()
+        self.request_maps([str(entry.image) for entry in self.shown()])
         self.page_label.setText(f"page {self.page + 1} of {self.pages()}, {plural(len(self.entries), 'image')}")
         self._update_buttons()
+
+    def show_map(self, image: str, score_map: np.ndarray) -> None:
+        """The heat map over ``image``'s thumbnail, if it is on the page."""
+        for row, entry in enumerate(self.shown()):
+            if os.path.normpath(entry.image) == os.path.normpath(image):
+                self.grid.item(row).setIcon(QtGui.QIcon(thumbnail(entry.image, score_map)))
+                self.maps_shown += 1
 
     def selected(self) -> list[QueueEntry]:
         shown = self.shown()

@@ -11,7 +11,7 @@ from qtpy import QtCore
 from labelme_dsarad.model.scoring import BULK_CONFIRM_BELOW, ScoreNormaliser
 from labelme_dsarad.pipeline import PredictOptions, predict_paths
 
-from .test_gui_panel import fake_option, ready
+from .test_gui_panel import WAIT, fake_option, ready
 from .test_gui_support import FakePredictor, write_sample_images
 
 CUT = 0.5
@@ -63,6 +63,7 @@ def test_bulk_confirmation_marks_the_selected_quiet_images_reviewed(qtbot, tmp_p
     assert [entry.image.name for entry in dialog.shown()] == sorted(
         (path.name for path in quiet), key=lambda name: panel.queue.entries[str(tmp_path / name)].score)
     assert len(dialog.grid.selectedItems()) == 2 and dialog.confirm_button.text() == "Confirm 2 images defect-free"
+    qtbot.waitUntil(lambda: dialog.maps_shown == 2, timeout=WAIT)  # each thumbnail under its heat map
     dialog.grab().save(str(tmp_path / "bulk_confirm.png"))
     dialog.grid.item(0).setSelected(False)  # the person sees something on the lowest one
     kept = dialog.shown()[0]
