@@ -168,6 +168,14 @@ def thumbnail(path: Path, score_map: np.ndarray | None = None) -> QtGui.QPixmap:
                                                  QtCore.Qt.SmoothTransformation)
 
 
+def untinted_icon(picture: QtGui.QPixmap) -> QtGui.QIcon:
+    """An icon drawn as it is when selected too (the caption shows the selection), so the heat map
+    is never hidden under the selection's tint."""
+    icon = QtGui.QIcon(picture)
+    icon.addPixmap(picture, QtGui.QIcon.Selected)
+    return icon
+
+
 class BulkConfirmDialog(QtWidgets.QDialog):
     """A page of thumbnails of likely defect-free images, lowest score first, all selected: a
     person deselects any with a defect and confirms the rest reviewed with no defect."""
@@ -227,7 +235,7 @@ class BulkConfirmDialog(QtWidgets.QDialog):
         self.page = min(max(page, 0), self.pages() - 1)
         self.grid.clear()
         for entry in self.shown():
-            item = QtWidgets.QListWidgetItem(QtGui.QIcon(thumbnail(entry.image)), f"{entry.score:.3f}  {entry.image.name}")
+            item = QtWidgets.QListWidgetItem(untinted_icon(thumbnail(entry.image)), f"{entry.score:.3f}  {entry.image.name}")
             item.setToolTip(f"{entry.image}\nscore {entry.score:.3f}, {entry.state}")
             self.grid.addItem(item)
         self.grid.selectAll()
@@ -239,7 +247,7 @@ class BulkConfirmDialog(QtWidgets.QDialog):
         """The heat map over ``image``'s thumbnail, if it is on the page."""
         for row, entry in enumerate(self.shown()):
             if os.path.normpath(entry.image) == os.path.normpath(image):
-                self.grid.item(row).setIcon(QtGui.QIcon(thumbnail(entry.image, score_map)))
+                self.grid.item(row).setIcon(untinted_icon(thumbnail(entry.image, score_map)))
                 self.maps_shown += 1
 
     def selected(self) -> list[QueueEntry]:
