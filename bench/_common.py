@@ -127,34 +127,43 @@ def step_part_seconds(training, draw_batch: Callable[[], Any], steps: int,
     """Seconds per step of each part of ``engine.StudentTraining.step`` (``STEP_PARTS``), taken apart
     as the step takes them, over ``steps`` steps after as many warm-up steps. ``forward_parts``
     (name: module) splits the forward pass further by the modules' own forward time."""
+    import torch
+
     from labelme_dsarad.train.engine import objective
+
+    on_cuda = next(training.segmentation.parameters()).device.type == "cuda"
+
+    def now() -> float:  # CUDA runs asynchronously: time the work, not its launch
+        if on_cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
 
     within: dict[str, float] = {name: 0.0 for name in forward_parts or {}}
     handles = []
     for name, module in (forward_parts or {}).items():
         started: list[float] = []
-        handles.append(module.register_forward_pre_hook(lambda *_, s=started: s.append(time.perf_counter())))
+        handles.append(module.register_forward_pre_hook(lambda *_, s=started: s.append(now())))
         handles.append(module.register_forward_hook(
-            lambda *_, s=started, n=name: within.__setitem__(n, within[n] + time.perf_counter() - s.pop())))
+            lambda *_, s=started, n=name: within.__setitem__(n, within[n] + now() - s.pop())))
     totals = dict.fromkeys(STEP_PARTS, 0.0)
     try:
         for index in range(2 * steps):
             if index == steps:
                 totals = dict.fromkeys(STEP_PARTS, 0.0)
                 within.update(dict.fromkeys(within, 0.0))
-            marks = [time.perf_counter()]
+            marks = [now()]
             batch = draw_batch()
-            marks.append(time.perf_counter())
+            marks.append(now())
             with training.autocast():
                 loss, _ = objective(training.student, training.segmentation, training.target_encoder, batch)
-            marks.append(time.perf_counter())
+            marks.append(now())
             training.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            marks.append(time.perf_counter())
+            marks.append(now())
             training.optimizer.step()
-            marks.append(time.perf_counter())
+            marks.append(now())
             training.average.update_parameters(training.averaged)
-            marks.append(time.perf_counter())
+            marks.append(now())
             for name, begin, end in zip(STEP_PARTS, marks, marks[1:]):
                 totals[name] += end - begin
             del loss
