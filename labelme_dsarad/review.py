@@ -143,15 +143,8 @@ def settle(file_record: dict, shapes: Iterable) -> None:
 
 
 def remember_rejected(file_record: dict, shapes: Iterable) -> None:
-    """Record rejected suggestions, for good: no later run suggests them again at the same place."""
-    rejected = [entry for entry in file_record.get(labelfile.REJECTED_KEY) or [] if isinstance(entry, dict)]
-    known = {entry.get("fingerprint") for entry in rejected}
-    for shape in shapes:
-        memory = labelfile.suggestion_memory(shape_dict(shape))
-        if memory["fingerprint"] not in known:
-            rejected.append(memory)
-            known.add(memory["fingerprint"])
-    file_record[labelfile.REJECTED_KEY] = rejected
+    """Record rejected suggestions (LabelMe shapes), for good: no later run suggests them again at the same place."""
+    labelfile.remember_rejected(file_record, (shape_dict(shape) for shape in shapes))
 
 
 def provenance(model, threshold: float) -> dict:

@@ -52,7 +52,7 @@ import importlib.metadata
 import json
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PureWindowsPath
 from typing import TYPE_CHECKING, Any
@@ -380,6 +380,19 @@ def suggestion_memory(shape: dict) -> dict:
             "threshold": record["threshold"], "model": record["model"], "model_sha256": record["model_sha256"]}
 
 
+def remember_rejected(record: dict, shapes: Iterable[dict]) -> None:
+    """Add our suggestions ``shapes`` to the file's top-level ``record`` as rejected, for good: no
+    later run suggests them again at the same place."""
+    rejected = [entry for entry in record.get(REJECTED_KEY) or [] if isinstance(entry, dict)]
+    known = {entry.get("fingerprint") for entry in rejected}
+    for shape in shapes:
+        memory = suggestion_memory(shape)
+        if memory["fingerprint"] not in known:
+            rejected.append(memory)
+            known.add(memory["fingerprint"])
+    record[REJECTED_KEY] = rejected
+
+
 def remembered_rejections(data: dict) -> list[dict]:
     """Every suggestion people rejected in this file: those remembered, and those the last run
     wrote that no shape carries any more (deleted in LabelMe since)."""
@@ -516,13 +529,10 @@ def confirm_defect_free(json_path: str | os.PathLike) -> int | None:
         if len(pending) != len(shapes):
             return None
         recorded, ticked = data.get(RECORD_KEY), data.get("flags")
-        run: dict = recorded if isinstance(recorded, dict) else {}
+        run: dict = dict(recorded) if isinstance(recorded, dict) else {}
         flags: dict = ticked if isinstance(ticked, dict) else {}
-        rejected = [entry for entry in run.get(REJECTED_KEY) or [] if _is_memory(entry)]
-        known = {entry["fingerprint"] for entry in rejected}
-        rejected += [suggestion_memory(shape) for shape in pending if shape[RECORD_KEY]["fingerprint"] not in known]
-        write_label_file(json_path, {**data, "shapes": [], "flags": {**flags, REVIEWED_FLAG: True},
-                                     RECORD_KEY: {**run, REJECTED_KEY: rejected}})
+        remember_rejected(run, pending)
+        write_label_file(json_path, {**data, "shapes": [], "flags": {**flags, REVIEWED_FLAG: True}, RECORD_KEY: run})
     return len(pending)
 
 
