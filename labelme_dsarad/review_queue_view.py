@@ -150,12 +150,18 @@ class ReviewQueue(QtCore.QObject):
         return confirmed
 
 
-def thumbnail(path: Path, score_map: np.ndarray | None = None) -> QtGui.QPixmap:
-    """The image small, as LabelMe shows it, with its anomaly map over it where one is given (as the
-    heat map shows it); a grey square when it cannot be read."""
+def thumbnail_pixels(path: Path) -> np.ndarray | None:
+    """The image reduced for a thumbnail, as LabelMe shows it (RGB); None when it cannot be read."""
     try:
-        pixels = np.ascontiguousarray(read_image_reduced(path, THUMBNAIL).pixels)
+        return np.ascontiguousarray(read_image_reduced(path, THUMBNAIL).pixels)
     except ImageReadError:
+        return None
+
+
+def thumbnail(pixels: np.ndarray | None, score_map: np.ndarray | None = None) -> QtGui.QPixmap:
+    """A thumbnail of ``thumbnail_pixels``, with the anomaly map over it where one is given (as the
+    heat map shows it); a grey square for an image that could not be read."""
+    if pixels is None:
         blank = QtGui.QPixmap(THUMBNAIL, THUMBNAIL)
         blank.fill(QtGui.QColor("#cccccc"))
         return blank
@@ -190,6 +196,7 @@ class BulkConfirmDialog(QtWidgets.QDialog):
         self.confirm = confirm
         self.page = 0
         self.maps_shown = 0  # thumbnails that show their heat map (tests)
+        self.pixels: list[np.ndarray | None] = []  # the page's images, reduced (``thumbnail_pixels``)
         self.heading = QtWidgets.QLabel(
             f"Unreviewed images the model scores below {cut:.3f} (below every defective image it was calibrated "
             "on), with no shape of yours, lowest score first. Click an image with a defect to deselect it; "
@@ -234,8 +241,10 @@ class BulkConfirmDialog(QtWidgets.QDialog):
     def show_page(self, page: int) -> None:
         self.page = min(max(page, 0), self.pages() - 1)
         self.grid.clear()
-        for entry in self.shown():
-            item = QtWidgets.QListWidgetItem(untinted_icon(thumbnail(entry.image)), f"{entry.score:.3f}  {entry.image.name}")
+        # Decoded once a page: the heat map, when it arrives, is drawn over the same pixels.
+        self.pixels = [thumbnail_pixels(entry.image) for entry in self.shown()]
+        for entry, pixels in zip(self.shown(), self.pixels):
+            item = QtWidgets.QListWidgetItem(untinted_icon(thumbnail(pixels)), f"{entry.score:.3f}  {entry.image.name}")
             item.setToolTip(f"{entry.image}\nscore {entry.score:.3f}, {entry.state}")
             self.grid.addItem(item)
         self.grid.selectAll()
@@ -247,7 +256,7 @@ class BulkConfirmDialog(QtWidgets.QDialog):
         """The heat map over ``image``'s thumbnail, if it is on the page."""
         for row, entry in enumerate(self.shown()):
             if os.path.normpath(entry.image) == os.path.normpath(image):
-                self.grid.item(row).setIcon(untinted_icon(thumbnail(entry.image, score_map)))
+                self.grid.item(row).setIcon(untinted_icon(thumbnail(self.pixels[row], score_map)))
                 self.maps_shown += 1
 
     def selected(self) -> list[QueueEntry]:
