@@ -106,24 +106,28 @@ class _LabelFileSide(_WindowPart):
 
     # --- opening and saving ---
 
+    def _file_list_row(self, path: str) -> int | None:
+        """The file-list row of the image at ``path``; None when the open folder does not list it."""
+        images, wanted = self.image_list(), os.path.normpath(str(path))
+        return images.index(wanted) if wanted in images else None
+
     def open_file(self, path: str) -> None:
         """Open an image the way the file list does (also selects it there)."""
         if LABELME_7:  # its _load_file leaves the Image List's row where it was: choose the row
-            images, wanted = self.image_list(), os.path.normpath(str(path))
-            file_list = self.window._docks.file_list
-            if wanted in images and file_list.currentRow() != images.index(wanted):
-                file_list.setCurrentRow(images.index(wanted))  # loads it, as a click on the row does
+            row, file_list = self._file_list_row(path), self.window._docks.file_list
+            if row is not None and file_list.currentRow() != row:
+                file_list.setCurrentRow(row)  # loads it, as a click on the row does
                 return
         self.window._load_file(image_or_label_path=str(path))
 
     def open_from_file_list(self, path: str) -> None:
         """Open an image of the folder as a click on its file-list row does: LabelMe first asks
         whether to save unsaved changes (auto-save saves them)."""
-        images, wanted = self.image_list(), os.path.normpath(str(path))
-        if wanted not in images:
+        row = self._file_list_row(path)
+        if row is None:
             self.open_file(path)
             return
-        self.window._docks.file_list.setCurrentRow(images.index(wanted))
+        self.window._docks.file_list.setCurrentRow(row)
 
     def open_folder(self, folder: str) -> None:
         self.window._load_from_file_or_dir(file_or_dir=str(folder))
