@@ -144,7 +144,10 @@ def retrain_calibration(labels_dir: Path) -> list[LabelledImage]:
 def summary(efforts: list[ImageEffort], cut: float, defect_share: float) -> dict:
     defective = [e for e in efforts if e.defective]
     good = [e for e in efforts if not e.defective]
-    in_grid = [e for e in efforts if e.score < cut and not e.suggestions]
+    def shown_in_grid(effort: ImageEffort) -> bool:
+        return effort.score < cut and not effort.suggestions
+
+    in_grid = [e for e in efforts if shown_in_grid(e)]
     queue = sorted(efforts, key=lambda e: -e.score)
     met, needed = 0, len(queue)
     for position, effort in enumerate(queue, 1):
@@ -158,7 +161,7 @@ def summary(efforts: list[ImageEffort], cut: float, defect_share: float) -> dict
 
     def with_grid(part: list[ImageEffort]) -> float:
         """Mean clicks an image of ``part`` costs when the grid confirms those below the cut."""
-        return mean([PAGE_CLICKS / GRID_PAGE if e in in_grid else e.with_tool for e in part])
+        return mean([PAGE_CLICKS / GRID_PAGE if shown_in_grid(e) else e.with_tool for e in part])
 
     hand = {kind: mean([e.by_hand for e in part]) for kind, part in (("defective", defective), ("good", good))}
     tool = {kind: mean([e.with_tool for e in part]) for kind, part in (("defective", defective), ("good", good))}
@@ -175,7 +178,7 @@ def summary(efforts: list[ImageEffort], cut: float, defect_share: float) -> dict
         "clicks_by_hand": sum(e.by_hand for e in efforts),
         "clicks_with_tool": sum(e.with_tool for e in efforts),
         "tool_over_hand": sum(e.with_tool for e in efforts) / sum(e.by_hand for e in efforts),
-        "tool_over_hand_with_grid": (sum(e.with_tool for e in efforts if e not in in_grid) + PAGE_CLICKS * grid_pages)
+        "tool_over_hand_with_grid": (sum(e.with_tool for e in efforts if not shown_in_grid(e)) + PAGE_CLICKS * grid_pages)
         / sum(e.by_hand for e in efforts),
         "projected_tool_over_hand": projected(tool) / projected(hand),
         "projected_with_grid_over_hand": projected(grid) / projected(hand),
