@@ -2,7 +2,7 @@
 time to suggestions against a normal image's.
 
     .venv/bin/python bench/bench_predict.py [--images 200] [--quick]
-    .venv/bin/python bench/bench_predict.py --large-photo [--rounds 5] [--no-gui]
+    .venv/bin/python bench/bench_predict.py --large-photo [--rounds 5] [--no-gui] [--scale auto]
 
 Copies Magnetic Tile normals into a temporary folder and runs
 ``pipeline.predict_paths`` (decoding, inference, polygons, JSON writing) over
@@ -23,6 +23,9 @@ before reduced decoding. The ratio large / sample is the table's point
 comes from a fresh process per row. Then, unless ``--no-gui``, the plugin
 itself: LabelMe's window (offscreen) with the panel, Detect on open, opening
 the sample and the large JPEG in turn, from the open to the suggestions shown.
+``--scale`` gives the bundled model's weights a scale (``auto``: the large
+photo's, which ``dsarad train --scale auto`` would choose for a product photographed
+at that size), so the photos are covered by tiles at it (model/tiles.py).
 """
 
 from __future__ import annotations
@@ -130,13 +133,14 @@ def to_suggestions(predictor: Predictor, path: Path, reduced: bool) -> int:
     """What the plugin does from a request to the suggestions: the worker's decoding and model run,
     then the panel's heat map and suggestions. Returns the number of suggestions."""
     from labelme_dsarad.heat_map import HeatMap
-    from labelme_dsarad.model.inference import working_size
+    from labelme_dsarad.model.inference import largest_reduction, working_size
     from labelme_dsarad.model.polygons import SuggestionSettings
     from labelme_dsarad.worker import Job, decode_image
 
     if reduced:
-        image = decode_image(Job(str(path)), working_size(predictor.input_size))
-        prediction = predictor.predict(image.pixels).for_photo(image.shape)
+        architecture = predictor.model.info.architecture
+        image = decode_image(Job(str(path)), working_size(architecture.input_size), largest_reduction(architecture.scale))
+        prediction = predictor.predict(image.pixels, image.shape).for_photo(image.shape)
     else:  # as the plugin did before: decoded in full, the map at full size
         prediction = predictor.predict(read_image(path))
     HeatMap(prediction.score_map, 0.5).image(0.5)
@@ -155,17 +159,17 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def peak_memory(path: Path, reduced: bool) -> tuple[float, float]:
-    """RSS (MB) of a fresh process after loading the model and one run on the sample, and its peak
+def peak_memory(model: Path, path: Path, reduced: bool) -> tuple[float, float]:
+    """RSS (MB) of a fresh process after loading ``model`` and one run on the sample, and its peak
     during one run on ``path``."""
-    command = [sys.executable, __file__, "--memory-child", str(path), "reduced" if reduced else "full"]
+    command = [sys.executable, __file__, "--memory-child", str(model), str(path), "reduced" if reduced else "full"]
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     loaded, peak = json.loads(result.stdout.strip().splitlines()[-1])
     return loaded, peak
 
 
-def memory_child(path: Path, variant: str) -> None:
-    predictor = Predictor(BUNDLED_MODEL)
+def memory_child(model: Path, path: Path, variant: str) -> None:
+    predictor = Predictor(model)
     to_suggestions(predictor, SAMPLE, variant == "reduced")
     reset_peak_rss()
     loaded = peak_rss_mb()
@@ -216,11 +220,26 @@ panel.shutdown()
 """
 
 
-def gui_run(large: Path, scratch: Path, variant: str, rounds: int) -> dict:
-    command = [sys.executable, "-c", GUI_CHILD, str(BUNDLED_MODEL), str(SAMPLE), str(large), str(scratch), variant,
+def gui_run(model: Path, large: Path, scratch: Path, variant: str, rounds: int) -> dict:
+    command = [sys.executable, "-c", GUI_CHILD, str(model), str(SAMPLE), str(large), str(scratch), variant,
                str(rounds)]
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def scaled_copy(scale: str, path: Path) -> Path:
+    """The bundled model with a scale (``auto``: the large photo's shorter side fills a tile), saved at ``path``."""
+    from dataclasses import replace
+
+    from labelme_dsarad.model.model_file import load_model
+    from labelme_dsarad.model.tiles import scale_for
+
+    loaded = load_model(BUNDLED_MODEL)
+    architecture = loaded.info.architecture
+    value = scale_for([LARGE_SIZE[::-1]], architecture.input_size) if scale == "auto" else float(scale)
+    loaded.info.architecture = loaded.network.architecture = replace(architecture, scale=value)
+    save_model(path, loaded.network, loaded.info)
+    return path
 
 
 def large_photo_main() -> None:
@@ -228,17 +247,20 @@ def large_photo_main() -> None:
     parser.add_argument("--large-photo", action="store_true")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--no-gui", action="store_true", help="skip the plugin's own measurement")
-    parser.add_argument("--memory-child", nargs=2, metavar=("PATH", "VARIANT"), help=argparse.SUPPRESS)
+    parser.add_argument("--scale", help="the model's scale: photo pixels per model pixel, or 'auto' (the large photo's)")
+    parser.add_argument("--memory-child", nargs=3, metavar=("MODEL", "PATH", "VARIANT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
-        memory_child(Path(args.memory_child[0]), args.memory_child[1])
+        memory_child(Path(args.memory_child[0]), Path(args.memory_child[1]), args.memory_child[2])
         return
     stderr(machine_line())
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)
         jpeg, png = make_large_photos(scratch)
-        predictor = Predictor(BUNDLED_MODEL)
-        stderr(f"{BUNDLED_MODEL.name}: backend {predictor.backend}, input {predictor.input_size} px; "
+        model = BUNDLED_MODEL if args.scale is None else scaled_copy(args.scale, scratch / "scaled.safetensors")
+        predictor = Predictor(model)
+        stderr(f"{model.name}: backend {predictor.backend}, input "
+               f"{predictor.model.info.architecture.input_description()}; "
                f"{SAMPLE.name} {read_image(SAMPLE).shape[1]}x{read_image(SAMPLE).shape[0]}")
         cases: dict[str, tuple[Path, bool]] = {  # name: (path, reduced)
             "sample, before": (SAMPLE, False), "6000x4000 JPEG, before": (jpeg, False),
@@ -249,7 +271,7 @@ def large_photo_main() -> None:
             return lambda: to_suggestions(predictor, path, reduced)
 
         seconds = interleaved({name: run(*case) for name, case in cases.items()}, args.rounds, log=stderr)
-        memory = {name: peak_memory(*case) for name, case in cases.items()}
+        memory = {name: peak_memory(model, *case) for name, case in cases.items()}
         rows = []
         for name in cases:
             baseline = median(seconds[f"sample, {name.split(', ')[1]}"])
@@ -263,7 +285,7 @@ def large_photo_main() -> None:
             print("\nThe plugin (LabelMe offscreen, Detect on open): opening the image, then its suggestions")
             gui_rows = []
             for variant in ("full", "reduced"):
-                result = gui_run(jpeg, scratch, variant, args.rounds)
+                result = gui_run(model, jpeg, scratch, variant, args.rounds)
                 times = {name: [median([run[i] for run in runs]) for i in range(2)] for name, runs in result["times"].items()}
                 for name in ("sample", "large"):
                     loaded, after = times[name]

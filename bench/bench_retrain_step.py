@@ -48,7 +48,8 @@ def examples(count: int, size: int, generator: torch.Generator, defects: bool) -
     masks = torch.zeros(count, 1, size, size)
     if defects:
         masks[:, :, size // 3 : size // 3 + size // 8, size // 2 : size // 2 + size // 10] = 1.0
-    return Examples(images, masks, torch.zeros_like(masks), torch.where(masks > 0, 0, -1), np.full((count, 2), size))
+    return Examples(images, masks, torch.zeros_like(masks), torch.where(masks > 0, 0, -1), np.full((count, 2), size),
+                    np.full(count, defects))
 
 
 def retrainer(base: LoadedModel, changes: dict) -> Retrainer:

@@ -180,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         plot(args.plot, args.out / "curve.png", args.x_axis)
         return 0
     root = dataset_root(args)
+    # Absolute: training runs in a scratch folder of its own (cwd), where a relative path would vanish.
+    args.out = args.out.resolve()
     run_dir = args.out / "run"
     stderr(machine_line())
     if not args.evaluate_only:

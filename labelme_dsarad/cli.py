@@ -178,6 +178,7 @@ def new_training(args) -> TrainConfig:
         preset=args.preset,
         input_size=args.input_size,
         crop_size=args.crop_size,
+        scale=args.scale,
         epochs=args.epochs,
         minutes=args.minutes,
         batch_size=args.batch_size,
@@ -247,6 +248,7 @@ def run_models(args) -> int:
                 "in_use_because": why,
                 "preset": info.architecture.preset,
                 "input_size": info.architecture.input_size,
+                "scale": info.architecture.scale,
                 "created": info.created,
                 "image_auroc": metrics.get("image_auroc"),
                 "path": str(stored.path),
@@ -267,7 +269,8 @@ def run_models(args) -> int:
             print(f"{marker} {row['product']:<20} {row['version']:<8} BROKEN: {row['error']}  {in_use}{row['path']}")
             continue
         auroc = f"{row['image_auroc']:.3f}" if isinstance(row["image_auroc"], (int, float)) else "-"
-        print(f"{marker} {row['product']:<20} {row['version']:<8} {row['preset']:<8} {row['input_size']:>4}px  "
+        scale = f" tiles at {row['scale']:g} photo px a pixel" if row["scale"] else ""
+        print(f"{marker} {row['product']:<20} {row['version']:<8} {row['preset']:<8} {row['input_size']:>4}px{scale}  "
               f"image AUROC {auroc}  {row['created'][:10]}  {in_use}{row['path']}")
     if any(row["current"] for row in rows):
         print("* the model in use for its product (choose another with: dsarad use PRODUCT VERSION)")

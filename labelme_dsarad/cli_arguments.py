@@ -69,6 +69,13 @@ def positive_float(text: str) -> float:
     return value
 
 
+def scale_argument(text: str) -> float | str:
+    """``--scale``: a positive number, or ``auto``."""
+    from labelme_dsarad.train.trainer import AUTO_SCALE
+
+    return AUTO_SCALE if text == AUTO_SCALE else positive_float(text)
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--model", type=Path,
@@ -137,6 +144,10 @@ def add_train_arguments(train: argparse.ArgumentParser) -> None:
     train.add_argument("--crop-size", type=int,
                        help="train on random windows of this side cut from the images at the input size "
                             "(default: whole images)")
+    train.add_argument("--scale", type=scale_argument,
+                       help="photo pixels per model pixel: photos keep their shape and are covered by tiles of the "
+                            "input size, so thin defects keep their width; 'auto': the median photo's shorter side "
+                            "fills one tile (default: every photo squashed to one square)")
     budget = train.add_mutually_exclusive_group()
     budget.add_argument("--epochs", type=positive_float, help="passes over the images, teacher and student together")
     budget.add_argument("--minutes", type=positive_float,

@@ -510,7 +510,7 @@ def describe_model(description: ModelDescription) -> str:
     parts = [f"<b>{description.name}</b> on {description.device}"]
     if info is not None:
         architecture = info.architecture
-        parts.append(f"{architecture.preset}, {architecture.input_size} px; labels: {', '.join(info.labels)}")
+        parts.append(f"{architecture.preset}, {architecture.input_description()}; labels: {', '.join(info.labels)}")
         if info.created:
             parts.append(f"trained {info.created[:10]}")
         metrics = info.metrics.get("overall", info.metrics) if isinstance(info.metrics, dict) else {}

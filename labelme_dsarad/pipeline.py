@@ -23,7 +23,7 @@ import numpy as np
 from labelme_dsarad.model.atomic_write import write_atomically
 from labelme_dsarad.model.devices import DEFAULT_DEVICE
 from labelme_dsarad.model.images import ImageReadError, ReducedImage, read_image_reduced
-from labelme_dsarad.model.inference import Prediction, Predictor, working_size
+from labelme_dsarad.model.inference import Prediction, Predictor, largest_reduction, working_size
 from labelme_dsarad.model.labelfile import (
     RECORD_KEY,
     REJECTED_KEY,
@@ -328,8 +328,9 @@ def run_stages(todo: list[Path], predictor: Predictor, options: PredictOptions, 
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode") as decoder, \
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as writer:
         # A large photo is decoded at a fraction of its size: enough for the model and the outlines.
-        decoding = DecodeAhead(decoder, todo, working_size(predictor.model.info.architecture.input_size),
-                               options.batch_size)
+        architecture = predictor.model.info.architecture
+        decoding = DecodeAhead(decoder, todo, working_size(architecture.input_size),
+                               largest_reduction(architecture.scale), options.batch_size)
         writing = WriteBehind(writer, predictor, options, record)
         while decoding:
             if cancelled is not None and cancelled():
@@ -354,8 +355,8 @@ def run_stages(todo: list[Path], predictor: Predictor, options: PredictOptions, 
 class DecodeAhead:
     """The decode stage: images decoded on a thread pool, a batch and ``DECODE_AHEAD`` more ahead of inference."""
 
-    def __init__(self, pool: ThreadPoolExecutor, paths: list[Path], size: int, batch_size: int):
-        self.pool, self.size, self.batch_size = pool, size, batch_size
+    def __init__(self, pool: ThreadPoolExecutor, paths: list[Path], size: int, most: int, batch_size: int):
+        self.pool, self.size, self.most, self.batch_size = pool, size, most, batch_size
         self.queue = iter(paths)
         self.decoding: deque[tuple[Path, Future[ReducedImage]]] = deque()
         self.top_up()
@@ -368,7 +369,7 @@ class DecodeAhead:
             next_path = next(self.queue, None)
             if next_path is None:
                 return
-            self.decoding.append((next_path, self.pool.submit(read_image_reduced, next_path, self.size)))
+            self.decoding.append((next_path, self.pool.submit(read_image_reduced, next_path, self.size, self.most)))
 
     def next_batch(self, tally: Tally) -> list[tuple[Path, ReducedImage]]:
         """Up to a batch of decoded images; those that fail to decode are counted as failed instead."""
@@ -390,7 +391,7 @@ class DecodeAhead:
 
 def infer(predictor: Predictor, batch: list[tuple[Path, ReducedImage]]) -> list[Prediction]:
     """The inference stage: one forward pass for the batch; each map in its photo's full-resolution pixels."""
-    predictions = predictor.predict_batch([image.pixels for _, image in batch])
+    predictions = predictor.predict_batch([image.pixels for _, image in batch], [image.shape for _, image in batch])
     return [prediction.for_photo(image.shape) for (_, image), prediction in zip(batch, predictions)]
 
 

@@ -97,14 +97,14 @@ def default_factory(model_path: Path) -> PredictorFactory:
     return build
 
 
-def decode_image(job: Job, at_least: int) -> ReducedImage:
+def decode_image(job: Job, at_least: int, most: int) -> ReducedImage:
     """The image as LabelMe shows it, reduced to what the model needs (``working_size``): the
     file, else the bytes LabelMe loaded. LabelMe decodes the file in full for its canvas; we decode
     it again, in the worker, at a fraction of the size."""
     from labelme_dsarad.model.images import read_image_reduced, reduce
 
     try:
-        return read_image_reduced(job.path, at_least)
+        return read_image_reduced(job.path, at_least, most)
     except Exception:
         if job.image_bytes is None:
             raise
@@ -113,7 +113,7 @@ def decode_image(job: Job, at_least: int) -> ReducedImage:
     from PIL import Image, ImageOps
 
     with Image.open(io.BytesIO(job.image_bytes)) as image:
-        return reduce(np.asarray(ImageOps.exif_transpose(image).convert("RGB")), at_least)
+        return reduce(np.asarray(ImageOps.exif_transpose(image).convert("RGB")), at_least, most)
 
 
 class DetectionWorker(QtCore.QThread):
@@ -278,25 +278,26 @@ class DetectionWorker(QtCore.QThread):
         if self._predictor is None:
             self.job_failed.emit(job, self._model_error or "no model loaded")
             return
-        from labelme_dsarad.model.inference import working_size
+        from labelme_dsarad.model.inference import largest_reduction, working_size
 
         started = time.perf_counter()
+        architecture = self._predictor.model.info.architecture
         try:
-            image = decode_image(job, working_size(self._predictor.model.info.architecture.input_size))
+            image = decode_image(job, working_size(architecture.input_size), largest_reduction(architecture.scale))
         except Exception as error:  # noqa: BLE001 - every decode failure is one message about this file
             self.job_failed.emit(job, f"{Path(job.path).name}: cannot read the image ({one_line(error)})")
             return
         try:
-            prediction = self._predict(image.pixels).for_photo(image.shape)
+            prediction = self._predict(image.pixels, image.shape).for_photo(image.shape)
         except Exception as error:  # noqa: BLE001
             self.job_failed.emit(job, f"{Path(job.path).name}: inference failed ({one_line(error)})")
             return
         self.result_ready.emit(JobResult(job, prediction, image.shape, self._model_key, time.perf_counter() - started))
 
-    def _predict(self, image: np.ndarray):
+    def _predict(self, image: np.ndarray, photo_shape: tuple[int, int]):
         assert self._predictor is not None  # _run_job checked
         try:
-            return self._predictor.predict(image)
+            return self._predictor.predict(image, photo_shape)
         except Exception as error:
             if not is_out_of_memory(error) or self._device_type() == "cpu":
                 raise
@@ -308,7 +309,7 @@ class DetectionWorker(QtCore.QThread):
         self._predictor = self._factory_for_fallback("cpu")
         self.notice.emit("GPU out of memory: switched to the CPU")
         self.model_ready.emit(self._describe())
-        prediction = self._predictor.predict(image)
+        prediction = self._predictor.predict(image, photo_shape)
         prediction.seconds = max(prediction.seconds, time.perf_counter() - started)
         return prediction
 

@@ -28,9 +28,19 @@ class Architecture:
     # set by retraining, whose suggestions it outlines better (train/retrain.py) for four passes
     # of the U-Net instead of one.
     flip_average: bool = False
+    # Photo pixels per model pixel, the same across and along: photos are resized by it and covered
+    # by tiles of input_size (model/tiles.py), so a thin defect keeps its shape. 0: every photo is
+    # squashed to one input_size square, as model files written before scales existed.
+    scale: float = 0.0
 
     def to_dict(self) -> dict:
         return {**asdict(self), "kinds": list(self.kinds)}
+
+    def input_description(self) -> str:
+        """What the networks see, for people: '128 px' (photos squashed), or tiles at a scale."""
+        if not self.scale:
+            return f"{self.input_size} px"
+        return f"{self.input_size} px tiles, {self.scale:g} photo px per pixel"
 
 
 # Five 2x poolings: every side the networks take is a multiple of this.

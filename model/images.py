@@ -117,30 +117,31 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return _read(path, at_least=None).pixels
 
 
-def read_image_reduced(path: str | os.PathLike, at_least: int) -> ReducedImage:
-    """The image as LabelMe shows it, reduced by the largest of REDUCTIONS that
+def read_image_reduced(path: str | os.PathLike, at_least: int, most: int = REDUCTIONS[0]) -> ReducedImage:
+    """The image as LabelMe shows it, reduced by the largest of REDUCTIONS, up to ``most``, that
     leaves both sides at least ``at_least`` pixels (``reduction_for``)."""
-    return _read(path, at_least)
+    return _read(path, at_least, most)
 
 
-def reduction_for(width: int, height: int, at_least: int) -> int:
-    """The largest of REDUCTIONS leaving both sides at least ``at_least`` pixels; 1 when none does.
+def reduction_for(width: int, height: int, at_least: int, most: int = REDUCTIONS[0]) -> int:
+    """The largest of REDUCTIONS, up to ``most``, leaving both sides at least ``at_least`` pixels;
+    1 when none does.
 
     The rule PIL's JPEG ``draft`` follows, so decoder and caller agree."""
-    return next((factor for factor in REDUCTIONS if min(width, height) // factor >= at_least), 1)
+    return next((factor for factor in REDUCTIONS if factor <= most and min(width, height) // factor >= at_least), 1)
 
 
-def reduce(pixels: np.ndarray, at_least: int) -> ReducedImage:
+def reduce(pixels: np.ndarray, at_least: int, most: int = REDUCTIONS[0]) -> ReducedImage:
     """An image already decoded in full, area-averaged down as ``read_image_reduced`` would decode it."""
     height, width = pixels.shape[:2]
-    factor = reduction_for(width, height, at_least)
+    factor = reduction_for(width, height, at_least, most)
     if factor > 1:
         size = (-(-width // factor), -(-height // factor))  # rounded up, as a JPEG decoder does
         pixels = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
     return ReducedImage(pixels, (height, width), factor, reduced_while_decoding=False)
 
 
-def _read(path: str | os.PathLike, at_least: int | None) -> ReducedImage:
+def _read(path: str | os.PathLike, at_least: int | None, most: int = REDUCTIONS[0]) -> ReducedImage:
     """The picture LabelMe shows, reduced when ``at_least`` is given (see ``read_image_reduced``)."""
     with _open_file(path) as file:
         image = _open_image(path, file)
@@ -151,7 +152,7 @@ def _read(path: str | os.PathLike, at_least: int | None) -> ReducedImage:
             stored_width, stored_height = image.size
             factor = 1
             if at_least is not None and image.format in _DECODER_REDUCED_FORMATS:
-                factor = reduction_for(stored_width, stored_height, at_least)
+                factor = reduction_for(stored_width, stored_height, at_least, most)
                 if factor > 1 and image.draft(image.mode, (stored_width // factor, stored_height // factor)) is None:
                     factor = 1  # a layout the decoder cannot scale: decoded in full, shrunk below
             image = _turn(_load(image), shown_orientation)
@@ -165,7 +166,7 @@ def _read(path: str | os.PathLike, at_least: int | None) -> ReducedImage:
         swapped = shown_orientation in _ORIENTATIONS_SWAPPING_AXES
         shape = (stored_width, stored_height) if swapped else (stored_height, stored_width)
         return ReducedImage(pixels, shape, factor, reduced_while_decoding=True)
-    return ReducedImage(pixels, pixels.shape[:2], 1, False) if at_least is None else reduce(pixels, at_least)
+    return ReducedImage(pixels, pixels.shape[:2], 1, False) if at_least is None else reduce(pixels, at_least, most)
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, TypeGuard
 import cv2
 import numpy as np
 
+from .images import REDUCTIONS
 from .metadata_keys import SOURCE_SHA256_KEY
 from .model_file import (
     MAX_FILE_BYTES,
@@ -42,6 +43,7 @@ from .model_file import (
     read_inference_graph,
 )
 from .polygons import DEFAULT_EXTEND_TO, DEFAULT_MIN_PEAK, Region, SuggestionSettings
+from .tiles import Tiling, pooled_max, scaled_shape
 
 if TYPE_CHECKING:
     import torch
@@ -50,9 +52,15 @@ if TYPE_CHECKING:
 
 
 def resize_for_model(image: np.ndarray, size: int) -> np.ndarray:
-    """RGB uint8 (H, W, 3) of any size -> (size, size, 3) uint8, area-averaged."""
-    interpolation = cv2.INTER_AREA if image.shape[0] >= size and image.shape[1] >= size else cv2.INTER_LINEAR
-    return cv2.resize(image, (size, size), interpolation=interpolation)
+    """RGB uint8 (H, W, 3) of any size -> (size, size, 3) uint8, area-averaged: the squash of a model
+    without a scale."""
+    return resize_to(image, (size, size))
+
+
+def resize_to(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """An image (H, W, 3) resized to ``shape`` (height, width), area-averaged where it shrinks."""
+    shrinks = image.shape[0] >= shape[0] and image.shape[1] >= shape[1]
+    return cv2.resize(image, (shape[1], shape[0]), interpolation=cv2.INTER_AREA if shrinks else cv2.INTER_LINEAR)
 
 
 def map_at_image_size(raw_map: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -106,6 +114,21 @@ def working_size(input_size: int) -> int:
     return MAP_PIXELS_PER_MODEL_PIXEL * input_size
 
 
+def largest_reduction(scale: float) -> int:
+    """The most a photo may be reduced while decoding for a model with ``scale`` photo pixels per
+    model pixel (0: no scale, no limit): the decoded copy keeps ``MAP_PIXELS_PER_MODEL_PIXEL``
+    pixels per model pixel."""
+    if not scale:
+        return REDUCTIONS[0]
+    return next((factor for factor in REDUCTIONS if factor * MAP_PIXELS_PER_MODEL_PIXEL <= scale), 1)
+
+
+# Tiles of one photo run through the networks this many at a time: a large photo at a fine scale
+# has hundreds, and one batch of them all would hold every tile's activations at once.
+TILE_BATCH = 16
+# A photo far larger than the product's, at its scale, would take minutes (a pass per tile): refused.
+MAX_TILES = 1024
+
 # Below this probability a region keeps the model's generic label: no kind is better than a wrong one.
 KIND_MIN_PROBABILITY = 0.5
 
@@ -118,7 +141,7 @@ class Prediction:
     seconds: float
     device: str
     kinds: tuple[str, ...] = ()  # the defect kinds the model names, if any
-    kind_map: np.ndarray | None = None  # (kinds, S, S) their probabilities, at the model's input size
+    kind_map: np.ndarray | None = None  # (kinds, h, w) their probabilities, on the model's map (S x S, or stitched)
     extend_to_by_kind: dict[str, float] = field(default_factory=dict)  # the model's (``ScoreNormaliser``)
     min_peak: float = DEFAULT_MIN_PEAK  # the model's (``ScoreNormaliser``)
     # (height, width) of the photo when the image given was a reduced copy of it (``for_photo``);
@@ -188,9 +211,9 @@ class Prediction:
         ys, xs = np.nonzero(inside)
         if not len(ys):
             ys, xs = np.array([(y1 - y0) // 2]), np.array([(x1 - x0) // 2])
-        size = self.kind_map.shape[-1]
-        rows = np.clip(((ys + y0 + 0.5) * size / height).astype(int), 0, size - 1)
-        columns = np.clip(((xs + x0 + 0.5) * size / width).astype(int), 0, size - 1)
+        rows_on_map, columns_on_map = self.kind_map.shape[-2:]
+        rows = np.clip(((ys + y0 + 0.5) * rows_on_map / height).astype(int), 0, rows_on_map - 1)
+        columns = np.clip(((xs + x0 + 0.5) * columns_on_map / width).astype(int), 0, columns_on_map - 1)
         mean = self.kind_map[:, rows, columns].mean(axis=1)
         best = int(np.argmax(mean))
         return self.kinds[best], float(mean[best])
@@ -507,29 +530,56 @@ class Predictor:
             return self.runner(to_array(batch))
         return self.runner(to_tensor(batch))
 
-    def predict_batch(self, images: list[np.ndarray]) -> list[Prediction]:
+    def predict_batch(self, images: list[np.ndarray],
+                      photo_shapes: list[tuple[int, int]] | None = None) -> list[Prediction]:
+        """Predictions for ``images``; ``photo_shapes``: (height, width) of the photos they are reduced
+        copies of (``images.read_image_reduced``), which a model with a scale needs; by default each
+        image is its photo."""
         started = time.perf_counter()
-        batch = np.stack([resize_for_model(image, self.input_size) for image in images])
-        raw_maps, raw_scores, *kind_maps = self.raw_maps(batch)
+        architecture = self.model.info.architecture
+        if architecture.scale:
+            shapes = photo_shapes or [image.shape[:2] for image in images]
+            outputs = [self._tiled(image, shape) for image, shape in zip(images, shapes)]
+        else:
+            batch = np.stack([resize_for_model(image, self.input_size) for image in images])
+            raw_maps, raw_scores, *kind_maps = self.raw_maps(batch)
+            outputs = [(raw_map, float(raw_score), kind_maps[0][index] if kind_maps else None)
+                       for index, (raw_map, raw_score) in enumerate(zip(raw_maps, raw_scores))]
         elapsed = (time.perf_counter() - started) / len(images)
         predictions = []
-        for index, (image, raw_map, raw_score) in enumerate(zip(images, raw_maps, raw_scores)):
+        for image, (raw_map, raw_score, kind_map) in zip(images, outputs):
             height, width = image.shape[:2]
             full_size = map_at_image_size(raw_map, height, width)
             predictions.append(
                 Prediction(
                     score_map=self.normaliser.pixel(full_size).astype(np.float32),
-                    image_score=float(self.normaliser.image(float(raw_score))),
-                    raw_image_score=float(raw_score),
+                    image_score=float(self.normaliser.image(raw_score)),
+                    raw_image_score=raw_score,
                     seconds=elapsed,
                     device=self.device,
-                    kinds=self.model.info.architecture.kinds,
-                    kind_map=kind_maps[0][index] if kind_maps else None,
+                    kinds=architecture.kinds,
+                    kind_map=kind_map,
                     extend_to_by_kind=self.normaliser.extend_to_by_kind,
                     min_peak=self.normaliser.min_peak,
                 )
             )
         return predictions
 
-    def predict(self, image: np.ndarray) -> Prediction:
-        return self.predict_batch([image])[0]
+    def _tiled(self, image: np.ndarray, photo_shape: tuple[int, int]) -> tuple[np.ndarray, float, np.ndarray | None]:
+        """The raw map of ``image`` at the model's scale (stitched from tiles), its raw image score
+        and, for a model that names kinds, their probabilities there."""
+        architecture = self.model.info.architecture
+        shape = scaled_shape(photo_shape, architecture.scale)
+        tiling = Tiling.of(shape, self.input_size)
+        if len(tiling) > MAX_TILES:
+            raise ValueError(f"a {photo_shape[1]} x {photo_shape[0]} photo at the model's scale "
+                             f"({architecture.scale:g} photo pixels per model pixel) needs {len(tiling)} tiles, more "
+                             f"than {MAX_TILES}: the model was trained on smaller photos")
+        tiles = tiling.cut(resize_to(image, shape))
+        parts = [self.raw_maps(tiles[start : start + TILE_BATCH]) for start in range(0, len(tiles), TILE_BATCH)]
+        raw_map = tiling.stitch(np.concatenate([part[0] for part in parts]))
+        kind_map = tiling.stitch(np.concatenate([part[2] for part in parts])) if architecture.kinds else None
+        return raw_map, pooled_max(raw_map, architecture.score_window), kind_map
+
+    def predict(self, image: np.ndarray, photo_shape: tuple[int, int] | None = None) -> Prediction:
+        return self.predict_batch([image], None if photo_shape is None else [photo_shape])[0]

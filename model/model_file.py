@@ -48,6 +48,8 @@ MAX_FILE_BYTES = 2 * 1024**3
 WIDTH_RANGE = (1, 512)
 INPUT_SIZE_RANGE = (32, 2048)
 SCORE_WINDOW_RANGE = (1, 255)
+# Photo pixels per model pixel: from an enlargement to a photo of a million pixels a side.
+SCALE_RANGE = (0.01, 10_000.0)
 MAX_KINDS = 64
 FLOAT_DTYPE_NAMES = ("float32", "float16", "bfloat16")
 PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin"}
@@ -325,6 +327,7 @@ def parse_header(path: os.PathLike | str, metadata: dict) -> ModelInfo:
                                       "score_window"),
             kinds=_kind_names(arch.get("kinds", [])),
             flip_average=_boolean(arch.get("flip_average", False), "flip_average"),
+            scale=_scale(arch.get("scale", Architecture.scale)),
         )
         if architecture.score_window % 2 == 0:
             raise ValueError(f"score_window must be odd, got {architecture.score_window}")
@@ -365,6 +368,13 @@ def _kind_names(value) -> tuple[str, ...]:
     if len(set(value)) != len(value):
         raise ValueError("kinds must be different names")
     return tuple(value)
+
+
+def _scale(value) -> float:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not (value == 0 or SCALE_RANGE[0] <= value <= SCALE_RANGE[1]):
+        raise ValueError(f"scale must be 0 or a number in [{SCALE_RANGE[0]}, {SCALE_RANGE[1]}], got {value!r}")
+    return float(value)
 
 
 def _boolean(value, name: str) -> bool:

@@ -110,6 +110,22 @@ def test_quality_curve_evaluates_a_run_and_plots_it(tmp_path, tiny_mtd):
     assert (tmp_path / "out" / "curve.png").stat().st_size > 0
 
 
+def test_quality_curve_given_a_relative_out_folder_trains_into_it(tmp_path, tiny_mtd, monkeypatch):
+    # Training runs in a scratch folder of its own: a relative path there once lost a 21-minute run.
+    model = make_tiny_model(tmp_path / "tiny.safetensors", product="magnetic_tile")
+    monkeypatch.chdir(tmp_path)
+
+    def training_writes_its_output(command, env, check, cwd):  # stands for 'dsarad train' in its folder
+        output = Path(cwd) / command[command.index("--output") + 1]
+        output.parent.mkdir(parents=True, exist_ok=True)
+        loaded = load_model(model)
+        save_model(output, loaded.network, replace(loaded.info, training={"seconds": 1.0, "batch_size": 2}))
+
+    monkeypatch.setattr(quality_curve.subprocess, "run", training_writes_its_output)
+    assert quality_curve.main(["--root", str(tiny_mtd), "--out", "out", "--minutes", "0.1"]) == 0
+    assert (tmp_path / "out" / "run" / "final.safetensors").is_file() and (tmp_path / "out" / "curve.csv").is_file()
+
+
 def test_retrain_experiment_closes_the_loop_on_tiny_data(tmp_path, tiny_mtd, capsys):
     base = make_tiny_model(tmp_path / "base.safetensors", product="magnetic_tile")
     out = tmp_path / "experiment"

@@ -306,11 +306,11 @@ class SlowPredictor:
         self.seconds = seconds
         self.model, self.name, self.device = self.inner.model, self.inner.name, self.inner.device
 
-    def predict(self, image):
+    def predict(self, image, photo_shape=None):
         started = time.perf_counter()
-        prediction = self.inner.predict(image)
+        prediction = self.inner.predict(image, photo_shape)
         while time.perf_counter() - started < self.seconds:
-            prediction = self.inner.predict(image)
+            prediction = self.inner.predict(image, photo_shape)
             time.sleep(0.005)
         prediction.seconds = time.perf_counter() - started
         return prediction

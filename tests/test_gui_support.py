@@ -77,7 +77,7 @@ class FakePredictor:
         self.name = "widget v1"
         self.device = self.device_name
 
-    def predict(self, image: np.ndarray) -> Prediction:
+    def predict(self, image: np.ndarray, photo_shape: tuple[int, int] | None = None) -> Prediction:
         with self.lock:
             self.calls.append(image.shape)
         started = time.perf_counter()
@@ -89,7 +89,7 @@ class FakePredictor:
         return Prediction(score_map, float(score_map.max()), float(score_map.max()),
                           time.perf_counter() - started, self.device_name)
 
-    def predict_batch(self, images):
+    def predict_batch(self, images, photo_shapes=None):
         return [self.predict(image) for image in images]
 
 

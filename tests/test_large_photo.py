@@ -12,7 +12,7 @@ import shapely
 from shapely.geometry import Polygon, box
 
 from labelme_dsarad.model.images import read_image_reduced
-from labelme_dsarad.model.inference import Prediction, working_size
+from labelme_dsarad.model.inference import Prediction, largest_reduction, working_size
 from labelme_dsarad.model.polygons import SuggestionSettings
 from labelme_dsarad.pipeline import PredictOptions, predict_paths
 from labelme_dsarad.worker import Job, decode_image
@@ -57,7 +57,8 @@ def assert_on_the_defect(outline: Polygon, reduction: int) -> None:
 
 def test_suggestions_of_a_large_jpeg_land_on_the_defect_in_photo_pixels(large_jpeg):
     predictor = FakePredictor()
-    image = decode_image(Job(str(large_jpeg)), working_size(predictor.model.info.architecture.input_size))
+    architecture = predictor.model.info.architecture
+    image = decode_image(Job(str(large_jpeg)), working_size(architecture.input_size), largest_reduction(architecture.scale))
     assert image.reduced_while_decoding and image.reduction == 8 and image.shape == (HEIGHT, WIDTH)
     prediction = predictor.predict(image.pixels).for_photo(image.shape)
     assert predictor.calls == [(HEIGHT // 8, WIDTH // 8, 3)], "the model saw the reduced image only"

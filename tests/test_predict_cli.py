@@ -234,11 +234,11 @@ def test_ctrl_c_mid_batch_keeps_whole_files_and_says_how_to_finish(tmp_path, cap
     real_predict_batch = Predictor.predict_batch
     calls = []
 
-    def interrupted_on_the_third(self, batch):
+    def interrupted_on_the_third(self, batch, photo_shapes=None):
         calls.append(1)
         if len(calls) == 3:
             raise KeyboardInterrupt  # what Ctrl-C raises in the main thread, here mid-inference
-        return real_predict_batch(self, batch)
+        return real_predict_batch(self, batch, photo_shapes)
 
     monkeypatch.setattr(Predictor, "predict_batch", interrupted_on_the_third)
     status, stderr = predict(capsys, folder, "--model", model)

@@ -78,7 +78,8 @@ def noise_examples(count: int, generator: torch.Generator, masks: torch.Tensor |
     """``count`` random 64 x 64 images, defects where ``masks`` says (none without), no kinds."""
     masks = torch.zeros(count, 1, 64, 64) if masks is None else masks
     return Examples(torch.randint(0, 256, (count, 3, 64, 64), generator=generator, dtype=torch.uint8), masks,
-                    torch.zeros_like(masks), torch.full((count, 1, 64, 64), -1), np.full((count, 2), 64))
+                    torch.zeros_like(masks), torch.full((count, 1, 64, 64), -1), np.full((count, 2), 64),
+                    masks.flatten(1).amax(1).numpy() > 0)
 
 
 def noise_retrainer(tmp_path: Path, normals: int, defects: int, seed: int, **config) -> tuple[LoadedModel, Retrainer]:
@@ -149,8 +150,9 @@ def test_batches_are_whole_images_with_the_real_defects_their_masks_and_kinds(tm
     pending = torch.zeros_like(masks)
     pending[:, :, :4, :4] = 1.0  # a suggestion nobody reviewed, in a corner
     retrainer.set_data(Examples(torch.zeros(4, 3, 64, 64, dtype=torch.uint8), torch.zeros(4, 1, 64, 64),
-                                torch.zeros(4, 1, 64, 64), torch.full((4, 1, 64, 64), -1), np.full((4, 2), 64)),
-                       Examples(white, masks, pending, kinds, np.full((3, 2), 64)))
+                                torch.zeros(4, 1, 64, 64), torch.full((4, 1, 64, 64), -1), np.full((4, 2), 64),
+                                np.zeros(4, bool)),
+                       Examples(white, masks, pending, kinds, np.full((3, 2), 64), np.ones(3, bool)))
     batch = retrainer.batches()
     assert batch.inputs.shape == (8, 3, 64, 64) and batch.reconstructions.shape == (8, 3, 64, 64)
     assert batch.dice and len(batch.clean) == 0
@@ -177,9 +179,10 @@ def test_a_batch_of_the_default_recipe_holds_as_many_images_as_asked_and_real_de
     masks = torch.zeros(3, 1, 32, 32)
     masks[:, :, 8:12, 8:12] = 1.0
     retrainer.set_data(Examples(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), torch.zeros(2, 1, 32, 32),
-                                torch.zeros(2, 1, 32, 32), torch.full((2, 1, 32, 32), -1), np.full((2, 2), 32)),
+                                torch.zeros(2, 1, 32, 32), torch.full((2, 1, 32, 32), -1), np.full((2, 2), 32),
+                                np.zeros(2, bool)),
                        Examples(torch.full((3, 3, 32, 32), 255, dtype=torch.uint8), masks, torch.zeros_like(masks),
-                                torch.full((3, 1, 32, 32), -1), np.full((3, 2), 32)))
+                                torch.full((3, 1, 32, 32), -1), np.full((3, 2), 32), np.ones(3, bool)))
     batch = retrainer.batches()
     assert len(batch.inputs) == batch_size
     real = (batch.inputs == 1.0).all(dim=(1, 2, 3))  # the white real images, wherever the flips put them

@@ -83,10 +83,10 @@ def test_model_that_throws_fails_only_its_images(tmp_path, predictor):
         def __getattr__(self, name):
             return getattr(predictor, name)
 
-        def predict_batch(self, images):
+        def predict_batch(self, images, photo_shapes=None):
             if any(image.shape[0] == 40 for image in images):
                 raise RuntimeError("kernel failed\non this input")
-            return predictor.predict_batch(images)
+            return predictor.predict_batch(images, photo_shapes)
 
     images = [save_image(tmp_path / "a.png"), save_image(tmp_path / "tall.png", height=40), save_image(tmp_path / "c.png")]
     summary = predict_paths(images, None, PredictOptions(), predictor=ThrowsOnTallImages())

@@ -20,7 +20,8 @@ import cv2
 import numpy as np
 import torch
 
-from labelme_dsarad.model.inference import resize_for_model
+from labelme_dsarad.model.inference import resize_to
+from labelme_dsarad.model.tiles import Tiling, scaled_shape
 
 from .engine import TrainingBatch
 from .labels import LabelledImage
@@ -77,21 +78,23 @@ def split_labels(images: list[LabelledImage], holdout: float, calibration: float
 @dataclass
 class Examples:
     """Images (N, 3, S, S) uint8 with their defect and ignore masks (N, 1, S, S) float, the kind
-    of each defect pixel (N, 1, S, S) long, -1 where no kind is known, and each image's own
-    (height, width) (N, 2), where its suggestions are drawn."""
+    of each defect pixel (N, 1, S, S) long, -1 where no kind is known, each image's own
+    (height, width) (N, 2), where its suggestions are drawn, and whether it shows a defect (N,).
+    For a model with a scale, each is a tile of a photo, as inference cuts it (``model.tiles``)."""
 
     images: torch.Tensor
     masks: torch.Tensor
     ignore: torch.Tensor
     kinds: torch.Tensor
     sizes: np.ndarray
+    defective: np.ndarray
 
     def __len__(self) -> int:
         return len(self.images)
 
     def to(self, device: torch.device) -> Examples:
         return Examples(self.images.to(device), self.masks.to(device), self.ignore.to(device), self.kinds.to(device),
-                        self.sizes)
+                        self.sizes, self.defective)
 
 
 def defect_kinds(images: list[LabelledImage], generic: str) -> tuple[str, ...]:
@@ -101,36 +104,55 @@ def defect_kinds(images: list[LabelledImage], generic: str) -> tuple[str, ...]:
     return tuple(sorted(names - {"", generic}, key=str.encode))
 
 
-def shrink_mask(mask: np.ndarray, size: int) -> np.ndarray:
-    """A full-size bool mask at the model's size: covered at least MASK_COVERAGE."""
-    coverage = cv2.resize(mask.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
+def shrink_mask(mask: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """A full-size bool mask at the model's size (a side, or (height, width)): covered at least
+    MASK_COVERAGE."""
+    height, width = (size, size) if isinstance(size, int) else size
+    coverage = cv2.resize(mask.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)
     return coverage >= MASK_COVERAGE
 
 
-def load_examples(images: list[LabelledImage], size: int, kinds: tuple[str, ...] = ()) -> Examples:
-    """The images at the model's size, their masks, and the index in ``kinds`` of each defect pixel's kind."""
-    pixels, masks, ignores, kind_maps, sizes = [], [], [], [], []
+def load_examples(images: list[LabelledImage], size: int, kinds: tuple[str, ...] = (), scale: float = 0.0) -> Examples:
+    """The images at the model's size (or, with ``scale``, their tiles), their masks, and the index in
+    ``kinds`` of each defect pixel's kind."""
+    pixels: list[np.ndarray] = []
+    masks: list[np.ndarray] = []
+    ignores: list[np.ndarray] = []
+    kind_maps: list[np.ndarray] = []
+    sizes: list[tuple[int, int]] = []
+    defective: list[bool] = []
     for item in images:
         image = item.read_image()
-        sizes.append(image.shape[:2])
+        shape = scaled_shape(image.shape[:2], scale) if scale else (size, size)
         defect, ignore = item.masks(*image.shape[:2])
-        pixels.append(resize_for_model(image, size))
-        masks.append(shrink_mask(defect, size))
-        ignores.append(shrink_mask(ignore, size) & ~masks[-1])
-        named = np.full((size, size), -1, np.int64)
+        mask = shrink_mask(defect, shape)
+        named = np.full(shape, -1, np.int64)
         for index, kind in enumerate(kinds):
-            named[shrink_mask(item.kinds(*image.shape[:2]) == kind, size) & masks[-1]] = index
-        kind_maps.append(named)
+            named[shrink_mask(item.kinds(*image.shape[:2]) == kind, shape) & mask] = index
+        planes: tuple[np.ndarray, ...] = (resize_to(image, shape), mask, shrink_mask(ignore, shape) & ~mask, named)
+        if scale:
+            tiling = Tiling.of(shape, size)
+            planes = tuple(tiling.cut(plane) for plane in planes)
+            tile_side = round(size * scale)
+            sizes += [(tile_side, tile_side)] * len(tiling)
+            defective += [bool(tile.any()) for tile in planes[1]]
+        else:
+            planes = tuple(plane[None] for plane in planes)
+            sizes.append(image.shape[:2])
+            defective.append(item.is_defect)
+        for column, plane in zip((pixels, masks, ignores, kind_maps), planes):
+            column.extend(plane)
     if not images:
         empty = torch.zeros(0, 1, size, size)
         return Examples(torch.zeros(0, 3, size, size, dtype=torch.uint8), empty, empty,
-                        torch.zeros(0, 1, size, size, dtype=torch.long), np.zeros((0, 2), np.int64))
+                        torch.zeros(0, 1, size, size, dtype=torch.long), np.zeros((0, 2), np.int64), np.zeros(0, bool))
     return Examples(
         torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).contiguous(),
         torch.from_numpy(np.stack(masks)).float().unsqueeze(1),
         torch.from_numpy(np.stack(ignores)).float().unsqueeze(1),
         torch.from_numpy(np.stack(kind_maps)).unsqueeze(1),
         np.array(sizes, np.int64),
+        np.array(defective, bool),
     )
 
 

@@ -298,7 +298,7 @@ def train_warm_started(base: LoadedModel, split: Split, config: RetrainConfig,
     """The base model's U-Net trained on the training images for the budget; the trainer, the
     training normals (calibration refits the map correction on them) and the training's history."""
     stage(progress, "loading", f"loading {len(split.train)} training and {len(split.calibration)} calibration images")
-    size = base.info.architecture.input_size
+    size, scale = base.info.architecture.input_size, base.info.architecture.scale
     train_defects = [i for i in split.train if i.is_defect]
     known = base.info.architecture.kinds
     kinds = known + tuple(kind for kind in defect_kinds(train_defects, base.info.labels[0]) if kind not in known)
@@ -306,8 +306,8 @@ def train_warm_started(base: LoadedModel, split: Split, config: RetrainConfig,
         stage(progress, "loading", f"defect kinds learnt: {', '.join(kinds)}")
     setup_started = time.monotonic()
     trainer = Retrainer(base, config, resolve_device(config.device), kinds)
-    normals = load_examples([i for i in split.train if not i.is_defect], size)
-    trainer.set_data(normals, load_examples(train_defects, size, kinds))
+    normals = load_examples([i for i in split.train if not i.is_defect], size, scale=scale)
+    trainer.set_data(normals, load_examples(train_defects, size, kinds, scale))
 
     stage(progress, "training", f"training for {config.steps} steps" if config.steps else f"training for {config.minutes:g} min")
     # --minutes counts the loading and the reconstructions made for the training images too.
@@ -342,11 +342,10 @@ def calibrate_thresholds(network: DSARAD, split: Split, normals: Examples, base_
     """The map correction refitted on the training normals (kept only where it helps), then the
     thresholds at the best F1 on the calibration images, above what the reviewed normals allow."""
     stage(progress, "calibrating", "setting thresholds at the best F1, above what the reviewed normals allow")
-    calibration = load_examples(split.calibration, network.architecture.input_size)
+    calibration = load_examples(split.calibration, network.architecture.input_size, scale=network.architecture.scale)
     masks = calibration.masks[:, 0].numpy() > 0.5
     correction, maps, scores = choose_map_correction(network, normals.images, calibration.images, masks, device, seed)
-    labels = np.array([item.is_defect for item in split.calibration], dtype=bool)
-    normaliser = f1_thresholds(maps, scores, masks, labels, calibration.sizes, base_normaliser)
+    normaliser = f1_thresholds(maps, scores, masks, calibration.defective, calibration.sizes, base_normaliser)
     normaliser.statistics["map_correction"] = correction
     return normaliser
 

@@ -150,6 +150,16 @@ def random_crops(images: torch.Tensor, size: int, generator: torch.Generator) ->
                         for image, top, left in zip(images, tops, lefts)])
 
 
+def random_windows(images: list[torch.Tensor], size: int, generator: torch.Generator) -> torch.Tensor:
+    """A random ``size`` x ``size`` window of each image (C, H, W each, of any size at least ``size``)."""
+    fractions = torch.rand((len(images), 2), generator=generator, device=generator.device).tolist()
+    windows = []
+    for image, (down, across) in zip(images, fractions):
+        top, left = int(down * (image.shape[-2] - size + 1)), int(across * (image.shape[-1] - size + 1))
+        windows.append(image[:, top : top + size, left : left + size])
+    return torch.stack(windows)
+
+
 def product_chroma(images: torch.Tensor) -> float:
     """How coloured a product is: the mean distance of its pixels' channels from their grey (0..1)."""
     pixels = images.float() / (255.0 if images.dtype == torch.uint8 else 1.0)

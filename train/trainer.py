@@ -3,10 +3,11 @@
 This is the engine's (``engine``) first configuration: batches are synthetic
 anomalies pasted into normal images, and the student's encoder is distilled
 toward the teacher's. Images are decoded once, resized to the training size
-and kept as one uint8 tensor on the training device; every batch is drawn,
-synthesised and augmented there. Checkpoints are safetensors files (weights,
-optimizer state, random state) written atomically, so a run killed at any
-moment resumes from the last one.
+(or, for a model with a scale, to that scale, each keeping its shape: batches
+are then random windows of them) and kept as uint8 tensors on the training
+device; every batch is drawn, synthesised and augmented there. Checkpoints
+are safetensors files (weights, optimizer state, random state) written
+atomically, so a run killed at any moment resumes from the last one.
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ from tqdm import tqdm
 from labelme_dsarad.model.atomic_write import write_atomically
 from labelme_dsarad.model.devices import DEFAULT_DEVICE
 from labelme_dsarad.model.export import onnx_bytes
-from labelme_dsarad.model.images import read_image
-from labelme_dsarad.model.inference import denormals_flushed, resize_for_model, resolve_device
+from labelme_dsarad.model.images import image_size, read_image
+from labelme_dsarad.model.inference import denormals_flushed, resize_for_model, resize_to, resolve_device
 from labelme_dsarad.model.model_file import LoadedModel, ModelInfo, preset_architecture, read_safetensors
 from labelme_dsarad.model.networks import DSARAD, ReconstructionNetwork, check_input_size
 from labelme_dsarad.model.scoring import ScoreNormaliser
+from labelme_dsarad.model.tiles import Tiling, pad_to, scale_for, scaled_shape
 
 from .calibration import (
     HELD_OUT,
@@ -59,7 +61,7 @@ from .engine import (
 from .losses import reconstruction_loss
 from .progress import TerminalProgress
 from .sources import AnomalySources
-from .synthesis import random_crops, synthesise
+from .synthesis import random_crops, random_windows, synthesise
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 # Checkpoints leave out what every export fits afresh (and checkpoints written before it existed lack).
@@ -83,6 +85,9 @@ class TrainConfig:
     # (None: whole images). Steps cost what crop-sized images cost, while the
     # model sees the product in the detail it infers at.
     crop_size: int | None = None
+    # Photo pixels per model pixel (model/tiles.py): photos keep their aspect and are covered by tiles;
+    # None: squashed to one square. ``AUTO_SCALE``: chosen from the images (``tiles.scale_for``).
+    scale: float | str | None = None
     epochs: float | None = None
     minutes: float | None = None
     batch_size: int = 8
@@ -107,10 +112,17 @@ class TrainConfig:
             raise ValueError(f"batch size must be 1 or more, got {self.batch_size}")
         if self.input_size is not None:
             check_input_size(self.input_size)
+        if isinstance(self.scale, str) and self.scale != AUTO_SCALE:
+            raise ValueError(f"scale must be a number or {AUTO_SCALE!r}, got {self.scale!r}")
+        if isinstance(self.scale, (int, float)) and not self.scale > 0:
+            raise ValueError(f"scale must be positive, got {self.scale}")
         if self.crop_size is not None:
             check_input_size(self.crop_size)
             if self.crop_size > (self.input_size or preset_architecture(self.preset).input_size):
                 raise ValueError(f"crop size {self.crop_size} is larger than the input size")
+
+
+AUTO_SCALE = "auto"
 
 
 def decode_images(paths: list[str], size: int, description: str = "decoding") -> torch.Tensor:
@@ -119,6 +131,40 @@ def decode_images(paths: list[str], size: int, description: str = "decoding") ->
     if not arrays:
         return torch.empty((0, 3, size, size), dtype=torch.uint8)
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def decode_scaled(paths: list[str], scale: float, size: int, description: str) -> list[torch.Tensor]:
+    """Each image (3, H, W) uint8 at ``scale`` photo pixels per model pixel, padded as inference pads
+    it (``tiles.Tiling``) where a side is shorter than ``size``."""
+    scaled = []
+    for path in tqdm(paths, desc=description, leave=False):
+        image = read_image(path)
+        shape = scaled_shape(image.shape[:2], scale)
+        canvas = pad_to(resize_to(image, shape), (max(shape[0], size), max(shape[1], size)))
+        scaled.append(torch.from_numpy(np.ascontiguousarray(canvas)).permute(2, 0, 1).contiguous())
+    return scaled
+
+
+def tiles_of(scaled: list[torch.Tensor], size: int) -> tuple[torch.Tensor, np.ndarray]:
+    """The tiles inference cuts from each scaled image (N, 3, size, size) uint8, and the index of the
+    image each tile comes from."""
+    tiles, owners = [], []
+    for index, image in enumerate(scaled):
+        tiling = Tiling.of((image.shape[1], image.shape[2]), size)
+        tiles.append(torch.from_numpy(tiling.cut(image.permute(1, 2, 0).numpy())).permute(0, 3, 1, 2))
+        owners += [index] * len(tiling)
+    if not tiles:
+        return torch.empty((0, 3, size, size), dtype=torch.uint8), np.zeros(0, np.int64)
+    return torch.cat(tiles).contiguous(), np.array(owners, np.int64)
+
+
+def choose_scale(config: TrainConfig, input_size: int) -> float:
+    """The scale a run trains at: 0 (squash), the one given, or one chosen from the images' sizes."""
+    if config.scale is None:
+        return 0.0
+    if config.scale == AUTO_SCALE:
+        return scale_for([image_size(path)[::-1] for path in config.images], input_size)
+    return float(config.scale)
 
 
 def split_validation(paths: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -140,6 +186,7 @@ class Trainer:
         self.world_size = dist.get_world_size() if self.distributed else 1
         self.progress = progress or TerminalProgress(enabled=self.rank == 0)
         self.architecture = preset_architecture(config.preset, config.input_size)
+        self.architecture = replace(self.architecture, scale=choose_scale(config, self.architecture.input_size))
         torch.manual_seed(config.seed)
         self.teacher = ReconstructionNetwork(self.architecture.reconstruction_width).to(self.device)
         self.network = DSARAD(self.architecture).to(self.device)
@@ -186,8 +233,20 @@ class Trainer:
         train_paths, self.validation_paths = split_validation(config.images, config.validation_fraction, config.seed)
         if not train_paths:
             raise ValueError("no training images")
-        self.images = decode_images(train_paths, size, "decoding training images").to(self.device)
-        self.validation_images = decode_images(self.validation_paths, size, "decoding validation images")
+        # With a scale, batches are random windows of the scaled images, and what takes whole images
+        # at the model's size (map correction, thresholds, anomaly sources) takes their tiles; the
+        # validation images' scores are their tiles' highest, as a stitched map's would be.
+        self.scaled_images: list[torch.Tensor] = []
+        self.validation_owners: np.ndarray | None = None
+        if self.architecture.scale:
+            self.scaled_images = [image.to(self.device) for image in
+                                  decode_scaled(train_paths, self.architecture.scale, size, "decoding training images")]
+            self.images = tiles_of([image.cpu() for image in self.scaled_images], size)[0].to(self.device)
+            self.validation_images, self.validation_owners = tiles_of(
+                decode_scaled(self.validation_paths, self.architecture.scale, size, "decoding validation images"), size)
+        else:
+            self.images = decode_images(train_paths, size, "decoding training images").to(self.device)
+            self.validation_images = decode_images(self.validation_paths, size, "decoding validation images")
         folder_images = None
         if config.anomaly_source:
             from labelme_dsarad.model.images import list_images
@@ -201,9 +260,17 @@ class Trainer:
         self.train_count = len(train_paths)
 
     def batch(self) -> torch.Tensor:
+        size = self.config.crop_size or self.architecture.input_size
+        if self.scaled_images:
+            index = torch.randint(0, len(self.scaled_images), (self.config.batch_size,), generator=self.generator,
+                                  device=self.device)
+            windows = random_windows([self.scaled_images[i] for i in index.tolist()], size, self.generator)
+            return self.batch_layout(windows.float() / 255.0)
         index = torch.randint(0, len(self.images), (self.config.batch_size,), generator=self.generator, device=self.device)
-        batch = random_crops(self.images[index], self.config.crop_size or self.architecture.input_size,
-                             self.generator).float() / 255.0
+        return self.batch_layout(random_crops(self.images[index], size, self.generator).float() / 255.0)
+
+    def batch_layout(self, batch: torch.Tensor) -> torch.Tensor:
+        """A batch in the layout its device computes fastest."""
         if self.device.type == "cuda":
             batch = batch.contiguous(memory_format=torch.channels_last)
         return batch
@@ -337,6 +404,10 @@ class Trainer:
         correction = fit_map_correction(network, self.images, self.device, self.config.seed)
         window, window_aurocs, maps, scores = choose_score_window(network, images, self.sources, self.device,
                                                                   self.config.seed)
+        if self.architecture.scale:
+            owners = self.validation_owners if held_out else np.arange(len(images))
+            assert owners is not None  # set with the validation tiles
+            scores = np.array([scores[owners == owner].max() for owner in np.unique(owners)], np.float32)
         self.architecture = replace(self.architecture, score_window=window)
         network.architecture = self.network.architecture = self.architecture
         normaliser = normal_thresholds(maps, scores,
@@ -358,6 +429,7 @@ class Trainer:
                 "preset": config.preset,
                 "input_size": self.architecture.input_size,
                 "crop_size": config.crop_size,
+                "scale": self.architecture.scale,
                 "epochs": config.epochs,
                 "minutes": config.minutes,
                 "further_minutes": self.further_minutes,
