@@ -49,12 +49,12 @@ class Tiling:
 
     @classmethod
     def of(cls, shape: tuple[int, int], size: int) -> Tiling:
-        canvas = (max(shape[0], size), max(shape[1], size))
+        canvas = canvas_shape(shape, size)
         return cls(shape, size, tuple((y, x) for y in tile_starts(canvas[0], size) for x in tile_starts(canvas[1], size)))
 
     @property
     def canvas(self) -> tuple[int, int]:
-        return max(self.shape[0], self.size), max(self.shape[1], self.size)
+        return canvas_shape(self.shape, self.size)
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -77,6 +77,11 @@ class Tiling:
             total[..., y : y + self.size, x : x + self.size] += tile_map * weight
             weights[y : y + self.size, x : x + self.size] += weight
         return (total / weights)[..., : self.shape[0], : self.shape[1]]
+
+
+def canvas_shape(shape: tuple[int, int], size: int) -> tuple[int, int]:
+    """(height, width) of a scaled photo of ``shape`` once padded to at least one tile of ``size``."""
+    return max(shape[0], size), max(shape[1], size)
 
 
 def pad_to(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

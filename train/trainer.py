@@ -32,7 +32,7 @@ from labelme_dsarad.model.inference import denormals_flushed, resize_for_model, 
 from labelme_dsarad.model.model_file import LoadedModel, ModelInfo, preset_architecture, read_safetensors
 from labelme_dsarad.model.networks import DSARAD, ReconstructionNetwork, check_input_size
 from labelme_dsarad.model.scoring import ScoreNormaliser
-from labelme_dsarad.model.tiles import Tiling, pad_to, scale_for, scaled_shape
+from labelme_dsarad.model.tiles import Tiling, canvas_shape, pad_to, scale_for, scaled_shape
 
 from .calibration import (
     HELD_OUT,
@@ -140,7 +140,7 @@ def decode_scaled(paths: list[str], scale: float, size: int, description: str) -
     for path in tqdm(paths, desc=description, leave=False):
         image = read_image(path)
         shape = scaled_shape(image.shape[:2], scale)
-        canvas = pad_to(resize_to(image, shape), (max(shape[0], size), max(shape[1], size)))
+        canvas = pad_to(resize_to(image, shape), canvas_shape(shape, size))
         scaled.append(torch.from_numpy(np.ascontiguousarray(canvas)).permute(2, 0, 1).contiguous())
     return scaled
 
